@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Regenerates the Python stubs in fnas/v1/ from protos/fnas/v1/*.proto.
+# The folder mirrors the package, so the stubs import as `from fnas.v1 import x_pb2`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rm -f fnas/v1/*_pb2*.py fnas/v1/*_pb2*.pyi
+python -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. protos/fnas/v1/*.proto
+touch fnas/v1/__init__.py
