@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class BufferServiceStub:
-    """Missing associated documentation comment in .proto file."""
+    """The AEB buffer (paper 5), one small buffer per search.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -52,7 +53,8 @@ class BufferServiceStub:
 
 
 class BufferServiceServicer:
-    """Missing associated documentation comment in .proto file."""
+    """The AEB buffer (paper 5), one small buffer per search.
+    """
 
     def Add(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -99,7 +101,8 @@ def add_BufferServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class BufferService:
-    """Missing associated documentation comment in .proto file."""
+    """The AEB buffer (paper 5), one small buffer per search.
+    """
 
     @staticmethod
     def Add(request,

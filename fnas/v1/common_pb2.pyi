@@ -112,7 +112,7 @@ class Task(_message.Message):
     def __init__(self, dataset: _Optional[str] = ..., epochs: _Optional[int] = ..., simulated_seconds: _Optional[float] = ...) -> None: ...
 
 class SearchSpec(_message.Message):
-    __slots__ = ("space", "task", "reward", "budget", "modules", "strategy", "seed", "batch_size", "critic_snapshot", "pool_task", "name")
+    __slots__ = ("space", "task", "reward", "budget", "modules", "strategy", "seed", "batch_size", "critic_snapshot", "pool_task", "name", "warm_start")
     SPACE_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     REWARD_FIELD_NUMBER: _ClassVar[int]
@@ -124,6 +124,7 @@ class SearchSpec(_message.Message):
     CRITIC_SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     POOL_TASK_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    WARM_START_FIELD_NUMBER: _ClassVar[int]
     space: str
     task: Task
     reward: RewardSpec
@@ -135,4 +136,5 @@ class SearchSpec(_message.Message):
     critic_snapshot: str
     pool_task: str
     name: str
-    def __init__(self, space: _Optional[str] = ..., task: _Optional[_Union[Task, _Mapping]] = ..., reward: _Optional[_Union[RewardSpec, _Mapping]] = ..., budget: _Optional[_Union[Budget, _Mapping]] = ..., modules: _Optional[_Union[Modules, _Mapping]] = ..., strategy: _Optional[str] = ..., seed: _Optional[int] = ..., batch_size: _Optional[int] = ..., critic_snapshot: _Optional[str] = ..., pool_task: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+    warm_start: _containers.RepeatedCompositeFieldContainer[Architecture]
+    def __init__(self, space: _Optional[str] = ..., task: _Optional[_Union[Task, _Mapping]] = ..., reward: _Optional[_Union[RewardSpec, _Mapping]] = ..., budget: _Optional[_Union[Budget, _Mapping]] = ..., modules: _Optional[_Union[Modules, _Mapping]] = ..., strategy: _Optional[str] = ..., seed: _Optional[int] = ..., batch_size: _Optional[int] = ..., critic_snapshot: _Optional[str] = ..., pool_task: _Optional[str] = ..., name: _Optional[str] = ..., warm_start: _Optional[_Iterable[_Union[Architecture, _Mapping]]] = ...) -> None: ...

@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class CriticServiceStub:
-    """Missing associated documentation comment in .proto file."""
+    """The UAC critic (paper 4.2): V and U over the space's one-hot embedding.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -57,7 +58,8 @@ class CriticServiceStub:
 
 
 class CriticServiceServicer:
-    """Missing associated documentation comment in .proto file."""
+    """The UAC critic (paper 4.2): V and U over the space's one-hot embedding.
+    """
 
     def Predict(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -116,7 +118,8 @@ def add_CriticServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class CriticService:
-    """Missing associated documentation comment in .proto file."""
+    """The UAC critic (paper 4.2): V and U over the space's one-hot embedding.
+    """
 
     @staticmethod
     def Predict(request,

@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class PoolServiceStub:
-    """Missing associated documentation comment in .proto file."""
+    """The AKP pool (paper 4.3) on LMDB; one writer, many readers.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -52,7 +53,8 @@ class PoolServiceStub:
 
 
 class PoolServiceServicer:
-    """Missing associated documentation comment in .proto file."""
+    """The AKP pool (paper 4.3) on LMDB; one writer, many readers.
+    """
 
     def PutBlocks(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -99,7 +101,8 @@ def add_PoolServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class PoolService:
-    """Missing associated documentation comment in .proto file."""
+    """The AKP pool (paper 4.3) on LMDB; one writer, many readers.
+    """
 
     @staticmethod
     def PutBlocks(request,

@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class SearchServiceStub:
-    """Missing associated documentation comment in .proto file."""
+    """The agent: runs search jobs (sample -> critic -> train -> PPO update).
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -67,7 +68,8 @@ class SearchServiceStub:
 
 
 class SearchServiceServicer:
-    """Missing associated documentation comment in .proto file."""
+    """The agent: runs search jobs (sample -> critic -> train -> PPO update).
+    """
 
     def SubmitSearch(self, request, context):
         """Validates the spec (INVALID_ARGUMENT with the field and reason) and starts
@@ -153,7 +155,8 @@ def add_SearchServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class SearchService:
-    """Missing associated documentation comment in .proto file."""
+    """The agent: runs search jobs (sample -> critic -> train -> PPO update).
+    """
 
     @staticmethod
     def SubmitSearch(request,

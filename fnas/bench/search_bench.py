@@ -1,0 +1,184 @@
+"""`fnas bench search`: sample efficiency of the strategies on NAS-Bench-Graph, and the mesh's cost.
+
+For each space, strategy and seed, a search runs in the plain in-memory loop
+(strategy + the trainer's own tabular evaluator, nothing else). The first
+`mesh_seeds` seeds also run through the real mesh (in-process cluster: NATS,
+agent, trainers over gRPC); the mesh must give the identical trajectory (it is
+checked and reported), and the wall time per activated sample of the two is the
+mesh's overhead. Reaching a target means a trained sample's true reward
+crossed the threshold; the thresholds come from the whole table, which only
+this benchmark and the trainer read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fnas import spaces
+from fnas.bench.plain_loop import run_plain, samples_to_reach
+from fnas.reward import RewardFn
+from fnas.v1 import common_pb2, queue_pb2
+from services.agent import strategies
+from services.trainer.evaluate import TabularEvaluator
+
+TARGETS = {"top0.1": 0.001, "top1": 0.01}
+BEST_AT = (100, 300, 1000)
+
+
+@dataclass(frozen=True)
+class Setup:
+    space: spaces.SearchSpace
+    reward: common_pb2.RewardSpec
+
+
+def reward_spec(space: spaces.SearchSpace, kind: str) -> common_pb2.RewardSpec:
+    """accuracy: validation accuracy alone; latency: Eq. 2 with T = the space's 25th latency percentile."""
+    if kind == "accuracy":
+        return common_pb2.RewardSpec(cost=common_pb2.COST_METRIC_NONE)
+    if kind == "latency":
+        target = float(np.percentile(space.table()["latency_ms"], 25))
+        return common_pb2.RewardSpec(cost=common_pb2.COST_METRIC_LATENCY, target_latency_ms=target)
+    raise ValueError(f"--reward must be accuracy or latency, got {kind!r}")
+
+
+def thresholds(setup: Setup) -> dict[str, float]:
+    """Reward that the best `q` share of the space's unique architectures reach."""
+    table = setup.space.table()
+    fn = RewardFn.from_spec(setup.reward)
+    rewards = np.array([fn(a, lat) for a, lat in zip(table["valid_accuracy"], table["latency_ms"], strict=True)])
+    ordered = np.sort(rewards)[::-1]
+    return {name: float(ordered[max(1, math.ceil(q * len(ordered))) - 1]) for name, q in TARGETS.items()}
+
+
+def evaluator(setup: Setup) -> Callable[[tuple[int, ...]], float]:
+    """The trainer's tabular evaluation as a plain function of the tokens."""
+    tabular = TabularEvaluator()
+
+    def evaluate(tokens: tuple[int, ...]) -> float:
+        job = queue_pb2.TrainJob(
+            architecture=common_pb2.Architecture(space=setup.space.id, tokens=tokens), reward=setup.reward
+        )
+        return tabular.reward(job).value
+
+    return evaluate
+
+
+def summarise(counts: Sequence[int | None], budget: int) -> dict:
+    """Median and IQR of samples-to-target over seeds; a seed that never reached counts as budget+1."""
+    reached = [c for c in counts if c is not None]
+    filled = np.array([c if c is not None else budget + 1 for c in counts], dtype=float)
+    q1, med, q3 = np.percentile(filled, [25, 50, 75])
+    return {
+        "median": float(med) if reached else None,
+        "iqr": [float(q1), float(q3)],
+        "reached_fraction": len(reached) / len(counts),
+        "per_seed": list(counts),
+    }
+
+
+def run(
+    space_ids: Sequence[str],
+    strategy_names: Sequence[str],
+    reward_kind: str,
+    seeds: int,
+    budget: int,
+    mesh_seeds: int,
+    data_dir: Path,
+    progress: Callable[[str], None] = print,
+) -> dict:
+    """Runs the benchmark; returns the JSON-ready result."""
+    out: dict = {"reward": reward_kind, "seeds": seeds, "budget": budget, "mesh_seeds": mesh_seeds, "spaces": {}}
+    for space_id in space_ids:
+        space = spaces.get(space_id)
+        if not space.tabular:
+            raise ValueError(f"{space_id} is not a benchmark table; fnas bench search needs nasbench-graph/*")
+        setup = Setup(space, reward_spec(space, reward_kind))
+        targets = thresholds(setup)
+        result = {"thresholds": targets, "strategies": {}}
+        for name in strategy_names:
+            progress(f"{space_id} {name}: {seeds} seeds x {budget} samples")
+            result["strategies"][name] = _strategy(setup, name, seeds, budget, mesh_seeds, data_dir, targets)
+        ppo = result["strategies"].get("ppo")
+        for stats in result["strategies"].values():
+            for target in TARGETS:
+                base, mine = (ppo or {}).get(target, {}).get("median"), stats[target]["median"]
+                stats[target]["ratio_to_ppo"] = base / mine if base and mine else None
+        out["spaces"][space_id] = result
+    return out
+
+
+def _strategy(setup, name, seeds, budget, mesh_seeds, data_dir, targets) -> dict:
+    evaluate = evaluator(setup)
+    curves, plain_s = [], []
+    for seed in range(seeds):
+        started = time.perf_counter()
+        trajectory = run_plain(strategies.make(name, setup.space, seed=seed), evaluate, budget)
+        plain_s.append(time.perf_counter() - started)
+        curves.append([r for _, r in trajectory])
+    stats = {target: summarise([samples_to_reach(c, t) for c in curves], budget) for target, t in targets.items()}
+    stats["best_at"] = {
+        str(n): float(np.median([max(c[:n]) for c in curves])) for n in BEST_AT if n <= budget
+    }
+    stats["running_best_median"] = np.median(np.maximum.accumulate(np.array(curves), axis=1), axis=0).tolist()
+    if mesh_seeds:
+        mesh = asyncio.run(_mesh(setup, name, min(mesh_seeds, seeds), budget, data_dir))
+        stats["mesh_matches_plain"] = all(m[0] == curves[i] for i, m in enumerate(mesh))
+        per_sample = [(m[1] - plain_s[i]) / budget * 1000 for i, m in enumerate(mesh)]
+        stats["overhead_ms_per_sample"] = float(np.median(per_sample))
+        stats["mesh_ms_per_sample"] = float(np.median([m[1] / budget * 1000 for m in mesh]))
+        stats["plain_ms_per_sample"] = float(np.median(plain_s[: len(mesh)]) / budget * 1000)
+    return stats
+
+
+async def _mesh(setup, name, seeds, budget, data_dir) -> list[tuple[list[float], float]]:
+    """Runs seeds 0..seeds-1 through the in-process cluster; (rewards in order, wall seconds) each."""
+    from fnas.client import SearchClient
+    from fnas.harness import Cluster
+
+    runs = []
+    async with Cluster(data_dir, trainers=1) as cluster, SearchClient(cluster.agent_address) as client:
+        for seed in range(seeds):
+            spec = common_pb2.SearchSpec(
+                space=setup.space.id, strategy=name, seed=seed, reward=setup.reward,
+                budget=common_pb2.Budget(max_activated_samples=budget),
+            )
+            started = time.perf_counter()
+            search_id = await client.submit(spec)
+            rewards = [e.sample.reward.value async for e in client.watch(search_id) if e.HasField("sample")]
+            runs.append((rewards, time.perf_counter() - started))
+    return runs
+
+
+def plot(result: dict, path: Path) -> None:
+    """Median best-so-far reward against activated samples, one panel per space."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(result["spaces"])
+    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4), squeeze=False)
+    for ax, space_id in zip(axes[0], names, strict=True):
+        res = result["spaces"][space_id]
+        for name, stats in res["strategies"].items():
+            curve = stats["running_best_median"]
+            ax.plot(range(1, len(curve) + 1), curve, label=name)
+        for target, value in res["thresholds"].items():
+            ax.axhline(value, color="grey", linestyle=":", linewidth=0.8)
+            ax.text(1, value, target, fontsize=7, va="bottom")
+        ax.set_xscale("log")
+        ax.set_title(f"{space_id} ({result['reward']})")
+        ax.set_xlabel("activated samples")
+        ax.set_ylabel("best reward (median over seeds)")
+        ax.legend(loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,60 @@
+"""`fnas watch`, `fnas ls`, `fnas cancel`: manage searches of a running agent."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+from fnas.cli import output
+from fnas.client import SearchClient
+from fnas.v1 import search_pb2
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    for name, func, text in (
+        ("watch", watch, "follow a search until it finishes"),
+        ("ls", ls, "list the searches of an agent"),
+        ("cancel", cancel, "cancel a running search"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--target", required=True, help="host:port of the agent")
+        if name != "ls":
+            p.add_argument("search_id")
+        p.set_defaults(func=lambda args, f=func: asyncio.run(f(args)))
+
+
+def _state(status: search_pb2.SearchStatus) -> str:
+    return search_pb2.SearchState.Name(status.state).removeprefix("SEARCH_STATE_").lower()
+
+
+async def watch(args: argparse.Namespace) -> int:
+    async with SearchClient(args.target) as client:
+        status = await client.get(args.search_id)
+        bar = output.Progress(status.spec.budget.max_activated_samples)
+        async for event in client.watch(args.search_id):
+            for field in ("update", "finished"):
+                if event.HasField(field):
+                    s = getattr(event, field)
+                    bar.show(s.activated_samples, s.best.reward.value)
+        bar.close()
+        status = await client.get(args.search_id)
+        output.print_result(status, await client.top(args.search_id), time.time() - status.created_at)
+    return 0
+
+
+async def ls(args: argparse.Namespace) -> int:
+    async with SearchClient(args.target) as client:
+        searches = await client.list()
+    print(f"{'search':<14} {'state':<10} {'space':<26} {'strategy':<10} {'activated':>9} {'best':>8}  name")
+    for s in searches:
+        print(f"{s.search_id:<14} {_state(s):<10} {s.spec.space:<26} {s.spec.strategy:<10} "
+              f"{s.activated_samples:>9} {s.best.reward.value:>8.4f}  {s.spec.name}")
+    return 0
+
+
+async def cancel(args: argparse.Namespace) -> int:
+    async with SearchClient(args.target) as client:
+        status = await client.cancel(args.search_id)
+    print(f"search {status.search_id}: {_state(status)}, {status.activated_samples} activated samples")
+    return 0

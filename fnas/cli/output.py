@@ -1,0 +1,123 @@
+"""What the CLI shows and writes: a progress bar, the result table, JSON and a plot."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from google.protobuf import json_format
+
+from fnas.v1 import common_pb2, search_pb2
+
+
+class Progress:
+    """One self-overwriting line on a terminal; a line every few seconds otherwise."""
+
+    def __init__(self, total: int, enabled: bool = True, stream=sys.stderr) -> None:
+        self.total = max(total, 1)
+        self.enabled = enabled
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.started = self._last = time.monotonic()
+
+    def show(self, done: int, best: float) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not self.tty and now - self._last < 2.0 and done < self.total:
+            return
+        self._last = now
+        filled = int(30 * min(done, self.total) / self.total)
+        line = (f"[{'#' * filled}{'.' * (30 - filled)}] {done}/{self.total} activated  "
+                f"best {best:.4f}  {now - self.started:.1f}s")
+        self.stream.write(f"\r{line}" if self.tty else f"{line}\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled and self.tty:
+            self.stream.write("\n")
+
+
+def print_result(status: search_pb2.SearchStatus, top: list[common_pb2.Sample], seconds: float) -> None:
+    state = search_pb2.SearchState.Name(status.state).removeprefix("SEARCH_STATE_").lower()
+    print(f"search {status.search_id} {state} in {seconds:.1f}s: {status.activated_samples} activated samples, "
+          f"{status.updates} policy updates, {status.failed_samples} failed")
+    if status.error:
+        print(f"error: {status.error}")
+    print(f"{'rank':>4} {'reward':>8} {'accuracy':>8} {'latency_ms':>10} {'mult_adds':>12} {'sample':>6}  architecture")
+    for rank, s in enumerate(top, 1):
+        r = s.reward
+        print(f"{rank:>4} {r.value:>8.4f} {r.accuracy:>8.4f} {r.latency_ms:>10.3f} {r.mult_adds:>12,} "
+              f"{s.index:>6}  {_short(s.architecture.tokens)}")
+
+
+def _short(tokens) -> str:
+    text = ",".join(str(t) for t in tokens)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def result_dict(
+    status: search_pb2.SearchStatus, top: list[common_pb2.Sample], trajectory: list[common_pb2.Sample]
+) -> dict:
+    """The JSON result of a search: status, best architectures, and the trajectory in sample order."""
+    return {
+        "search_id": status.search_id,
+        "state": search_pb2.SearchState.Name(status.state),
+        "spec": json_format.MessageToDict(status.spec, preserving_proto_field_name=True),
+        "activated_samples": status.activated_samples,
+        "policy_samples": {
+            "trained": status.policy_samples_trained,
+            "critic": status.policy_samples_critic,
+            "buffer": status.policy_samples_buffer,
+        },
+        "failed_samples": status.failed_samples,
+        "updates": status.updates,
+        "top": [_sample(s) for s in top],
+        "trajectory": [_sample(s) for s in trajectory],
+    }
+
+
+def _sample(s: common_pb2.Sample) -> dict:
+    return {
+        "index": s.index,
+        "tokens": list(s.architecture.tokens),
+        "reward": s.reward.value,
+        "accuracy": s.reward.accuracy,
+        "latency_ms": s.reward.latency_ms,
+        "mult_adds": s.reward.mult_adds,
+        "params": s.reward.params,
+        "source": common_pb2.SampleSource.Name(s.source).removeprefix("SAMPLE_SOURCE_").lower(),
+    }
+
+
+def write_json(path: Path, status, top, trajectory) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result_dict(status, top, trajectory), indent=1) + "\n")
+
+
+def plot_trajectory(path: Path, trajectory: list[common_pb2.Sample], title: str) -> None:
+    """Reward of each trained sample against activated samples, with the running best (paper Fig. 4)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    trained = [s for s in trajectory if s.source == common_pb2.SAMPLE_SOURCE_TRAINED]
+    rewards = [s.reward.value for s in trained]
+    best, running = float("-inf"), []
+    for r in rewards:
+        best = max(best, r)
+        running.append(best)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.scatter(range(1, len(rewards) + 1), rewards, s=6, alpha=0.5, label="trained sample")
+    ax.plot(range(1, len(rewards) + 1), running, color="tab:green", label="best so far")
+    ax.set_xlabel("activated samples")
+    ax.set_ylabel("reward")
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,132 @@
+"""`fnas search`: run a search and report its best architectures.
+
+Without --target it starts the whole cluster in this process (NATS, agent,
+trainers), which is the embedded default; with --target host:port it submits
+to a running agent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+from fnas.cli import output
+from fnas.client import SearchClient
+from fnas.v1 import common_pb2, search_pb2
+
+REWARDS = {
+    "accuracy": common_pb2.COST_METRIC_NONE,
+    "latency": common_pb2.COST_METRIC_LATENCY,
+    "mult-adds": common_pb2.COST_METRIC_MULT_ADDS,
+}
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("search", help="run a search and print its best architectures")
+    add_spec_arguments(p)
+    p.add_argument("--target", help="host:port of a running agent; default: start the cluster in this process")
+    p.add_argument("--trainers", type=int, default=2, help="trainer workers of the in-process cluster")
+    p.add_argument("--data-dir", type=Path, default=Path("fnas-data"), help="state of the in-process cluster")
+    p.add_argument("--json", type=Path, help="write the result (trajectory, best architectures) here")
+    p.add_argument("--plot", type=Path, help="reward vs activated samples PNG (default: next to --json)")
+    p.add_argument("--top", type=int, default=10, help="how many best architectures to print")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def add_spec_arguments(p: argparse.ArgumentParser) -> None:
+    """The SearchSpec flags, shared with `fnas bench search`."""
+    p.add_argument("--space", required=True, help="space id, see `fnas spaces`")
+    p.add_argument("--strategy", default="ppo", help="ppo, random or evolution (default ppo)")
+    p.add_argument("--budget", type=int, default=200, help="activated (trained) samples")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=0, help="samples per policy update (0: strategy default)")
+    p.add_argument("--reward", choices=sorted(REWARDS), default="accuracy",
+                   help="accuracy alone, or Eq. 2 with latency or Mult-Adds as the cost")
+    p.add_argument("--target-latency-ms", type=float, default=0.0, help="T of Eq. 2 with --reward latency")
+    p.add_argument("--target-mult-adds", type=int, default=0, help="T of Eq. 2 with --reward mult-adds")
+    p.add_argument("--alpha", type=float, help="exponent when the cost is <= T (default -0.07)")
+    p.add_argument("--beta", type=float, help="exponent when the cost is > T (default -0.07)")
+    p.add_argument("--dataset", default="", help="trained spaces: digits, synthetic, npz:<path>, imagefolder:<path>")
+    p.add_argument("--epochs", type=int, default=0, help="proxy-task epochs per sample (trained spaces)")
+    p.add_argument("--simulated-seconds", type=float, default=0.0,
+                   help="tabular spaces: emulated training time per sample")
+    p.add_argument("--name", default="", help="a label shown by `fnas ls`")
+
+
+def spec_from_args(args: argparse.Namespace) -> common_pb2.SearchSpec:
+    """The SearchSpec the flags describe; the agent validates it."""
+    if args.budget <= 0:
+        raise ValueError(f"--budget must be > 0, got {args.budget}")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    reward = common_pb2.RewardSpec(
+        cost=REWARDS[args.reward],
+        target_latency_ms=args.target_latency_ms,
+        target_mult_adds=args.target_mult_adds,
+    )
+    if args.alpha is not None:
+        reward.alpha = args.alpha
+    if args.beta is not None:
+        reward.beta = args.beta
+    return common_pb2.SearchSpec(
+        space=args.space,
+        strategy=args.strategy,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        reward=reward,
+        budget=common_pb2.Budget(max_activated_samples=args.budget),
+        task=common_pb2.Task(dataset=args.dataset, epochs=args.epochs, simulated_seconds=args.simulated_seconds),
+        name=args.name,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    spec = spec_from_args(args)
+    if args.trainers < 1:
+        raise ValueError("--trainers must be >= 1")
+    return asyncio.run(_run(args, spec))
+
+
+async def _run(args: argparse.Namespace, spec: common_pb2.SearchSpec) -> int:
+    if args.target:
+        return await _search(args.target, spec, args)
+    from fnas.harness import Cluster
+
+    async with Cluster(args.data_dir, trainers=args.trainers) as cluster:
+        return await _search(cluster.agent_address, spec, args)
+
+
+async def _search(target: str, spec: common_pb2.SearchSpec, args: argparse.Namespace) -> int:
+    async with SearchClient(target) as client:
+        search_id = await client.submit(spec)
+        print(f"search {search_id}: {spec.space}, strategy {spec.strategy}, budget {spec.budget.max_activated_samples}",
+              file=sys.stderr)
+        bar = output.Progress(spec.budget.max_activated_samples, enabled=not args.quiet)
+        started = time.monotonic()
+        trajectory: list[common_pb2.Sample] = []
+        try:
+            async for event in client.watch(search_id):
+                if event.HasField("sample"):
+                    trajectory.append(event.sample)
+                elif event.HasField("update") or event.HasField("finished"):
+                    status = event.update if event.HasField("update") else event.finished
+                    bar.show(status.activated_samples, status.best.reward.value)
+        except asyncio.CancelledError:
+            await client.cancel(search_id)
+            raise
+        bar.close()
+        status = await client.get(search_id)
+        top = await client.top(search_id, args.top)
+    output.print_result(status, top, time.monotonic() - started)
+    if args.json:
+        output.write_json(args.json, status, top, trajectory)
+        plot = args.plot or args.json.with_suffix(".png")
+        output.plot_trajectory(plot, trajectory, title=f"{spec.space} {spec.strategy} seed {spec.seed}")
+        print(f"wrote {args.json} and {plot}", file=sys.stderr)
+    elif args.plot:
+        output.plot_trajectory(args.plot, trajectory, title=f"{spec.space} {spec.strategy}")
+    return 0 if status.state == search_pb2.SEARCH_STATE_SUCCEEDED else 1

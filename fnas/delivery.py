@@ -1,0 +1,128 @@
+"""Handling of one delivered JetStream message: ack, nak, term, heartbeats, graceful stop.
+
+The loops in `fnas.queue.Bus` fetch; these functions decide each message's fate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+import nats.errors
+import nats.js.errors
+from google.protobuf.message import DecodeError
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+log = logging.getLogger(__name__)
+
+Heartbeat = Callable[[], Awaitable[None]]
+WorkHandler = Callable[[bytes, Heartbeat], Awaitable[None]]
+EventHandler = Callable[[str, bytes], Awaitable[None]]
+
+
+class Poison(Exception):
+    """Raised by a handler for a message that can never succeed: it is terminated, not redelivered."""
+
+
+async def fetch_one(sub: JetStreamContext.PullSubscription, timeout_s: float) -> Msg | None:
+    """The next message of a pull consumer, or None when none came within timeout_s."""
+    try:
+        return (await sub.fetch(1, timeout=timeout_s))[0]
+    except nats.errors.TimeoutError:
+        return None  # an empty fetch raises by design (nats.py #418)
+    except (
+        nats.errors.ConnectionClosedError,
+        nats.errors.ConnectionReconnectingError,
+        nats.js.errors.ServiceUnavailableError,
+    ) as e:
+        log.warning("fetch failed (%s); retrying", e)  # a nats-server restart: the client reconnects
+        await asyncio.sleep(timeout_s)
+        return None
+
+
+async def run_work(
+    msg: Msg, handler: WorkHandler, stop_event: asyncio.Event, nak_delay_s: float, grace_s: float
+) -> None:
+    """Runs a work handler on one message and acks, terms or naks it (see `Bus.work`)."""
+
+    async def heartbeat() -> None:
+        await msg.in_progress()  # resets the server's ack_wait timer for this message
+
+    task = asyncio.create_task(handler(msg.data, heartbeat))
+    stopping = asyncio.create_task(stop_event.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            await asyncio.wait({task}, timeout=grace_s)
+        if not task.done():
+            log.info("stopping: handing message %s back to the queue", msg.metadata.sequence.stream)
+            await _cancel(task)
+            await _nak(msg)
+            return
+    except asyncio.CancelledError:
+        await _cancel(task)
+        await _nak(msg)
+        raise
+    finally:
+        await _cancel(stopping)
+    seq = msg.metadata.sequence.stream
+    exc = asyncio.CancelledError() if task.cancelled() else task.exception()
+    if exc is None:
+        try:
+            await msg.ack_sync()
+        except nats.errors.Error as e:  # the message comes back after ack_wait; the result is de-duplicated
+            log.warning("ack of message %d failed: %s", seq, e)
+    elif isinstance(exc, Poison | DecodeError):
+        log.error("poison message %d terminated: %s", seq, exc, exc_info=exc)
+        try:
+            await msg.term()
+        except nats.errors.Error as e:  # it comes back after ack_wait and is terminated then
+            log.warning("term of message %d failed: %s", seq, e)
+    else:
+        log.warning(
+            "message %d failed (delivery %d), redelivering in %.1f s: %r",
+            seq,
+            msg.metadata.num_delivered,
+            nak_delay_s,
+            exc,
+            exc_info=exc,
+        )
+        await _nak(msg, nak_delay_s)
+
+
+async def run_event(msg: Msg, handler: EventHandler, stop: asyncio.Event, retry_delay_s: float) -> bool:
+    """Handles one event until it succeeds or is poison; False when stopping before that."""
+    while True:
+        try:
+            await handler(msg.subject, msg.data)
+        except (Poison, DecodeError) as e:
+            log.error("poison event %s on %s skipped: %s", msg.metadata.sequence.stream, msg.subject, e)
+            await msg.term()
+            return True
+        except Exception:
+            log.exception("event handler failed on %s; retrying", msg.subject)
+            await msg.in_progress()  # keep it from being redelivered behind our back
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), retry_delay_s)
+            if stop.is_set():
+                return False
+        else:
+            await msg.ack()  # no round trip per event: a lost ack means one redelivery, which handlers absorb
+            return True
+
+
+async def _nak(msg: Msg, delay_s: float | None = None) -> None:
+    try:
+        await msg.nak(delay=delay_s)
+    except nats.errors.Error as e:  # not fatal: without the nak the message returns after ack_wait
+        log.warning("nak failed: %s", e)
+
+
+async def _cancel(task: asyncio.Task[object]) -> None:
+    if not task.done():
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task

@@ -1,0 +1,86 @@
+"""NATS JetStream names: streams, subjects and durable consumers (constants only).
+
+Subjects are `fnas.<producer>.<event>` (STYLE.md §4). Two streams:
+
+- JOBS, a work-queue stream of TrainJob messages: one shared durable consumer
+  (`trainer`) that every trainer pulls from, so each job goes to one trainer.
+- EVENTS, a limits stream of TrainResult and progress events per search, read
+  by one durable consumer per consuming service, so that a restarted service
+  resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+# --- streams ---------------------------------------------------------------------------------------------
+
+#: Work-queue stream of TrainJob (retention WORK_QUEUE: a message leaves once acked).
+JOBS = "JOBS"
+#: Limits stream of results and events, replayable by every durable consumer.
+EVENTS = "EVENTS"
+
+# --- subjects --------------------------------------------------------------------------------------------
+
+#: TrainJob, published by the agent; message id is the job id.
+TRAIN_JOB = "fnas.agent.train_job"
+#: Prefix of TrainResult subjects; one subject per search: fnas.trainer.result.<search_id>.
+TRAIN_RESULT_PREFIX = "fnas.trainer.result"
+#: Prefix of search progress events: fnas.agent.event.<search_id>.
+SEARCH_EVENT_PREFIX = "fnas.agent.event"
+#: Prefix of trainer failure notices: fnas.trainer.failed.<search_id>.
+TRAIN_FAILED_PREFIX = "fnas.trainer.failed"
+
+JOBS_SUBJECTS = (TRAIN_JOB,)
+EVENTS_SUBJECTS = (f"{TRAIN_RESULT_PREFIX}.>", f"{SEARCH_EVENT_PREFIX}.>", f"{TRAIN_FAILED_PREFIX}.>")
+
+#: Every TrainResult of every search (a consumer filter).
+ALL_TRAIN_RESULTS = f"{TRAIN_RESULT_PREFIX}.>"
+#: Every search event of every search (a consumer filter).
+ALL_SEARCH_EVENTS = f"{SEARCH_EVENT_PREFIX}.>"
+
+
+def train_result(search_id: str) -> str:
+    """Subject of the TrainResults of one search."""
+    return f"{TRAIN_RESULT_PREFIX}.{_token(search_id)}"
+
+
+def search_event(search_id: str) -> str:
+    """Subject of the progress events of one search."""
+    return f"{SEARCH_EVENT_PREFIX}.{_token(search_id)}"
+
+
+def train_failed(search_id: str) -> str:
+    """Subject of the trainer failure notices of one search."""
+    return f"{TRAIN_FAILED_PREFIX}.{_token(search_id)}"
+
+
+def result_msg_id(job_id: str) -> str:
+    """Nats-Msg-Id of the TrainResult of a job: every trainer uses it, so JetStream keeps one."""
+    return f"result/{job_id}"
+
+
+def _token(search_id: str) -> str:
+    # A search id becomes one subject token: "." would split it, wildcards and spaces would be rejected.
+    if not search_id or any(c in search_id for c in ".*> \t\r\n"):
+        raise ValueError(f"search id {search_id!r} cannot be a NATS subject token")
+    return search_id
+
+
+# --- durable consumers (named after the service that consumes) --------------------------------------------
+
+#: The one consumer of JOBS, shared by all trainers (a work queue allows one per subject filter).
+TRAINER = "trainer"
+#: Consumers of EVENTS.
+AGENT = "agent"
+CRITIC = "critic"
+BUFFER = "buffer"
+POOL = "pool"
+
+# --- advisories --------------------------------------------------------------------------------------------
+
+#: Core-NATS subject announcing a message whose deliveries ran out (format with stream, consumer).
+MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{consumer}"
+
+
+def max_deliveries_advisory(stream: str = JOBS, consumer: str = TRAINER) -> str:
+    """The max-deliveries advisory subject of one consumer."""
+    return MAX_DELIVERIES_ADVISORY.format(stream=stream, consumer=consumer)

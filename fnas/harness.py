@@ -1,0 +1,87 @@
+"""The in-process cluster: an embedded nats-server and every service in one process.
+
+The services are the same objects that `fnas serve <name>` runs, bound to free
+loopback ports; only the addresses differ from a multi-process or multi-host
+deployment. Used by `fnas up`, by `fnas search` without --target, by the
+benchmarks and by the tests.
+
+    async with Cluster(data_dir, trainers=2) as cluster:
+        async with SearchClient(cluster.agent_address) as client: ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from fnas import metrics, serving
+from fnas.nats_server import EmbeddedNats
+from services.agent.app import AgentApp
+from services.agent.config import AgentConfig
+from services.trainer.config import TrainerConfig
+from services.trainer.worker import TrainerWorker
+
+log = logging.getLogger(__name__)
+
+
+class Cluster:
+    """NATS + agent + trainers in this process; an async context manager."""
+
+    def __init__(
+        self,
+        data_dir: Path | str = "fnas-data",
+        trainers: int = 2,
+        nats_url: str | None = None,
+        metrics_port: int | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.n_trainers = trainers
+        self.metrics_port = metrics_port
+        self.nats = None if nats_url else EmbeddedNats(self.data_dir / "nats")
+        self.nats_url = nats_url
+        self.agent_address = ""
+        self.agent: AgentApp | None = None
+        self.workers: list[TrainerWorker] = []
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+
+    async def __aenter__(self) -> Cluster:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        if self.nats is not None:
+            self.nats.start()
+            self.nats_url = self.nats.url
+        if self.metrics_port is not None:
+            self.metrics_port = metrics.start_http(self.metrics_port, addr="127.0.0.1")
+        agent_cfg = AgentConfig(nats_url=self.nats_url, data_dir=self.data_dir, port=0)
+        self.agent = AgentApp(agent_cfg)
+        server_cfg = serving.ServerConfig(host="127.0.0.1", port=0, grace_s=1.0)
+        running = await serving.start([self.agent.register], server_cfg)
+        self.agent_address = f"127.0.0.1:{running.port}"
+        ready = asyncio.Event()
+
+        async def warm_up() -> None:
+            await self.agent.warm_up()
+            ready.set()
+
+        self._tasks.append(asyncio.create_task(serving.serve(running, warm_up, server_cfg, self._stop)))
+        for i in range(self.n_trainers):
+            worker = TrainerWorker(TrainerConfig(nats_url=self.nats_url, trainer_id=f"trainer-{i}"))
+            self.workers.append(worker)
+            self._tasks.append(asyncio.create_task(worker.run(self._stop), name=f"trainer-{i}"))
+        await asyncio.wait_for(ready.wait(), 30)
+        log.info("cluster up: agent %s, nats %s, %d trainers", self.agent_address, self.nats_url, self.n_trainers)
+
+    async def stop(self) -> None:
+        self._stop.set()  # the server drains its RPCs and the trainers finish their jobs first
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.agent is not None:
+            await self.agent.close()
+        if self.nats is not None:
+            self.nats.stop()

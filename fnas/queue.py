@@ -1,0 +1,315 @@
+"""The JetStream bus: streams, de-duplicated publishing, the work queue and durable event consumers.
+
+Delivery is at least once everywhere: a work handler's message is acked only
+after the handler returned (so a trainer that dies loses nothing), and every
+publisher sets a Nats-Msg-Id so that a redelivered job's second result is
+dropped by JetStream inside the duplicate window (DESIGN.md, Transport).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import nats
+import nats.errors
+import nats.js.errors
+from google.protobuf.message import Message
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import api
+
+from fnas import events
+from fnas.delivery import EventHandler, Heartbeat, Poison, WorkHandler, fetch_one, run_event, run_work
+
+log = logging.getLogger(__name__)
+
+#: Server-side redelivery policy of the work queue when no trainer has declared one.
+DEFAULT_ACK_WAIT_S = 30.0
+DEFAULT_MAX_DELIVER = 5
+#: JetStream's default is 2 min; results of a job redelivered later than the window would be duplicated.
+DEFAULT_DUPLICATE_WINDOW_S = 600.0
+EVENTS_MAX_AGE_S = 7 * 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class StuckMessage:
+    """A work message whose deliveries ran out (from the max-deliveries advisory), still in its stream."""
+
+    stream: str
+    consumer: str
+    stream_seq: int
+    deliveries: int
+    subject: str
+    data: bytes
+
+
+async def connect(
+    url: str, name: str, *, connect_timeout_s: float = 5.0, reconnect_wait_s: float = 0.5
+) -> Bus:
+    """Connects to NATS; reconnects forever (a restarted nats-server keeps its streams)."""
+
+    async def on_error(e: Exception) -> None:
+        log.warning("nats %s: %s", name, e)
+
+    async def on_disconnect() -> None:
+        log.warning("nats %s: disconnected", name)
+
+    async def on_reconnect() -> None:
+        log.info("nats %s: reconnected", name)
+
+    nc = await nats.connect(
+        servers=url,
+        name=name,
+        connect_timeout=connect_timeout_s,
+        reconnect_time_wait=reconnect_wait_s,
+        max_reconnect_attempts=-1,
+        error_cb=on_error,
+        disconnected_cb=on_disconnect,
+        reconnected_cb=on_reconnect,
+    )
+    return Bus(nc)
+
+
+class Bus:
+    """One NATS connection with its JetStream context; see `connect`."""
+
+    def __init__(self, nc: nats.NATS) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+        self._subs: list[Subscription] = []
+
+    async def ensure_streams(
+        self,
+        ack_wait_s: float | None = None,
+        max_deliver: int | None = None,
+        duplicate_window_s: float = DEFAULT_DUPLICATE_WINDOW_S,
+    ) -> None:
+        """Creates or updates JOBS, EVENTS and the shared `trainer` consumer of JOBS; idempotent.
+
+        The consumer's ack_wait / max_deliver are set only by a caller that passes
+        them (the trainers, from their config); others, e.g. the agent, leave them
+        as they are, or create the consumer with the defaults.
+        """
+        if ack_wait_s is not None and max_deliver is not None:
+            # A job can be redelivered until ack_wait * max_deliver after its first delivery; the result of
+            # a late redelivery must still be recognised as a duplicate.
+            duplicate_window_s = max(duplicate_window_s, 2 * ack_wait_s * max_deliver)
+        await self._upsert_stream(
+            api.StreamConfig(
+                name=events.JOBS,
+                subjects=list(events.JOBS_SUBJECTS),
+                retention=api.RetentionPolicy.WORK_QUEUE,
+                storage=api.StorageType.FILE,
+                duplicate_window=duplicate_window_s,
+            )
+        )
+        await self._upsert_stream(
+            api.StreamConfig(
+                name=events.EVENTS,
+                subjects=list(events.EVENTS_SUBJECTS),
+                retention=api.RetentionPolicy.LIMITS,
+                storage=api.StorageType.FILE,
+                duplicate_window=duplicate_window_s,
+                max_age=EVENTS_MAX_AGE_S,
+            )
+        )
+        if ack_wait_s is None and max_deliver is None:
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await self.js.consumer_info(events.JOBS, events.TRAINER)
+                return
+        await self.js.add_consumer(
+            events.JOBS,
+            api.ConsumerConfig(
+                name=events.TRAINER,
+                durable_name=events.TRAINER,
+                filter_subject=events.TRAIN_JOB,
+                ack_policy=api.AckPolicy.EXPLICIT,
+                deliver_policy=api.DeliverPolicy.ALL,
+                ack_wait=DEFAULT_ACK_WAIT_S if ack_wait_s is None else ack_wait_s,
+                max_deliver=DEFAULT_MAX_DELIVER if max_deliver is None else max_deliver,
+            ),
+        )
+
+    async def _upsert_stream(self, cfg: api.StreamConfig) -> None:
+        try:
+            await self.js.add_stream(cfg)  # succeeds as is when the stream exists with this config
+        except nats.js.errors.BadRequestError as e:
+            if e.err_code != 10058:  # "stream name already in use with a different configuration"
+                raise
+            await self.js.update_stream(cfg)
+
+    async def publish(
+        self,
+        subject: str,
+        message: Message | bytes,
+        msg_id: str | None = None,
+        timeout_s: float = 5.0,
+        attempts: int = 3,
+    ) -> api.PubAck:
+        """Publishes and waits for the stream's PubAck; `msg_id` (Nats-Msg-Id) drops duplicates.
+
+        With a msg_id the publish is idempotent, so it is retried on a timeout
+        (a nats-server restart); without one it is tried once.
+        """
+        data = message if isinstance(message, bytes) else message.SerializeToString()
+        headers = {api.Header.MSG_ID.value: msg_id} if msg_id else None
+        tries = attempts if msg_id else 1
+        attempt = 1
+        while True:
+            try:
+                return await self.js.publish(subject, data, timeout=timeout_s, headers=headers)
+            except (nats.errors.TimeoutError, nats.js.errors.NoStreamResponseError):
+                if attempt >= tries:
+                    raise
+                log.warning("publish to %s timed out (attempt %d/%d); retrying", subject, attempt, tries)
+                await asyncio.sleep(0.2 * attempt)
+                attempt += 1
+
+    async def work(
+        self,
+        subject: str,
+        durable: str,
+        handler: WorkHandler,
+        stop_event: asyncio.Event,
+        *,
+        stream: str = events.JOBS,
+        fetch_timeout_s: float = 1.0,
+        nak_delay_s: float = 2.0,
+        grace_s: float = 5.0,
+    ) -> None:
+        """Pulls one message at a time from a work queue and runs `handler(data, heartbeat)` on it.
+
+        Acks (waiting for the server) only after the handler returned; terminates
+        the message when the handler raises Poison or a protobuf DecodeError; naks
+        it with `nak_delay_s` on any other exception, so that max_deliver bounds
+        the retries. When `stop_event` is set the current handler gets `grace_s`
+        to finish; otherwise it is cancelled and its message nak'ed at once, so
+        that another worker takes it without waiting for ack_wait.
+        """
+        info = await self.js.consumer_info(stream, durable)
+        if info.config.filter_subject != subject:
+            raise ValueError(
+                f"consumer {stream}/{durable} filters {info.config.filter_subject!r}, not {subject!r}"
+            )
+        sub = await self.js.pull_subscribe_bind(durable, stream=stream)
+        try:
+            while not stop_event.is_set():
+                msg = await fetch_one(sub, fetch_timeout_s)
+                if msg is not None:
+                    await run_work(msg, handler, stop_event, nak_delay_s, grace_s)
+        finally:
+            # nats-py 2.16: without this, drain() after an empty fetch waits its full 30 s timeout.
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def consume(
+        self,
+        subject_filter: str,
+        durable: str,
+        handler: EventHandler,
+        stop_event: asyncio.Event,
+        *,
+        stream: str = events.EVENTS,
+        batch: int = 64,
+        fetch_timeout_s: float = 1.0,
+        ack_wait_s: float = 30.0,
+        retry_delay_s: float = 1.0,
+    ) -> None:
+        """Runs `handler(subject, data)` on every event of a durable consumer, in stream order.
+
+        The consumer starts at the first message and resumes after the last acked
+        one on restart. A failing handler is retried in place (a nak would let
+        later events of the same search overtake it); Poison or a DecodeError skip
+        the event. Delivery is at least once: handlers must be idempotent.
+        """
+        await self.js.add_consumer(
+            stream,
+            api.ConsumerConfig(
+                name=durable,
+                durable_name=durable,
+                filter_subject=subject_filter,
+                deliver_policy=api.DeliverPolicy.ALL,
+                ack_policy=api.AckPolicy.EXPLICIT,
+                ack_wait=ack_wait_s,
+            ),
+        )
+        sub = await self.js.pull_subscribe_bind(durable, stream=stream)
+        try:
+            while not stop_event.is_set():
+                try:
+                    msgs = await sub.fetch(batch, timeout=fetch_timeout_s)
+                except nats.errors.TimeoutError:
+                    continue  # an empty fetch raises by design (nats.py #418)
+                for msg in msgs:
+                    if not await run_event(msg, handler, stop_event, retry_delay_s):
+                        return  # stopping: the unacked rest comes back on restart, still in order
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def on_max_deliveries(
+        self, stream: str, durable: str, handler: Callable[[StuckMessage], Awaitable[None]]
+    ) -> Subscription:
+        """Calls `handler` with each message of stream/durable whose deliveries ran out.
+
+        JetStream keeps such a message in the stream and only announces it on a
+        core-NATS advisory (sent while some worker is pulling). Every subscriber
+        gets the advisory: the handler must be idempotent (publish with a fixed
+        msg id, then `delete`). Messages already deleted by another worker are skipped.
+        """
+
+        async def on_advisory(adv: Msg) -> None:
+            try:
+                body = json.loads(adv.data)
+                seq, deliveries = int(body["stream_seq"]), int(body.get("deliveries", 0))
+                raw = await self.js.get_msg(stream, seq)
+            except nats.js.errors.NotFoundError:
+                return  # another worker handled and deleted it
+            except Exception:
+                log.exception("bad max-deliveries advisory on %s", adv.subject)
+                return
+            stuck = StuckMessage(stream, durable, seq, deliveries, raw.subject or "", raw.data or b"")
+            try:
+                await handler(stuck)
+            except Exception:
+                log.exception("max-deliveries handler failed for %s seq %d", stream, seq)
+
+        sub = await self.nc.subscribe(events.max_deliveries_advisory(stream, durable), cb=on_advisory)
+        self._subs.append(sub)
+        return sub
+
+    async def delete(self, stream: str, seq: int) -> bool:
+        """Deletes one message by sequence; False if it was already gone."""
+        try:
+            return await self.js.delete_msg(stream, seq)
+        except nats.js.errors.APIError as e:
+            if e.err_code in (10037, 10057):  # "no message found": another worker deleted it first
+                return False
+            raise
+
+    async def pending(self, durable: str, stream: str = events.JOBS) -> int:
+        """Messages of the stream the consumer has not yet delivered: queue depth / consumer lag."""
+        info = await self.js.consumer_info(stream, durable)
+        return int(info.num_pending or 0)
+
+    async def close(self) -> None:
+        """Unsubscribes, flushes pending acks and closes the connection."""
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        self._subs.clear()
+        if self.nc.is_closed:
+            return
+        try:
+            await asyncio.wait_for(self.nc.drain(), 5.0)
+        except Exception:
+            log.warning("nats drain failed; closing", exc_info=True)
+            await self.nc.close()
+
+
+__all__ = ["Bus", "EventHandler", "Heartbeat", "Poison", "StuckMessage", "WorkHandler", "connect"]

@@ -1,0 +1,61 @@
+"""Client side of gRPC: channels with the message-size options, deadlines, and retries.
+
+Every call sets `timeout=` (DEFAULT_TIMEOUT_S unless the call knows better), and
+only idempotent calls are retried, only on UNAVAILABLE or DEADLINE_EXCEEDED
+(STYLE.md §5):
+
+    async for attempt in retry.retrying():
+        with attempt:
+            reply = await stub.Predict(request, timeout=retry.DEFAULT_TIMEOUT_S)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+import tenacity
+from grpc import aio
+
+from fnas.serving import MAX_MESSAGE_BYTES, message_size_options
+
+log = logging.getLogger(__name__)
+
+#: Deadline of one RPC attempt, in seconds.
+DEFAULT_TIMEOUT_S = 10.0
+#: Status codes worth another attempt: the server was away or slow, and the call is idempotent.
+TRANSIENT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+def channel(
+    target: str,
+    *,
+    max_message_bytes: int = MAX_MESSAGE_BYTES,
+    options: Sequence[tuple[str, Any]] = (),
+    interceptors: Sequence[aio.ClientInterceptor] | None = None,
+) -> aio.Channel:
+    """An insecure grpc.aio channel to `target` ("host:port") that sends and receives big messages."""
+    opts = [*message_size_options(max_message_bytes), *options]
+    return aio.insecure_channel(target, options=opts, interceptors=interceptors)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for an RPC error whose code is UNAVAILABLE or DEADLINE_EXCEEDED."""
+    return isinstance(exc, grpc.RpcError) and exc.code() in TRANSIENT_CODES
+
+
+def retrying(
+    attempts: int = 5, initial_s: float = 0.05, max_wait_s: float = 2.0, jitter_s: float = 0.05
+) -> tenacity.AsyncRetrying:
+    """A retry policy for idempotent calls: exponential backoff with jitter, bounded, reraises the last error."""
+    if attempts < 1:
+        raise ValueError("attempts must be >= 1")
+    return tenacity.AsyncRetrying(
+        retry=tenacity.retry_if_exception(is_transient),
+        wait=tenacity.wait_exponential_jitter(initial=initial_s, max=max_wait_s, jitter=jitter_s),
+        stop=tenacity.stop_after_attempt(attempts),
+        reraise=True,
+        before_sleep=tenacity.before_sleep_log(log, logging.WARNING),
+    )

@@ -1,0 +1,150 @@
+"""The gRPC service skeleton every `services/<name>/__main__.py` runs (STYLE.md §3).
+
+`start` binds the server with health (everything NOT_SERVING until warm-up),
+reflection and the metrics interceptor; `serve` warms up, flips health to
+SERVING, waits for SIGTERM/SIGINT (or a stop event) and shuts down gracefully:
+readiness fails first, then in-flight RPCs get `grace_s` to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from fnas import metrics
+
+log = logging.getLogger(__name__)
+
+#: Send/receive limit for messages; gRPC's default 4 MiB is too small for block weights.
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+SERVING = health_pb2.HealthCheckResponse.SERVING
+
+#: Registers one servicer on the server and returns its full name (from the proto DESCRIPTOR).
+Register = Callable[[aio.Server], str]
+
+
+def message_size_options(max_bytes: int = MAX_MESSAGE_BYTES) -> list[tuple[str, int]]:
+    """gRPC channel/server options raising both message-size limits to max_bytes."""
+    return [("grpc.max_send_message_length", max_bytes), ("grpc.max_receive_message_length", max_bytes)]
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Where and how a gRPC service listens."""
+
+    host: str = "127.0.0.1"
+    """Bind address; 0.0.0.0 (or [::]) to accept other hosts."""
+    port: int = 0
+    """gRPC port; 0 picks a free one (tests, the in-process harness)."""
+    metrics_port: int | None = None
+    """Prometheus /metrics port; None serves no endpoint."""
+    grace_s: float = 10.0
+    """Seconds in-flight RPCs get to finish on shutdown."""
+    max_send_message_bytes: int = MAX_MESSAGE_BYTES
+    """Largest message the server sends."""
+    max_receive_message_bytes: int = MAX_MESSAGE_BYTES
+    """Largest message the server accepts."""
+    extra_options: tuple[tuple[str, Any], ...] = field(default=())
+    """Further grpc server options."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in 0..65535, got {self.port}")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ValueError(f"metrics_port must be in 0..65535, got {self.metrics_port}")
+        if self.grace_s < 0:
+            raise ValueError("grace_s must be >= 0")
+        if self.max_send_message_bytes <= 0 or self.max_receive_message_bytes <= 0:
+            raise ValueError("message size limits must be > 0")
+
+    @property
+    def grpc_options(self) -> list[tuple[str, Any]]:
+        """Server options: the message-size limits and extra_options."""
+        return [
+            ("grpc.max_send_message_length", self.max_send_message_bytes),
+            ("grpc.max_receive_message_length", self.max_receive_message_bytes),
+            *self.extra_options,
+        ]
+
+
+@dataclass(frozen=True)
+class Running:
+    """A started server: the server, its health servicer, the bound port and the registered names."""
+
+    server: aio.Server
+    probe: health.aio.HealthServicer
+    port: int
+    names: tuple[str, ...]
+
+
+async def start(register: Sequence[Register], cfg: ServerConfig) -> Running:
+    """Creates, binds and starts the server; every health name is NOT_SERVING until `serve` warms up."""
+    server = aio.server(interceptors=[metrics.RpcMetrics()], options=cfg.grpc_options)
+    probe = health.aio.HealthServicer()  # "" starts as SERVING: set below, not ready until warm-up
+    health_pb2_grpc.add_HealthServicer_to_server(probe, server)
+    names = tuple(add(server) for add in register)
+    for name in ("", *names):
+        await probe.set(name, NOT_SERVING)
+    reflection.enable_server_reflection((*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+    if port == 0:
+        raise OSError(f"cannot bind gRPC on {cfg.host}:{cfg.port}")
+    await server.start()
+    log.info("gRPC %s listening on %s:%d", ", ".join(names) or "(no services)", cfg.host, port)
+    return Running(server, probe, port, names)
+
+
+async def serve(
+    run: Running,
+    warm_up: Callable[[], Awaitable[None]],
+    cfg: ServerConfig,
+    stop_event: asyncio.Event | None = None,
+) -> None:
+    """Warms up, reports SERVING, waits for a stop, then shuts down gracefully.
+
+    Without `stop_event` it stops on SIGTERM or SIGINT (the process's own
+    service); with one (the in-process harness, tests) it installs no signal
+    handlers and stops when the event is set.
+    """
+    if cfg.metrics_port is not None:
+        metrics.start_http(cfg.metrics_port)
+    loop = asyncio.get_running_loop()
+    stop = stop_event if stop_event is not None else asyncio.Event()
+    signals = (signal.SIGTERM, signal.SIGINT) if stop_event is None else ()
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)  # before warm-up: a SIGTERM during warm-up still stops cleanly
+    try:
+        await warm_up()
+        if not stop.is_set():
+            for name in ("", *run.names):
+                await run.probe.set(name, SERVING)
+            log.info("serving %s", ", ".join(run.names))
+        await stop.wait()
+    finally:
+        await run.probe.enter_graceful_shutdown()  # readiness fails first,
+        await run.server.stop(cfg.grace_s)  # then in-flight RPCs get grace_s to finish
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        log.info("stopped %s", ", ".join(run.names))
+
+
+async def health_status(target: str, service: str = "", timeout_s: float = 2.0) -> int:
+    """The health status a server reports for `service` (SERVING, NOT_SERVING...); raises on RPC errors."""
+    async with aio.insecure_channel(target) as ch:
+        reply = await health_pb2_grpc.HealthStub(ch).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=timeout_s
+        )
+    return int(reply.status)
+
+
+__all__ = ["MAX_MESSAGE_BYTES", "Register", "Running", "ServerConfig", "health_status", "serve", "start"]

@@ -1,0 +1,64 @@
+"""The agent as a service: the SearchService servicer, its store and its queue.
+
+`AgentApp` is what both `fnas serve agent` and the in-process harness run:
+register() adds the servicer to a gRPC server, warm_up() opens the store,
+connects to NATS, starts the results consumer and resumes running searches,
+close() stops all that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import grpc
+
+from fnas import events, queue
+from fnas.v1 import search_pb2, search_pb2_grpc
+from services.agent.config import AgentConfig
+from services.agent.servicer import SearchServicer
+from services.agent.store import AgentStore
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name
+
+
+class AgentApp:
+    """One agent: servicer + LMDB store + NATS bus + results consumer."""
+
+    def __init__(self, cfg: AgentConfig) -> None:
+        self.cfg = cfg
+        self.store = AgentStore(cfg.data_dir / "agent")
+        self.servicer = SearchServicer(self.store, bus=None, max_searches=cfg.max_searches)
+        self._stop = asyncio.Event()
+        self._consumer: asyncio.Task | None = None
+        self._bus: queue.Bus | None = None
+
+    def register(self, server: grpc.aio.Server) -> str:
+        search_pb2_grpc.add_SearchServiceServicer_to_server(self.servicer, server)
+        return SERVICE_NAME
+
+    async def warm_up(self) -> None:
+        self._bus = await queue.connect(self.cfg.nats_url, name="fnas-agent")
+        await self._bus.ensure_streams(ack_wait_s=self.cfg.ack_wait_s, max_deliver=self.cfg.max_deliver)
+        self.servicer.bus = self._bus
+        self._consumer = asyncio.create_task(
+            self._bus.consume(events.ALL_TRAIN_RESULTS, events.AGENT, self._on_result, self._stop),
+            name="agent-results",
+        )
+        resumed = self.servicer.resume()
+        log.info("agent ready: %d searches resumed", resumed)
+
+    async def _on_result(self, subject: str, data: bytes) -> None:
+        await self.servicer.on_result(data)
+
+    async def close(self) -> None:
+        self._stop.set()
+        await self.servicer.close()
+        if self._consumer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._consumer, 10)
+        if self._bus is not None:
+            await self._bus.close()
+        self.store.close()

@@ -1,0 +1,40 @@
+"""Prometheus metrics of the agent (names fnas_agent_<what>_<unit>)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+from fnas.v1 import queue_pb2, search_pb2
+
+SAMPLES = Counter("fnas_agent_samples_total", "Samples the policy learned from, by source.", ["source"])
+ACTIVATED = Counter("fnas_agent_activated_samples_total", "Trained samples whose result was received (once each).")
+FAILED = Counter("fnas_agent_failed_samples_total", "Train jobs that failed or ran out of redeliveries.")
+UPDATES = Counter("fnas_agent_updates_total", "Policy updates.")
+BEST = Gauge("fnas_agent_best_reward", "Best trained reward of a search.", ["search"])
+SEARCHES = Counter("fnas_agent_searches_finished_total", "Searches that reached a final state.", ["state"])
+RUNNING = Gauge("fnas_agent_searches_running", "Searches running in this agent.")
+POLICY = Gauge("fnas_agent_policy_stat", "Last PPO update scalars (train/approx_kl, ...).", ["stat"])
+
+for source in ("trained", "critic", "buffer"):
+    SAMPLES.labels(source)
+
+
+def observe_result(result: queue_pb2.TrainResult, status: search_pb2.SearchStatus) -> None:
+    """A new (not duplicate) train result was stored."""
+    if result.outcome == queue_pb2.TRAIN_OUTCOME_OK:
+        ACTIVATED.inc()
+        BEST.labels(status.search_id).set(status.best.reward.value)
+    else:
+        FAILED.inc()
+
+
+def observe_batch(status: search_pb2.SearchStatus, learned: int, train_stats: dict[str, float]) -> None:
+    SAMPLES.labels("trained").inc(learned)
+    if learned:
+        UPDATES.inc()
+    for name, value in train_stats.items():
+        POLICY.labels(name).set(value)
+
+
+def observe_finished(status: search_pb2.SearchStatus) -> None:
+    SEARCHES.labels(search_pb2.SearchState.Name(status.state).removeprefix("SEARCH_STATE_").lower()).inc()

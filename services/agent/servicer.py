@@ -1,0 +1,165 @@
+"""SearchService: search jobs over gRPC, each driven by a SearchRun task."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import grpc
+
+from fnas import events, spaces
+from fnas.v1 import common_pb2, queue_pb2, search_pb2, search_pb2_grpc
+from services.agent import metrics
+from services.agent.search_run import FINAL_STATES, SearchRun
+from services.agent.spec import SpecError, validate
+from services.agent.store import AgentStore
+
+log = logging.getLogger(__name__)
+MAX_TOP_K = 1000
+
+
+class SearchServicer(search_pb2_grpc.SearchServiceServicer):
+    """Owns the running searches of this agent and the results consumer that feeds them."""
+
+    def __init__(self, store: AgentStore, bus, max_searches: int = 64) -> None:
+        self.store = store
+        self.bus = bus
+        self.max_searches = max_searches
+        self.runs: dict[str, SearchRun] = {}
+        self.tasks: dict[str, asyncio.Task] = {}
+        self._changed: dict[str, asyncio.Condition] = {}
+
+    # lifecycle
+    def resume(self) -> int:
+        """Restarts every search that was running when the agent stopped; returns how many."""
+        running = [s for s in self.store.statuses() if s.state == search_pb2.SEARCH_STATE_RUNNING]
+        for status in running:
+            log.info("resuming search %s", status.search_id)
+            self._launch(status.search_id)
+        return len(running)
+
+    async def close(self) -> None:
+        for task in self.tasks.values():
+            task.cancel()
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+
+    def _launch(self, search_id: str) -> None:
+        run = SearchRun(search_id, self.store, self._publish_job, self._publish_events)
+        self.runs[search_id] = run
+        task = asyncio.create_task(run.run(), name=f"search-{search_id}")
+        self.tasks[search_id] = task
+        metrics.RUNNING.inc()
+
+        def done(_: asyncio.Task) -> None:
+            self.runs.pop(search_id, None)
+            metrics.RUNNING.dec()
+
+        task.add_done_callback(done)
+
+    async def _publish_job(self, job: queue_pb2.TrainJob) -> None:
+        await self.bus.publish(events.TRAIN_JOB, job, msg_id=job.job_id)
+
+    async def _publish_events(self, search_id: str, new: list[search_pb2.SearchEvent]) -> None:
+        cond = self._changed.setdefault(search_id, asyncio.Condition())
+        async with cond:
+            cond.notify_all()
+        for event in new:  # a mirror for consumers in other processes; the store is the record
+            await self.bus.publish(
+                events.search_event(search_id), event, msg_id=f"event/{search_id}/{event.seq}"
+            )
+
+    async def on_result(self, data: bytes) -> None:
+        """Handler of the durable results consumer: store once, count once, wake the search."""
+        result = queue_pb2.TrainResult.FromString(data)
+        status = self.store.add_result(result)
+        if status is None:
+            return
+        metrics.observe_result(result, status)
+        run = self.runs.get(result.search_id)
+        if run is not None:
+            run.notify()
+
+    # RPCs
+    async def SubmitSearch(self, request, context):
+        try:
+            spec = validate(request.spec)
+        except SpecError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        if len(self.runs) >= self.max_searches:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, f"this agent already runs {self.max_searches} searches"
+            )
+        search_id = uuid.uuid4().hex[:12]
+        now = time.time()
+        self.store.put_status(
+            search_pb2.SearchStatus(
+                search_id=search_id, spec=spec, state=search_pb2.SEARCH_STATE_RUNNING, created_at=now, updated_at=now
+            )
+        )
+        self._launch(search_id)
+        log.info("search %s submitted: %s %s", search_id, spec.space, spec.strategy)
+        return search_pb2.SubmitSearchResponse(search_id=search_id)
+
+    async def GetSearch(self, request, context):
+        return search_pb2.GetSearchResponse(status=await self._status(request.search_id, context))
+
+    async def WatchSearch(self, request, context) -> AsyncIterator[search_pb2.SearchEvent]:
+        await self._status(request.search_id, context)
+        cond = self._changed.setdefault(request.search_id, asyncio.Condition())
+        seq = request.after_seq
+        while True:
+            for event in self.store.events(request.search_id, seq):
+                yield event
+                seq = event.seq
+                if event.HasField("finished"):
+                    return
+            async with cond:
+                try:
+                    await asyncio.wait_for(cond.wait(), 1.0)
+                except TimeoutError:
+                    pass
+
+    async def CancelSearch(self, request, context):
+        await self._status(request.search_id, context)
+        run, task = self.runs.get(request.search_id), self.tasks.get(request.search_id)
+        if run is not None:
+            run.cancel()
+            await asyncio.shield(task)
+        return search_pb2.CancelSearchResponse(status=self.store.status(request.search_id))
+
+    async def ListSearches(self, request, context):
+        searches = sorted(self.store.statuses(), key=lambda s: s.created_at)
+        return search_pb2.ListSearchesResponse(searches=searches)
+
+    async def GetTopArchitectures(self, request, context):
+        status = await self._status(request.search_id, context)
+        if request.k > MAX_TOP_K:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"k: must be <= {MAX_TOP_K}")
+        return search_pb2.GetTopArchitecturesResponse(samples=top(self.store, status, request.k or 10))
+
+    async def _status(self, search_id: str, context) -> search_pb2.SearchStatus:
+        if not search_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "search_id: required")
+        status = self.store.status(search_id)
+        if status is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no search {search_id!r}")
+        return status
+
+
+def top(store: AgentStore, status: search_pb2.SearchStatus, k: int) -> list[common_pb2.Sample]:
+    """The k best distinct trained architectures of a search, best first."""
+    space = spaces.get(status.spec.space)
+    best: dict[str, common_pb2.Sample] = {}
+    for sample in store.samples(status.search_id):
+        if sample.source != common_pb2.SAMPLE_SOURCE_TRAINED:
+            continue
+        key = space.key(sample.architecture.tokens)
+        if key not in best or sample.reward.value > best[key].reward.value:
+            best[key] = sample
+    return sorted(best.values(), key=lambda s: (-s.reward.value, s.index))[:k]
+
+
+__all__ = ["FINAL_STATES", "SearchServicer", "top"]

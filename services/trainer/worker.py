@@ -1,0 +1,168 @@
+"""The trainer worker: pull a TrainJob, evaluate it, publish its TrainResult, then ack.
+
+All trainers share the durable consumer `trainer` of the JOBS work queue, so each
+job goes to one of them; a trainer that dies mid-job loses nothing, because the
+job is acked only after its result is durable in the EVENTS stream, and JetStream
+hands the unacked job to another trainer after ack_wait. Every result carries
+the message id `result/<job_id>`, so a job evaluated twice yields one result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import prometheus_client
+from google.protobuf.message import DecodeError
+
+from fnas import events, queue
+from fnas.queue import Heartbeat, Poison, StuckMessage
+from fnas.v1 import queue_pb2
+from services.trainer.config import TrainerConfig
+from services.trainer.evaluate import Evaluator
+
+log = logging.getLogger(__name__)
+
+JOBS = prometheus_client.Counter(
+    "fnas_trainer_jobs_total",
+    "Train jobs handled, by outcome: ok, failed (invalid job), exhausted (redeliveries ran out), "
+    "poison (undecodable, terminated), error (transient, redelivered).",
+    ["outcome"],
+)
+TRAIN_SECONDS = prometheus_client.Histogram(
+    "fnas_trainer_train_seconds",
+    "Seconds spent evaluating one job (training, or the simulated time of tabular spaces).",
+    buckets=(0.001, 0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800),
+)
+QUEUE_PENDING = prometheus_client.Gauge(
+    "fnas_trainer_queue_pending", "Train jobs waiting in the queue (not yet delivered to any trainer)."
+)
+
+
+class TrainerWorker:
+    """One trainer: a pull loop over the JOBS queue plus the max-deliveries handler."""
+
+    def __init__(self, cfg: TrainerConfig, evaluator: Evaluator) -> None:
+        self.cfg = cfg
+        self.evaluator = evaluator
+        self._bus: queue.Bus | None = None
+
+    async def run(self, stop_event: asyncio.Event) -> None:
+        """Works until `stop_event` is set; the job in hand then gets cfg.grace_s to finish."""
+        bus = self._bus = await queue.connect(self.cfg.nats_url, name=f"fnas-trainer-{self.cfg.trainer_id}")
+        poller: asyncio.Task[None] | None = None
+        try:
+            await bus.ensure_streams(ack_wait_s=self.cfg.ack_wait_s, max_deliver=self.cfg.max_deliver)
+            await bus.on_max_deliveries(events.JOBS, events.TRAINER, self._on_exhausted)
+            poller = asyncio.create_task(self._poll_pending(bus, stop_event), name="trainer-pending")
+            log.info("trainer %s working on %s", self.cfg.trainer_id, self.cfg.nats_url)
+            await bus.work(
+                events.TRAIN_JOB,
+                events.TRAINER,
+                self._handle,
+                stop_event,
+                nak_delay_s=self.cfg.nak_delay_s,
+                grace_s=self.cfg.grace_s,
+            )
+        finally:
+            if poller is not None:
+                poller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await poller
+            await bus.close()
+            self._bus = None
+            log.info("trainer %s stopped", self.cfg.trainer_id)
+
+    async def _handle(self, data: bytes, heartbeat: Heartbeat) -> None:
+        try:
+            job = queue_pb2.TrainJob.FromString(data)
+            if not job.job_id:
+                raise Poison("train job without job_id")  # its result could not be de-duplicated
+            try:
+                events.train_result(job.search_id)
+            except ValueError as e:  # no subject to publish the result on: nobody could ever read it
+                raise Poison(str(e)) from e
+            result = await self._evaluate(job, heartbeat)
+            await self._publish(result)
+        except (Poison, DecodeError):
+            JOBS.labels("poison").inc()
+            raise  # Bus.work terminates it
+        except Exception:
+            JOBS.labels("error").inc()
+            raise  # Bus.work naks it; max_deliver bounds the retries
+        outcome = "ok" if result.outcome == queue_pb2.TRAIN_OUTCOME_OK else "failed"
+        JOBS.labels(outcome).inc()
+        log.info(
+            "job %s %s in %.3f s%s", job.job_id, outcome, result.train_seconds,
+            f": {result.error}" if result.error else f", reward {result.reward.value:.4f}",
+        )
+
+    async def _evaluate(self, job: queue_pb2.TrainJob, heartbeat: Heartbeat) -> queue_pb2.TrainResult:
+        result = _result_of(job, self.cfg.trainer_id)
+        start = time.perf_counter()
+        try:
+            evaluation = await self.evaluator.evaluate(job, heartbeat)
+        except ValueError as e:  # InvalidArchitecture, UnknownSpace, bad RewardSpec: retrying cannot help
+            result.outcome = queue_pb2.TRAIN_OUTCOME_FAILED
+            result.error = f"invalid job: {e}"
+        else:
+            result.outcome = queue_pb2.TRAIN_OUTCOME_OK
+            result.reward.CopyFrom(evaluation.reward)
+            result.pool_blocks_matched = evaluation.pool_blocks_matched
+            result.pool_blocks_queried = evaluation.pool_blocks_queried
+        result.train_seconds = time.perf_counter() - start
+        TRAIN_SECONDS.observe(result.train_seconds)
+        return result
+
+    async def _publish(self, result: queue_pb2.TrainResult) -> None:
+        if self._bus is None:
+            raise RuntimeError("trainer is not running")
+        # Acked by the stream before Bus.work acks the job: the result is durable first.
+        await self._bus.publish(
+            events.train_result(result.search_id), result, msg_id=events.result_msg_id(result.job_id)
+        )
+
+    async def _on_exhausted(self, stuck: StuckMessage) -> None:
+        # Every trainer gets the advisory: all publish the same msg id (JetStream keeps one result), and
+        # the one whose delete succeeds counts it.
+        if self._bus is None:
+            return
+        try:
+            job = queue_pb2.TrainJob.FromString(stuck.data)
+        except DecodeError:
+            job = None
+        if job is not None and job.job_id:
+            result = _result_of(job, self.cfg.trainer_id)
+            result.outcome = queue_pb2.TRAIN_OUTCOME_FAILED
+            result.error = f"redeliveries exhausted ({stuck.deliveries} deliveries)"
+            try:
+                await self._publish(result)
+            except ValueError:  # a search id that is no subject token: nothing to report it on
+                log.error("job %s: cannot report exhaustion for search %r", job.job_id, job.search_id)
+        if await self._bus.delete(stuck.stream, stuck.stream_seq):
+            JOBS.labels("exhausted").inc()
+            log.warning(
+                "job %s failed: redeliveries exhausted after %d deliveries",
+                job.job_id if job else f"seq {stuck.stream_seq}", stuck.deliveries,
+            )
+
+    async def _poll_pending(self, bus: queue.Bus, stop_event: asyncio.Event) -> None:
+        while not stop_event.is_set():
+            try:
+                QUEUE_PENDING.set(await bus.pending(events.TRAINER))
+            except Exception as e:  # a metric must not stop the worker (e.g. during a nats-server restart)
+                log.debug("queue depth unavailable: %s", e)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop_event.wait(), self.cfg.pending_poll_s)
+
+
+def _result_of(job: queue_pb2.TrainJob, trainer_id: str) -> queue_pb2.TrainResult:
+    return queue_pb2.TrainResult(
+        job_id=job.job_id,
+        search_id=job.search_id,
+        sample_index=job.sample_index,
+        architecture=job.architecture,
+        trainer_id=trainer_id,
+    )

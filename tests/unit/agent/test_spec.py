@@ -1,0 +1,52 @@
+import pytest
+
+from fnas.v1 import common_pb2 as c
+from services.agent.spec import SpecError, modules, validate
+
+
+def spec(**kw) -> c.SearchSpec:
+    base = dict(space="nasbench-graph/cora", budget=c.Budget(max_activated_samples=10))
+    base.update(kw)
+    return c.SearchSpec(**base)
+
+
+def test_defaults_filled():
+    out = validate(spec())
+    assert out.strategy == "ppo"
+    assert out.reward.cost == c.COST_METRIC_NONE
+    assert modules(out) == (True, True, True)
+
+
+def test_mnas_gets_default_dataset_and_epochs():
+    out = validate(spec(space="mnas"))
+    assert out.task.dataset == "digits"
+    assert out.task.epochs > 0
+
+
+@pytest.mark.parametrize(
+    ("bad", "field"),
+    [
+        (dict(space="nope"), "space"),
+        (dict(strategy="hill-climb"), "strategy"),
+        (dict(budget=c.Budget()), "budget"),
+        (dict(budget=c.Budget(max_activated_samples=-5)), "budget.max_activated_samples"),
+        (dict(budget=c.Budget(max_activated_samples=5, max_seconds=-1)), "budget.max_seconds"),
+        (dict(reward=c.RewardSpec(cost=c.COST_METRIC_LATENCY)), "reward"),
+        (dict(task=c.Task(dataset="digits")), "task.dataset"),
+        (dict(batch_size=100_000), "batch_size"),
+        (dict(warm_start=[c.Architecture(tokens=[0, 1, 2, 3, 99])]), "warm_start[0].tokens"),
+        (dict(warm_start=[c.Architecture(tokens=[0, 1])]), "warm_start[0].tokens"),
+        (dict(warm_start=[c.Architecture(space="mnas", tokens=[0] * 42)]), "warm_start[0].space"),
+        (dict(critic_snapshot="abc"), "critic_snapshot"),
+    ],
+)
+def test_bad_fields_name_the_field(bad, field):
+    with pytest.raises(SpecError) as e:
+        validate(spec(**bad))
+    assert e.value.field == field
+    assert str(e.value).startswith(f"{field}: ")
+
+
+def test_token_error_names_position_and_range():
+    with pytest.raises(SpecError, match=r"token 4 \(op4\) is 99, allowed range is 0\.\.8"):
+        validate(spec(warm_start=[c.Architecture(tokens=[0, 1, 2, 3, 99])]))

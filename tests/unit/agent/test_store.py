@@ -1,0 +1,49 @@
+from fnas.v1 import common_pb2 as c
+from fnas.v1 import queue_pb2 as q
+from fnas.v1 import search_pb2 as s
+from services.agent.store import AgentStore, LoopState, Pending
+
+
+def result(index: int, value: float, ok: bool = True) -> q.TrainResult:
+    return q.TrainResult(
+        job_id=f"x/{index}", search_id="x", sample_index=index,
+        architecture=c.Architecture(space="nasbench-graph/cora", tokens=[0, 1, 2, 3, 4]),
+        reward=c.Reward(accuracy=value, value=value),
+        outcome=q.TRAIN_OUTCOME_OK if ok else q.TRAIN_OUTCOME_FAILED,
+    )
+
+
+def test_results_count_once_and_track_best(tmp_path):
+    store = AgentStore(tmp_path)
+    store.put_status(s.SearchStatus(search_id="x", state=s.SEARCH_STATE_RUNNING))
+    assert store.add_result(result(0, 0.5)).activated_samples == 1
+    assert store.add_result(result(0, 0.9)) is None  # redelivered: dropped
+    status = store.add_result(result(1, 0.7))
+    assert status.activated_samples == 2 and status.best.reward.value == 0.7 and status.best.index == 1
+    assert store.add_result(result(2, 0.0, ok=False)).failed_samples == 1
+    assert store.add_result(q.TrainResult(search_id="other", sample_index=0)) is None  # unknown search
+    store.close()
+    reopened = AgentStore(tmp_path)
+    assert reopened.status("x").activated_samples == 2
+    assert reopened.result("x", 0).reward.value == 0.5
+
+
+def test_commit_is_atomic_and_keeps_concurrent_counters(tmp_path):
+    store = AgentStore(tmp_path)
+    store.put_status(s.SearchStatus(search_id="x"))
+    store.add_result(result(0, 0.5))
+    loop = LoopState(next_index=3, pending=[Pending(1, [1, 2], -0.5)])
+
+    def mutate(st):
+        st.updates += 1
+
+    def events(st):
+        loop.next_seq += 1
+        return [s.SearchEvent(search_id="x", seq=1, update=st)]
+
+    status, new = store.commit("x", mutate, b"state", loop, [c.Sample(index=0)], events)
+    assert status.activated_samples == 1 and status.updates == 1
+    assert [e.seq for e in store.events("x")] == [1] and store.events("x", after_seq=1) == []
+    strategy, saved = store.checkpoint("x")
+    assert strategy == b"state" and saved.next_seq == 2 and saved.pending[0].tokens == [1, 2]
+    assert [x.index for x in store.samples("x")] == [0]
