@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import nats.errors
 import nats.js.errors
@@ -23,16 +24,19 @@ WorkHandler = Callable[[bytes, Heartbeat], Awaitable[None]]
 EventHandler = Callable[[str, bytes], Awaitable[None]]
 
 
+T = TypeVar("T")
+
+
 class Poison(Exception):
     """Raised by a handler for a message that can never succeed: it is terminated, not redelivered."""
 
 
-async def fetch_one(sub: JetStreamContext.PullSubscription, timeout_s: float) -> Msg | None:
-    """The next message of a pull consumer, or None when none came within timeout_s."""
+async def fetch(sub: JetStreamContext.PullSubscription, batch: int, timeout_s: float) -> list[Msg]:
+    """Up to `batch` messages of a pull consumer; [] when none came within timeout_s or NATS is away."""
     try:
-        return (await sub.fetch(1, timeout=timeout_s))[0]
+        return await sub.fetch(batch, timeout=timeout_s)
     except nats.errors.TimeoutError:
-        return None  # an empty fetch raises by design (nats.py #418)
+        return []  # an empty fetch raises by design (nats.py #418)
     except (
         nats.errors.ConnectionClosedError,
         nats.errors.ConnectionReconnectingError,
@@ -40,7 +44,7 @@ async def fetch_one(sub: JetStreamContext.PullSubscription, timeout_s: float) ->
     ) as e:
         log.warning("fetch failed (%s); retrying", e)  # a nats-server restart: the client reconnects
         await asyncio.sleep(timeout_s)
-        return None
+        return []
 
 
 async def run_work(
@@ -60,11 +64,11 @@ async def run_work(
         if not task.done():
             log.info("stopping: handing message %s back to the queue", msg.metadata.sequence.stream)
             await _cancel(task)
-            await _nak(msg)
+            await nak(msg)
             return
     except asyncio.CancelledError:
         await _cancel(task)
-        await _nak(msg)
+        await nak(msg)
         raise
     finally:
         await _cancel(stopping)
@@ -90,31 +94,47 @@ async def run_work(
             exc,
             exc_info=exc,
         )
-        await _nak(msg, nak_delay_s)
+        await nak(msg, nak_delay_s)
 
 
-async def run_event(msg: Msg, handler: EventHandler, stop: asyncio.Event, retry_delay_s: float) -> bool:
+async def run_event(
+    msg: Msg, handler: EventHandler, stop: asyncio.Event, retry_delay_s: float, heartbeat_s: float
+) -> bool:
     """Handles one event until it succeeds or is poison; False when stopping before that."""
+    # Heartbeats while the handler runs or retries: a slow handler must not get its event redelivered.
+    beat = asyncio.create_task(_beat(msg, heartbeat_s))
+    try:
+        while True:
+            try:
+                await handler(msg.subject, msg.data)
+            except (Poison, DecodeError) as e:
+                log.error("poison event %s on %s skipped: %s", msg.metadata.sequence.stream, msg.subject, e)
+                await msg.term()
+                return True
+            except Exception:
+                log.exception("event handler failed on %s; retrying", msg.subject)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), retry_delay_s)
+                if stop.is_set():
+                    return False
+            else:
+                await (
+                    msg.ack()
+                )  # no round trip per event: a lost ack means one redelivery, which handlers absorb
+                return True
+    finally:
+        await _cancel(beat)
+
+
+async def _beat(msg: Msg, every_s: float) -> None:
     while True:
-        try:
-            await handler(msg.subject, msg.data)
-        except (Poison, DecodeError) as e:
-            log.error("poison event %s on %s skipped: %s", msg.metadata.sequence.stream, msg.subject, e)
-            await msg.term()
-            return True
-        except Exception:
-            log.exception("event handler failed on %s; retrying", msg.subject)
-            await msg.in_progress()  # keep it from being redelivered behind our back
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), retry_delay_s)
-            if stop.is_set():
-                return False
-        else:
-            await msg.ack()  # no round trip per event: a lost ack means one redelivery, which handlers absorb
-            return True
+        await asyncio.sleep(every_s)
+        with contextlib.suppress(nats.errors.Error):
+            await msg.in_progress()
 
 
-async def _nak(msg: Msg, delay_s: float | None = None) -> None:
+async def nak(msg: Msg, delay_s: float | None = None) -> None:
+    """Naks a message; a failure is only logged (the message then returns after ack_wait)."""
     try:
         await msg.nak(delay=delay_s)
     except nats.errors.Error as e:  # not fatal: without the nak the message returns after ack_wait
@@ -126,3 +146,30 @@ async def _cancel(task: asyncio.Task[object]) -> None:
         task.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await task
+
+
+#: Errors of a JetStream request that a retry can fix (a nats-server restart, a reconnect).
+TRANSIENT = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionReconnectingError,
+    nats.js.errors.ServiceUnavailableError,
+)
+
+
+async def with_retries(
+    call: Callable[[], Awaitable[T]],
+    attempts: int = 5,
+    wait_s: float = 0.5,
+    retry_on: tuple[type[BaseException], ...] = TRANSIENT,
+) -> T:
+    """Awaits call() up to `attempts` times while it raises one of `retry_on`; only for idempotent calls."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return await call()
+        except retry_on as e:
+            if attempt == attempts:
+                raise
+            log.warning("JetStream request failed (%s, attempt %d/%d); retrying", e, attempt, attempts)
+            await asyncio.sleep(wait_s)
+    raise RuntimeError("attempts must be >= 1")

@@ -20,6 +20,7 @@ from fnas.nats_server import EmbeddedNats
 from services.agent.app import AgentApp
 from services.agent.config import AgentConfig
 from services.trainer.config import TrainerConfig
+from services.trainer.evaluate import default_evaluator
 from services.trainer.worker import TrainerWorker
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,8 @@ class Cluster:
 
         self._tasks.append(asyncio.create_task(serving.serve(running, warm_up, server_cfg, self._stop)))
         for i in range(self.n_trainers):
-            worker = TrainerWorker(TrainerConfig(nats_url=self.nats_url, trainer_id=f"trainer-{i}"))
+            cfg = TrainerConfig(nats_url=self.nats_url, trainer_id=f"trainer-{i}")
+            worker = TrainerWorker(cfg, default_evaluator(cfg.heartbeat_s))
             self.workers.append(worker)
             self._tasks.append(asyncio.create_task(worker.run(self._stop), name=f"trainer-{i}"))
         await asyncio.wait_for(ready.wait(), 30)

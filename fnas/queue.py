@@ -23,8 +23,8 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import api
 
-from fnas import events
-from fnas.delivery import EventHandler, Heartbeat, Poison, WorkHandler, fetch_one, run_event, run_work
+from fnas import delivery, events
+from fnas.delivery import EventHandler, Heartbeat, Poison, WorkHandler, with_retries
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,11 @@ async def connect(
     async def on_error(e: Exception) -> None:
         log.warning("nats %s: %s", name, e)
 
+    closing = asyncio.Event()  # set by Bus.close: a disconnect then is expected, not worth a warning
+
     async def on_disconnect() -> None:
-        log.warning("nats %s: disconnected", name)
+        if not closing.is_set():
+            log.warning("nats %s: disconnected", name)
 
     async def on_reconnect() -> None:
         log.info("nats %s: reconnected", name)
@@ -72,15 +75,16 @@ async def connect(
         disconnected_cb=on_disconnect,
         reconnected_cb=on_reconnect,
     )
-    return Bus(nc)
+    return Bus(nc, closing)
 
 
 class Bus:
     """One NATS connection with its JetStream context; see `connect`."""
 
-    def __init__(self, nc: nats.NATS) -> None:
+    def __init__(self, nc: nats.NATS, closing: asyncio.Event | None = None) -> None:
         self.nc = nc
         self.js = nc.jetstream()
+        self._closing = closing or asyncio.Event()
         self._subs: list[Subscription] = []
 
     async def ensure_streams(
@@ -99,6 +103,7 @@ class Bus:
             # A job can be redelivered until ack_wait * max_deliver after its first delivery; the result of
             # a late redelivery must still be recognised as a duplicate.
             duplicate_window_s = max(duplicate_window_s, 2 * ack_wait_s * max_deliver)
+        duplicate_window_s = min(duplicate_window_s, EVENTS_MAX_AGE_S)  # JetStream: window <= max_age
         await self._upsert_stream(
             api.StreamConfig(
                 name=events.JOBS,
@@ -158,17 +163,12 @@ class Bus:
         """
         data = message if isinstance(message, bytes) else message.SerializeToString()
         headers = {api.Header.MSG_ID.value: msg_id} if msg_id else None
-        tries = attempts if msg_id else 1
-        attempt = 1
-        while True:
-            try:
-                return await self.js.publish(subject, data, timeout=timeout_s, headers=headers)
-            except (nats.errors.TimeoutError, nats.js.errors.NoStreamResponseError):
-                if attempt >= tries:
-                    raise
-                log.warning("publish to %s timed out (attempt %d/%d); retrying", subject, attempt, tries)
-                await asyncio.sleep(0.2 * attempt)
-                attempt += 1
+        return await with_retries(
+            lambda: self.js.publish(subject, data, timeout=timeout_s, headers=headers),
+            attempts=attempts if msg_id else 1,
+            wait_s=0.2,
+            retry_on=(nats.errors.TimeoutError, nats.js.errors.NoStreamResponseError),
+        )
 
     async def work(
         self,
@@ -191,7 +191,8 @@ class Bus:
         to finish; otherwise it is cancelled and its message nak'ed at once, so
         that another worker takes it without waiting for ack_wait.
         """
-        info = await self.js.consumer_info(stream, durable)
+        # Retried: right after a nats-server restart the first request can go out on the dead connection.
+        info = await with_retries(lambda: self.js.consumer_info(stream, durable, timeout=1.0), attempts=10)
         if info.config.filter_subject != subject:
             raise ValueError(
                 f"consumer {stream}/{durable} filters {info.config.filter_subject!r}, not {subject!r}"
@@ -199,9 +200,8 @@ class Bus:
         sub = await self.js.pull_subscribe_bind(durable, stream=stream)
         try:
             while not stop_event.is_set():
-                msg = await fetch_one(sub, fetch_timeout_s)
-                if msg is not None:
-                    await run_work(msg, handler, stop_event, nak_delay_s, grace_s)
+                for msg in await delivery.fetch(sub, 1, fetch_timeout_s):
+                    await delivery.run_work(msg, handler, stop_event, nak_delay_s, grace_s)
         finally:
             # nats-py 2.16: without this, drain() after an empty fetch waits its full 30 s timeout.
             with contextlib.suppress(Exception):
@@ -215,9 +215,9 @@ class Bus:
         stop_event: asyncio.Event,
         *,
         stream: str = events.EVENTS,
-        batch: int = 64,
+        batch: int = 1,
         fetch_timeout_s: float = 1.0,
-        ack_wait_s: float = 30.0,
+        ack_wait_s: float = 10.0,
         retry_delay_s: float = 1.0,
     ) -> None:
         """Runs `handler(subject, data)` on every event of a durable consumer, in stream order.
@@ -226,28 +226,37 @@ class Bus:
         one on restart. A failing handler is retried in place (a nak would let
         later events of the same search overtake it); Poison or a DecodeError skip
         the event. Delivery is at least once: handlers must be idempotent.
+
+        With batch=1 (~4 k events/s on loopback) the order holds even across a
+        crash: the one unacked event blocks the consumer until it comes back,
+        ack_wait_s later. A larger batch is faster (~10 k/s) but after a crash the
+        unacked rest of a batch can arrive after newer events.
         """
-        await self.js.add_consumer(
-            stream,
-            api.ConsumerConfig(
-                name=durable,
-                durable_name=durable,
-                filter_subject=subject_filter,
-                deliver_policy=api.DeliverPolicy.ALL,
-                ack_policy=api.AckPolicy.EXPLICIT,
-                ack_wait=ack_wait_s,
-            ),
+        if batch < 1:
+            raise ValueError("batch must be >= 1")
+        config = api.ConsumerConfig(
+            name=durable,
+            durable_name=durable,
+            filter_subject=subject_filter,
+            deliver_policy=api.DeliverPolicy.ALL,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=ack_wait_s,
+            max_ack_pending=batch,
         )
+        await with_retries(lambda: self.js.add_consumer(stream, config))  # create-or-update: idempotent
         sub = await self.js.pull_subscribe_bind(durable, stream=stream)
         try:
             while not stop_event.is_set():
-                try:
-                    msgs = await sub.fetch(batch, timeout=fetch_timeout_s)
-                except nats.errors.TimeoutError:
-                    continue  # an empty fetch raises by design (nats.py #418)
-                for msg in msgs:
-                    if not await run_event(msg, handler, stop_event, retry_delay_s):
-                        return  # stopping: the unacked rest comes back on restart, still in order
+                msgs = await delivery.fetch(sub, batch, fetch_timeout_s)
+                for i, msg in enumerate(msgs):
+                    if stop_event.is_set() or not await delivery.run_event(
+                        msg, handler, stop_event, retry_delay_s, heartbeat_s=ack_wait_s / 3
+                    ):
+                        # Hand the rest back now, in order: the next start gets them first, without
+                        # waiting for ack_wait.
+                        for rest in msgs[i:]:
+                            await delivery.nak(rest)
+                        return
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
@@ -299,6 +308,7 @@ class Bus:
 
     async def close(self) -> None:
         """Unsubscribes, flushes pending acks and closes the connection."""
+        self._closing.set()
         for sub in self._subs:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()

@@ -49,12 +49,12 @@ def is_transient(exc: BaseException) -> bool:
 def retrying(
     attempts: int = 5, initial_s: float = 0.05, max_wait_s: float = 2.0, jitter_s: float = 0.05
 ) -> tenacity.AsyncRetrying:
-    """A retry policy for idempotent calls: exponential backoff with jitter, bounded, reraises the last error."""
+    """Retry policy for idempotent calls: exponential backoff with jitter, bounded, reraises at the end."""
     if attempts < 1:
         raise ValueError("attempts must be >= 1")
     return tenacity.AsyncRetrying(
         retry=tenacity.retry_if_exception(is_transient),
-        wait=tenacity.wait_exponential_jitter(initial=initial_s, max=max_wait_s, jitter=jitter_s),
+        wait=tenacity.wait_exponential_jitter(multiplier=initial_s, max=max_wait_s, jitter=jitter_s),
         stop=tenacity.stop_after_attempt(attempts),
         reraise=True,
         before_sleep=tenacity.before_sleep_log(log, logging.WARNING),

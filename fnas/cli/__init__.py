@@ -13,10 +13,10 @@ from collections.abc import Sequence
 
 import grpc
 
-from fnas.cli import arch, jobs, search, spaces
+from fnas.cli import arch, cluster, jobs, search, spaces
 
 
-COMMANDS = (spaces, arch, search, jobs)
+COMMANDS = (spaces, arch, search, jobs, cluster)
 _BAD_INPUT = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
 
 

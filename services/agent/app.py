@@ -28,6 +28,10 @@ class AgentApp:
     """One agent: servicer + LMDB store + NATS bus + results consumer."""
 
     def __init__(self, cfg: AgentConfig) -> None:
+        import torch
+
+        # The policy is tiny: more threads only contend with the trainers (TECH-NOTES, PyTorch).
+        torch.set_num_threads(cfg.torch_threads)
         self.cfg = cfg
         self.store = AgentStore(cfg.data_dir / "agent")
         self.servicer = SearchServicer(self.store, bus=None, max_searches=cfg.max_searches)
@@ -41,10 +45,11 @@ class AgentApp:
 
     async def warm_up(self) -> None:
         self._bus = await queue.connect(self.cfg.nats_url, name="fnas-agent")
-        await self._bus.ensure_streams(ack_wait_s=self.cfg.ack_wait_s, max_deliver=self.cfg.max_deliver)
+        await self._bus.ensure_streams()  # the trainers own their consumer's ack_wait / max_deliver
         self.servicer.bus = self._bus
         self._consumer = asyncio.create_task(
-            self._bus.consume(events.ALL_TRAIN_RESULTS, events.AGENT, self._on_result, self._stop),
+            # Results may arrive in any order (the store keys them by sample index), so batch for speed.
+            self._bus.consume(events.ALL_TRAIN_RESULTS, events.AGENT, self._on_result, self._stop, batch=64),
             name="agent-results",
         )
         resumed = self.servicer.resume()

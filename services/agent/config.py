@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from fnas import config
 
 
 @dataclass(frozen=True)
@@ -20,13 +23,13 @@ class AgentConfig:
     port: int = 50051
     """gRPC port; 0 picks a free one."""
     metrics_port: int | None = None
-    """Prometheus endpoint port; None disables it."""
+    """Prometheus /metrics port; None serves no endpoint."""
+    log_level: str = "INFO"
+    """Root log level."""
     max_searches: int = 64
     """Searches running at once; more are refused with RESOURCE_EXHAUSTED."""
-    ack_wait_s: float = 30.0
-    """Seconds a trainer may go without a heartbeat before its job is redelivered."""
-    max_deliver: int = 5
-    """Deliveries of a train job before it is reported as a failed sample."""
+    torch_threads: int = 1
+    """torch threads for the policy updates."""
     grace_s: float = 5.0
     """Seconds in-flight RPCs get on SIGTERM."""
 
@@ -35,26 +38,8 @@ class AgentConfig:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
         if self.max_searches < 1:
             raise ValueError("max_searches must be >= 1")
-        if self.ack_wait_s <= 0 or self.max_deliver < 1:
-            raise ValueError("ack_wait_s must be > 0 and max_deliver >= 1")
 
     @classmethod
-    def from_env(cls, **overrides) -> AgentConfig:
-        """Defaults, then FNAS_AGENT_<FIELD> variables, then explicit overrides."""
-        values = {}
-        for f in fields(cls):
-            raw = os.environ.get(f"FNAS_AGENT_{f.name.upper()}")
-            if raw is not None:
-                values[f.name] = _parse(f.type, raw)
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
-
-
-def _parse(kind: str, raw: str):
-    if "Path" in kind:
-        return Path(raw)
-    if "int" in kind:
-        return int(raw)
-    if "float" in kind:
-        return float(raw)
-    return raw
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> AgentConfig:
+        """Defaults, then FNAS_AGENT_<FIELD> variables, then explicit (non-None) overrides."""
+        return config.from_env(cls, "agent", environ, **overrides)

@@ -85,9 +85,9 @@ class SearchRun:
                     return
                 self._propose(strategy, loop)
                 self.store.commit(self.search_id, lambda s: None, strategy.state(), loop)
-            for p in loop.pending:
-                if self.store.result(self.search_id, p.index) is None:
-                    await self.publish_job(self._job(p))
+            # Concurrently: each publish waits for its PubAck, one after the other would serialise them.
+            stored = self.store.results(self.search_id, [p.index for p in loop.pending])
+            await asyncio.gather(*(self.publish_job(self._job(p)) for p, r in zip(loop.pending, stored) if r is None))
             results = await self._gather(loop.pending)
             if results is None:
                 await self._finish(*self._stop_reason(waiting=True))
@@ -149,7 +149,7 @@ class SearchRun:
     async def _gather(self, pending: list[Pending]) -> list[queue_pb2.TrainResult] | None:
         """Waits for every result of the batch; None when the search must stop meanwhile."""
         while True:
-            results = [self.store.result(self.search_id, p.index) for p in pending]
+            results = self.store.results(self.search_id, [p.index for p in pending])
             if all(r is not None for r in results):
                 return results
             if self._stop_reason(waiting=True) is not None:

@@ -116,10 +116,11 @@ class AgentStore:
             self.put_status(status, txn)
             return status
 
-    def result(self, search_id: str, index: int) -> queue_pb2.TrainResult | None:
+    def results(self, search_id: str, indices: Sequence[int]) -> list[queue_pb2.TrainResult | None]:
+        """The stored result of each sample index (None where none arrived yet), in one read."""
         with self.env.begin() as txn:
-            raw = txn.get(_key(search_id, index), db=self.db["results"])
-        return None if raw is None else queue_pb2.TrainResult.FromString(raw)
+            raws = [txn.get(_key(search_id, i), db=self.db["results"]) for i in indices]
+        return [None if raw is None else queue_pb2.TrainResult.FromString(raw) for raw in raws]
 
     # checkpoints, trajectory and events
     def checkpoint(self, search_id: str) -> tuple[bytes, LoopState] | None:

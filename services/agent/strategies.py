@@ -77,8 +77,14 @@ class Strategy(ABC):
     def state(self) -> bytes:
         """Everything needed to resume bit-identically, as safetensors bytes (no pickle)."""
         tensors, meta = self._state()
-        meta |= {"strategy": self.name, "space": self.space.id, "seed": self.seed,
-                 "batch_size": self.batch_size, "n_proposed": self.n_proposed, "n_updates": self.n_updates}
+        meta |= {
+            "strategy": self.name,
+            "space": self.space.id,
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "n_proposed": self.n_proposed,
+            "n_updates": self.n_updates,
+        }
         return safetensors.torch.save(tensors, metadata={"fnas": json.dumps(meta)})
 
     def load_state(self, data: bytes) -> None:
@@ -98,10 +104,19 @@ class Strategy(ABC):
     @abstractmethod
     def _load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None: ...
 
-    def _valid(self, draw: Callable[[], tuple[tuple[int, ...], float]]) -> Proposal:
-        """Calls `draw` until it returns tokens the space accepts."""
-        for _ in range(MAX_TRIES):
-            tokens, log_prob = draw()
+    def _valid(
+        self,
+        draw: Callable[[], tuple[tuple[int, ...], float]],
+        first: tuple[tuple[int, ...], float] | None = None,
+    ) -> Proposal:
+        """`first` if the space accepts it, else calls `draw` until it returns tokens the space accepts.
+
+        Redrawing conditions the behaviour policy on validity; the stored log-prob stays the
+        unconditional one, whose ratio differs from the conditional one's only by a
+        normaliser that is the same for every valid sample of a batch.
+        """
+        for attempt in range(MAX_TRIES):
+            tokens, log_prob = first if attempt == 0 and first is not None else draw()
             try:
                 return Proposal(self.space.validate(tokens), log_prob)
             except InvalidArchitecture:
@@ -157,20 +172,17 @@ class PPOStrategy(Strategy):
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.lr)
 
     def propose(self, n: int) -> list[Proposal]:
+        if n <= 0:
+            return []
         tokens, log_prob = self.policy.sample(n, self.generator)
-        out = []
-        for row, lp in zip(tokens.tolist(), log_prob.tolist(), strict=True):
-            first = [(tuple(row), lp)]
-
-            def draw(first=first):
-                if first:
-                    return first.pop()
-                t, p = self.policy.sample(1, self.generator)
-                return tuple(t[0].tolist()), float(p[0])
-
-            out.append(self._valid(draw))
+        rows = zip(tokens.tolist(), log_prob.tolist(), strict=True)
+        out = [self._valid(self._sample_one, first=(tuple(t), lp)) for t, lp in rows]
         self.n_proposed += n
         return out
+
+    def _sample_one(self) -> tuple[tuple[int, ...], float]:
+        tokens, log_prob = self.policy.sample(1, self.generator)
+        return tuple(tokens[0].tolist()), float(log_prob[0])
 
     def update(self, batch: list[Feedback]) -> dict[str, float]:
         if not batch:
@@ -187,20 +199,34 @@ class PPOStrategy(Strategy):
         fresh = torch.tensor([f.reward for f in batch if f.source != "buffer"], dtype=torch.float32)
         self.baseline = ppo.update_baseline(self.baseline, fresh, c.baseline_decay)
         scalars = ppo.ppo_update(
-            self.policy, self.optimizer, samples, n_epochs=c.n_epochs, clip_range=c.clip_range,
-            ent_coef=c.ent_coef, max_grad_norm=c.max_grad_norm, target_kl=c.target_kl,
+            self.policy,
+            self.optimizer,
+            samples,
+            n_epochs=c.n_epochs,
+            clip_range=c.clip_range,
+            ent_coef=c.ent_coef,
+            max_grad_norm=c.max_grad_norm,
+            target_kl=c.target_kl,
         )
         self.n_updates += 1
-        return scalars | {"train/baseline": float(self.baseline if self.baseline is not None else 0.0),
-                          "train/reward_mean": float(rewards.mean())}
+        return scalars | {
+            "train/baseline": float(self.baseline if self.baseline is not None else 0.0),
+            "train/reward_mean": float(rewards.mean()),
+        }
 
     def _state(self):
-        tensors = {f"policy.{k}": v.detach().clone().contiguous() for k, v in self.policy.state_dict().items()}
+        tensors = {
+            f"policy.{k}": v.detach().clone().contiguous() for k, v in self.policy.state_dict().items()
+        }
         optim = self.optimizer.state_dict()
         for i, st in optim["state"].items():
             tensors |= {f"optim.{i}.{k}": torch.as_tensor(v).clone() for k, v in st.items()}
         tensors["generator"] = self.generator.get_state()
-        meta = {"config": asdict(self.config), "baseline": self.baseline, "param_groups": optim["param_groups"]}
+        meta = {
+            "config": asdict(self.config),
+            "baseline": self.baseline,
+            "param_groups": optim["param_groups"],
+        }
         return tensors, meta
 
     def _load_state(self, tensors, meta):
@@ -232,7 +258,7 @@ class _NumpyStrategy(Strategy):
         return {}, {"rng": self.rng.bit_generator.state} | self._extra_state()
 
     def _load_state(self, tensors, meta):
-        self.rng = np.random.default_rng()
+        self.rng = np.random.default_rng(self.seed)
         self.rng.bit_generator.state = meta["rng"]
         self._load_extra_state(meta)
 
@@ -282,7 +308,8 @@ class EvolutionStrategy(_NumpyStrategy):
         """`tokens` with exactly one token changed to a different value, position uniform."""
         i = self._mutable[int(self.rng.integers(len(self._mutable)))]
         new = int(self.rng.integers(self.space.vocab[i] - 1))
-        new += new >= tokens[i]  # skip the current value
+        if new >= tokens[i]:  # skip the current value
+            new += 1
         return (*tokens[:i], new, *tokens[i + 1 :])
 
     def _child(self) -> tuple[tuple[int, ...], float]:
@@ -320,9 +347,7 @@ class EvolutionStrategy(_NumpyStrategy):
         self.population = [(tuple(t), r) for t, r in meta["population"]]
 
 
-STRATEGIES: dict[str, type[Strategy]] = {
-    s.name: s for s in (PPOStrategy, RandomStrategy, EvolutionStrategy)
-}
+STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (PPOStrategy, RandomStrategy, EvolutionStrategy)}
 
 
 def make(name: str, space: SearchSpace, seed: int, batch_size: int = 0, **overrides: Any) -> Strategy:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
+
+from fnas import config
 
 
 def _default_trainer_id() -> str:
@@ -60,26 +63,6 @@ class TrainerConfig:
             raise ValueError(f"torch_threads must be >= 1, got {self.torch_threads}")
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> TrainerConfig:
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> TrainerConfig:
         """Defaults, then FNAS_TRAINER_<FIELD> variables, then explicit (non-None) overrides."""
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            raw = env.get(f"FNAS_TRAINER_{f.name.upper()}")
-            if raw is not None:
-                values[f.name] = parse_field(f.name, raw)
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
-
-
-def parse_field(name: str, raw: str) -> Any:
-    """Parses one field's text (from the environment or a flag); ValueError names the field."""
-    kind = next(str(f.type) for f in fields(TrainerConfig) if f.name == name)
-    try:
-        if kind.startswith("int"):
-            return None if raw.strip().lower() in ("", "none") and "None" in kind else int(raw)
-        if kind == "float":
-            return float(raw)
-        return raw
-    except ValueError:
-        raise ValueError(f"FNAS_TRAINER_{name.upper()}={raw!r} is not a valid {kind}") from None
+        return config.from_env(cls, "trainer", environ, **overrides)

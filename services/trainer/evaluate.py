@@ -53,22 +53,24 @@ class TabularEvaluator:
         self._get_space = get_space
 
     async def evaluate(self, job: queue_pb2.TrainJob, heartbeat: Heartbeat) -> Evaluation:
-        """Validates the job, looks the figures up, then waits the simulated training time."""
+        """Looks the figures up, then waits the simulated training time."""
+        if job.task.simulated_seconds < 0:
+            raise ValueError(f"task.simulated_seconds must be >= 0, got {job.task.simulated_seconds}")
+        # Everything that can fail runs before the wait: a bad job fails at once, not after "training".
+        reward = self.reward(job)
+        await simulate(job.task.simulated_seconds, heartbeat, self.heartbeat_s)
+        return Evaluation(reward)
+
+    def reward(self, job: queue_pb2.TrainJob) -> common_pb2.Reward:
+        """The job's reward from the table; ValueError for an invalid job."""
         space = self._get_space(job.architecture.space)
         if not space.tabular:
             raise ValueError(f"space {space.id} is not tabular")
         tokens = space.validate(job.architecture.tokens)
         reward_fn = RewardFn.from_spec(job.reward)
-        if job.task.simulated_seconds < 0:
-            raise ValueError(f"task.simulated_seconds must be >= 0, got {job.task.simulated_seconds}")
-        # Everything that can fail runs before the wait: a bad job fails at once, not after "training".
         entry = space.lookup(tokens)
-        reward = common_pb2.Reward(
-            accuracy=entry.valid_accuracy, latency_ms=entry.latency_ms, params=entry.params
-        )
-        reward_fn.fill(reward)
-        await simulate(job.task.simulated_seconds, heartbeat, self.heartbeat_s)
-        return Evaluation(reward)
+        reward = common_pb2.Reward(accuracy=entry.valid_accuracy, latency_ms=entry.latency_ms, params=entry.params)
+        return reward_fn.fill(reward)
 
 
 class SpaceRouter:
@@ -92,6 +94,11 @@ class SpaceRouter:
         if self.trained is None:
             raise ValueError(f"this trainer has no evaluator for the trained space {space.id}")
         return await self.trained.evaluate(job, heartbeat)
+
+
+def default_evaluator(heartbeat_s: float) -> Evaluator:
+    """Tabular spaces answer from their table; trained spaces get their evaluator when it exists."""
+    return SpaceRouter(tabular=TabularEvaluator(heartbeat_s=heartbeat_s))
 
 
 async def simulate(seconds: float, heartbeat: Heartbeat, heartbeat_s: float) -> None:

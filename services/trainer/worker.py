@@ -84,6 +84,9 @@ class TrainerWorker:
                 events.train_result(job.search_id)
             except ValueError as e:  # no subject to publish the result on: nobody could ever read it
                 raise Poison(str(e)) from e
+            log.info(
+                "job %s started", job.job_id, extra={"job_id": job.job_id, "trainer": self.cfg.trainer_id}
+            )
             result = await self._evaluate(job, heartbeat)
             await self._publish(result)
         except (Poison, DecodeError):
@@ -95,7 +98,10 @@ class TrainerWorker:
         outcome = "ok" if result.outcome == queue_pb2.TRAIN_OUTCOME_OK else "failed"
         JOBS.labels(outcome).inc()
         log.info(
-            "job %s %s in %.3f s%s", job.job_id, outcome, result.train_seconds,
+            "job %s %s in %.3f s%s",
+            job.job_id,
+            outcome,
+            result.train_seconds,
             f": {result.error}" if result.error else f", reward {result.reward.value:.4f}",
         )
 
@@ -145,7 +151,8 @@ class TrainerWorker:
             JOBS.labels("exhausted").inc()
             log.warning(
                 "job %s failed: redeliveries exhausted after %d deliveries",
-                job.job_id if job else f"seq {stuck.stream_seq}", stuck.deliveries,
+                job.job_id if job else f"seq {stuck.stream_seq}",
+                stuck.deliveries,
             )
 
     async def _poll_pending(self, bus: queue.Bus, stop_event: asyncio.Event) -> None:

@@ -25,7 +25,7 @@ def test_results_count_once_and_track_best(tmp_path):
     store.close()
     reopened = AgentStore(tmp_path)
     assert reopened.status("x").activated_samples == 2
-    assert reopened.result("x", 0).reward.value == 0.5
+    assert [r and r.reward.value for r in reopened.results("x", [0, 5])] == [0.5, None]
 
 
 def test_commit_is_atomic_and_keeps_concurrent_counters(tmp_path):

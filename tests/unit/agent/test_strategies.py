@@ -1,4 +1,4 @@
-"""The strategies behind one interface: validity, determinism, bit-identical resume, evolution, the plain loop."""
+"""Strategies behind one interface: validity, determinism, bit-identical resume, evolution, plain loop."""
 
 from __future__ import annotations
 
@@ -61,13 +61,16 @@ def rounds(strategy, n: int) -> list[Any]:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_proposals_are_valid_and_in_vocab(name):
-    strategy = make(name, SPACE, seed=0, batch_size=8, **({"population_size": 8} if name == "evolution" else {}))
+    strategy = make(
+        name, SPACE, seed=0, batch_size=8, **({"population_size": 8} if name == "evolution" else {})
+    )
     for proposals, _ in rounds(strategy, 4):
         assert len(proposals) == 8
         for p in proposals:
             assert SPACE.validate(p.tokens) == p.tokens
             assert all(isinstance(t, int) for t in p.tokens)
             assert p.log_prob < 0 if name == "ppo" else p.log_prob == 0.0
+    assert strategy.propose(0) == []
 
 
 def test_ppo_proposal_log_prob_is_the_policy_log_prob():
@@ -129,13 +132,17 @@ def test_evolution_mutates_exactly_one_token():
 
 
 def test_evolution_population_ages_and_children_come_from_it():
-    strategy: EvolutionStrategy = make("evolution", SPACE, seed=0, batch_size=4, population_size=8, sample_size=3)
+    strategy: EvolutionStrategy = make(
+        "evolution", SPACE, seed=0, batch_size=4, population_size=8, sample_size=3
+    )
     first = strategy.propose(8)  # the random initial population
     strategy.update(feedback(first))
     assert [t for t, _ in strategy.population] == [p.tokens for p in first]
     children = strategy.propose(4)
     for child in children:
-        assert any(sum(a != b for a, b in zip(child.tokens, t, strict=True)) == 1 for t, _ in strategy.population)
+        assert any(
+            sum(a != b for a, b in zip(child.tokens, t, strict=True)) == 1 for t, _ in strategy.population
+        )
     strategy.update(feedback(children))
     # Aging: the 4 oldest died, whatever their reward.
     assert [t for t, _ in strategy.population] == [p.tokens for p in first[4:] + children]
@@ -154,7 +161,8 @@ def test_ppo_improves_on_the_fake_space():
         p1 = float(strategy.policy.log_prob(best).exp())
     rewards = [r for _, r in trajectory]
     assert p1 > 0.3 > p0
-    assert sum(rewards[-50:]) / 50 > sum(rewards[:50]) / 50 + 0.2
+    # The first batch comes from the near-uniform initial policy.
+    assert sum(rewards[-50:]) / 50 > sum(rewards[:10]) / 10 + 0.2
 
 
 def test_run_plain_counts_every_evaluation_and_cuts_the_last_batch():

@@ -1,0 +1,58 @@
+"""`fnas serve NAME` (one service per process) and `fnas up` (the whole cluster in one process)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import signal
+from pathlib import Path
+
+SERVICES = ("agent", "trainer")  # critic, pool and buffer join with their issues
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run one service in this process (flags: fnas serve NAME --help)")
+    services = p.add_subparsers(dest="service", required=True, metavar="NAME")
+    for name in SERVICES:
+        module = importlib.import_module(f"services.{name}.__main__")
+        s = services.add_parser(name, help=f"the {name} service", description=module.__doc__)
+        module.build_parser(s)
+        s.set_defaults(func=lambda args, m=module: m.main(_argv(args)))
+
+    u = sub.add_parser("up", help="NATS, the agent and trainers in this process, until Ctrl-C")
+    u.add_argument("--data-dir", type=Path, default=Path("fnas-data"))
+    u.add_argument("--trainers", type=int, default=2)
+    u.add_argument("--metrics-port", type=int, default=9464, help="Prometheus /metrics port (0: a free one)")
+    u.set_defaults(func=up)
+
+
+def _argv(args: argparse.Namespace) -> list[str]:
+    """The service's own flags back as argv, so `fnas serve X` and `python -m services.X` share main()."""
+    out = []
+    for key, value in vars(args).items():
+        if key in ("command", "service", "func") or value is None:
+            continue
+        out += [f"--{key.replace('_', '-')}", str(value)]
+    return out
+
+
+def up(args: argparse.Namespace) -> int:
+    if args.trainers < 1:
+        raise ValueError("--trainers must be >= 1")
+    return asyncio.run(_up(args))
+
+
+async def _up(args: argparse.Namespace) -> int:
+    from fnas.harness import Cluster
+
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    async with Cluster(args.data_dir, trainers=args.trainers, metrics_port=args.metrics_port) as cluster:
+        print(f"agent   {cluster.agent_address}   (fnas search --target {cluster.agent_address} ...)")
+        print(f"nats    {cluster.nats_url}")
+        print(f"metrics http://127.0.0.1:{cluster.metrics_port}/metrics")
+        print(f"{args.trainers} trainers; data in {args.data_dir}; Ctrl-C stops", flush=True)
+        await stop.wait()
+    return 0

@@ -1,0 +1,112 @@
+"""Searches through the in-process cluster: real NATS, real gRPC, real LMDB, tabular trainers."""
+
+from __future__ import annotations
+
+import urllib.request
+
+import grpc
+import pytest
+
+from fnas.client import SearchClient
+from fnas.harness import Cluster
+from fnas.v1 import common_pb2, search_pb2
+
+CORA = "nasbench-graph/cora"
+
+
+def spec(strategy="ppo", seed=1, budget=40, **kw) -> common_pb2.SearchSpec:
+    return common_pb2.SearchSpec(
+        space=CORA, strategy=strategy, seed=seed, budget=common_pb2.Budget(max_activated_samples=budget), **kw
+    )
+
+
+@pytest.fixture
+async def cluster(tmp_path):
+    async with Cluster(tmp_path / "data", trainers=2, metrics_port=0) as c:
+        yield c
+
+
+@pytest.fixture
+async def client(cluster):
+    async with SearchClient(cluster.agent_address) as c:
+        yield c
+
+
+async def run_to_end(client: SearchClient, s: common_pb2.SearchSpec) -> tuple[search_pb2.SearchStatus, list]:
+    search_id = await client.submit(s)
+    trajectory = [e.sample async for e in client.watch(search_id) if e.HasField("sample")]
+    return await client.get(search_id), trajectory
+
+
+@pytest.mark.parametrize("strategy", ["ppo", "random", "evolution"])
+async def test_search_completes_with_exact_accounting(client, strategy):
+    status, trajectory = await run_to_end(client, spec(strategy, budget=35))
+    assert status.state == search_pb2.SEARCH_STATE_SUCCEEDED
+    assert status.activated_samples == 35 == status.policy_samples_trained
+    assert [s.index for s in trajectory] == list(range(35))
+    assert status.best.reward.value == max(s.reward.value for s in trajectory)
+    top = await client.top(status.search_id, k=5)
+    assert [s.reward.value for s in top] == sorted((s.reward.value for s in top), reverse=True)
+    assert len({tuple(s.architecture.tokens) for s in top}) == len(top)
+    assert top[0].reward.value == status.best.reward.value
+
+
+async def test_same_seed_same_trajectory_other_seed_differs(client):
+    _, first = await run_to_end(client, spec(seed=7, budget=30))
+    _, second = await run_to_end(client, spec(seed=7, budget=30))
+    _, other = await run_to_end(client, spec(seed=8, budget=30))
+    as_list = lambda t: [(tuple(s.architecture.tokens), s.reward.value) for s in t]  # noqa: E731
+    assert as_list(first) == as_list(second)
+    assert as_list(first) != as_list(other)
+
+
+async def test_bad_spec_is_rejected_and_nothing_stored(client):
+    bad = [
+        common_pb2.SearchSpec(space="nope", budget=common_pb2.Budget(max_activated_samples=5)),
+        spec(budget=-3),
+        spec(strategy="annealing"),
+        spec(warm_start=[common_pb2.Architecture(tokens=[0, 1, 2, 3, 42])]),
+    ]
+    for s in bad:
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await client.submit(s)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "op4" in e.value.details() and "0..8" in e.value.details()
+    assert await client.list() == []
+
+
+async def test_unknown_search_is_not_found(client):
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await client.get("does-not-exist")
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_cancel_stops_a_running_search(client, eventually):
+    search_id = await client.submit(spec(budget=10_000, task=common_pb2.Task(simulated_seconds=0.05)))
+    await eventually(lambda: _activated(client, search_id), timeout_s=20)
+    status = await client.cancel(search_id)
+    assert status.state == search_pb2.SEARCH_STATE_CANCELLED
+    assert 0 < status.activated_samples < 10_000
+    events = [e async for e in client.watch(search_id)]
+    assert events[-1].HasField("finished") and [e.seq for e in events] == list(range(1, len(events) + 1))
+
+
+async def _activated(client: SearchClient, search_id: str) -> bool:
+    return (await client.get(search_id)).activated_samples > 0
+
+
+async def test_warm_start_is_trained_first(client):
+    warm = [3, 1, 1, 1, 1]
+    status, trajectory = await run_to_end(client, spec(budget=12, warm_start=[common_pb2.Architecture(tokens=warm)]))
+    assert list(trajectory[0].architecture.tokens) == warm
+    assert status.activated_samples == 12 and status.policy_samples_trained == 11
+
+
+async def test_metrics_count_activated_samples(cluster, client):
+    await run_to_end(client, spec(budget=20))
+    text = urllib.request.urlopen(f"http://127.0.0.1:{cluster.metrics_port}/metrics").read().decode()
+    activated = next(line for line in text.splitlines() if line.startswith("fnas_agent_activated_samples_total"))
+    assert float(activated.split()[-1]) >= 20
+    assert 'fnas_agent_samples_total{source="trained"}' in text
+    assert "fnas_trainer_jobs_total" in text
+    assert 'fnas_agent_rpc_latency_seconds_count{code="OK",method="SubmitSearch"}' in text

@@ -1,0 +1,309 @@
+"""The JetStream bus on a real nats-server: work queue, redelivery, de-duplication, advisories, restart."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+
+from fnas import events, queue
+from fnas.nats_server import EmbeddedNats
+from fnas.queue import Poison, StuckMessage
+
+pytestmark = pytest.mark.timeout(20)
+
+
+@contextlib.asynccontextmanager
+async def working(bus: queue.Bus, handler: queue.WorkHandler, **kw):
+    """Runs bus.work on the train-job queue in the background; stops it on exit."""
+    stop = asyncio.Event()
+    kw.setdefault("fetch_timeout_s", 0.2)
+    task = asyncio.create_task(bus.work(events.TRAIN_JOB, events.TRAINER, handler, stop, **kw))
+    try:
+        yield task
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+
+async def stream_messages(bus: queue.Bus, stream: str = events.JOBS) -> int:
+    return (await bus.js.stream_info(stream)).state.messages
+
+
+async def stream_count_is(bus: queue.Bus, n: int, stream: str = events.JOBS) -> bool:
+    return await stream_messages(bus, stream) == n
+
+
+async def test_publish_work_ack_removes_job(bus, eventually):
+    await bus.ensure_streams(ack_wait_s=5, max_deliver=3)
+    got: list[bytes] = []
+
+    async def handler(data: bytes, heartbeat: queue.Heartbeat) -> None:
+        got.append(data)
+
+    ack = await bus.publish(events.TRAIN_JOB, b"job-1", msg_id="s/1")
+    assert ack.stream == events.JOBS and ack.seq == 1
+    async with working(bus, handler):
+        await eventually(lambda: got == [b"job-1"])
+        # The work queue drops a job once it is acked.
+        await eventually(lambda: stream_count_is(bus, 0))
+    assert got == [b"job-1"]
+
+
+async def test_unacked_job_is_redelivered_after_ack_wait(bus, eventually):
+    await bus.ensure_streams(ack_wait_s=0.5, max_deliver=5)
+    await bus.publish(events.TRAIN_JOB, b"job", msg_id="s/1")
+    # A worker that takes the job and dies: fetched, never acked.
+    sub = await bus.js.pull_subscribe_bind(events.TRAINER, stream=events.JOBS)
+    (taken,) = await sub.fetch(1, timeout=2)
+    await sub.unsubscribe()
+    assert taken.data == b"job"
+    seen: list[int] = []
+
+    async def handler(data: bytes, heartbeat: queue.Heartbeat) -> None:
+        seen.append(len(seen))
+
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    async with working(bus, handler):
+        await eventually(lambda: seen == [0])
+        waited = loop.time() - start
+    assert 0.3 < waited < 3.0  # came back only once ack_wait expired
+    assert await stream_messages(bus) == 0
+
+
+async def test_msg_id_deduplicates(bus):
+    await bus.ensure_streams()
+    first = await bus.publish(events.train_result("s1"), b"r", msg_id="result/s1/0")
+    again = await bus.publish(events.train_result("s1"), b"r-again", msg_id="result/s1/0")
+    other = await bus.publish(events.train_result("s1"), b"r", msg_id="result/s1/1")
+    assert not first.duplicate
+    assert again.duplicate and again.seq == first.seq
+    assert other.seq == first.seq + 1
+    assert await stream_messages(bus, events.EVENTS) == 2
+
+
+async def test_heartbeat_keeps_slow_job_from_redelivery(bus, eventually):
+    await bus.ensure_streams(ack_wait_s=0.5, max_deliver=5)
+    runs: list[int] = []
+    done = asyncio.Event()
+
+    async def slow(data: bytes, heartbeat: queue.Heartbeat) -> None:
+        runs.append(1)
+        for _ in range(8):  # 1.6 s, three times ack_wait
+            await asyncio.sleep(0.2)
+            await heartbeat()
+        done.set()
+
+    await bus.publish(events.TRAIN_JOB, b"slow", msg_id="s/1")
+    # Two workers on the shared consumer: without heartbeats the second would get the job after 0.5 s.
+    async with working(bus, slow), working(bus, slow):
+        await asyncio.wait_for(done.wait(), 5)
+        await asyncio.sleep(0.7)  # past another ack_wait: nothing comes back
+    assert runs == [1]
+    assert await stream_messages(bus) == 0
+
+
+async def test_poison_is_terminated_and_loop_continues(bus, eventually):
+    await bus.ensure_streams(ack_wait_s=0.5, max_deliver=5)
+    calls: list[bytes] = []
+    ok: list[bytes] = []
+
+    async def handler(data: bytes, heartbeat: queue.Heartbeat) -> None:
+        calls.append(data)
+        if data == b"bad":
+            raise Poison("cannot ever work")
+        ok.append(data)
+
+    for i, payload in enumerate((b"bad", b"good")):
+        await bus.publish(events.TRAIN_JOB, payload, msg_id=f"s/{i}")
+    async with working(bus, handler):
+        await eventually(lambda: ok == [b"good"])
+        await asyncio.sleep(0.8)  # past ack_wait: a nak'ed or unacked poison message would be back
+    assert calls == [b"bad", b"good"]
+    assert await stream_messages(bus) == 0
+
+
+async def test_stop_hands_unfinished_job_back_at_once(bus, eventually):
+    await bus.ensure_streams(
+        ack_wait_s=10, max_deliver=5
+    )  # far longer than the test: no redelivery by timeout
+    started = asyncio.Event()
+    cancelled: list[bool] = []
+    finished: list[bytes] = []
+
+    async def endless(data: bytes, heartbeat: queue.Heartbeat) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    async def quick(data: bytes, heartbeat: queue.Heartbeat) -> None:
+        finished.append(data)
+
+    await bus.publish(events.TRAIN_JOB, b"long", msg_id="s/1")
+    async with working(bus, endless, grace_s=0.2):
+        await asyncio.wait_for(started.wait(), 5)
+    assert cancelled == [True]  # the grace period ran out: cancelled and nak'ed
+    async with working(bus, quick):
+        await eventually(lambda: finished == [b"long"], timeout_s=3)
+
+
+async def test_transient_error_is_retried(bus, eventually):
+    await bus.ensure_streams(ack_wait_s=5, max_deliver=5)
+    calls: list[int] = []
+
+    async def flaky(data: bytes, heartbeat: queue.Heartbeat) -> None:
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConnectionError("pool unavailable")
+
+    await bus.publish(events.TRAIN_JOB, b"job", msg_id="s/1")
+    async with working(bus, flaky, nak_delay_s=0.05):
+        await eventually(lambda: len(calls) == 3)
+        await eventually(lambda: stream_count_is(bus, 0))
+    assert len(calls) == 3
+
+
+async def test_max_deliveries_advisory_hands_over_stuck_message(bus, eventually):
+    await bus.ensure_streams(ack_wait_s=5, max_deliver=2)
+    stuck: list[StuckMessage] = []
+
+    async def on_stuck(msg: StuckMessage) -> None:
+        stuck.append(msg)
+
+    async def always_fails(data: bytes, heartbeat: queue.Heartbeat) -> None:
+        raise RuntimeError("GPU fell off the bus")
+
+    await bus.on_max_deliveries(events.JOBS, events.TRAINER, on_stuck)
+    ack = await bus.publish(events.TRAIN_JOB, b"doomed", msg_id="s/1")
+    async with working(bus, always_fails, nak_delay_s=0.05):
+        await eventually(lambda: len(stuck) == 1, timeout_s=8)
+    (msg,) = stuck
+    assert (msg.stream, msg.consumer, msg.stream_seq) == (events.JOBS, events.TRAINER, ack.seq)
+    assert msg.deliveries == 2 and msg.data == b"doomed" and msg.subject == events.TRAIN_JOB
+    assert await stream_messages(bus) == 1  # JetStream keeps it: the handler must delete it
+    assert await bus.delete(events.JOBS, msg.stream_seq) is True
+    assert await bus.delete(events.JOBS, msg.stream_seq) is False  # a second trainer's delete
+    assert await stream_messages(bus) == 0
+
+
+async def test_pending_counts_undelivered_jobs(bus):
+    await bus.ensure_streams(ack_wait_s=5, max_deliver=3)
+    for i in range(3):
+        await bus.publish(events.TRAIN_JOB, b"j", msg_id=f"s/{i}")
+    assert await bus.pending(events.TRAINER) == 3
+
+
+async def test_consume_in_order_and_resumes_after_restart(bus, eventually):
+    await bus.ensure_streams()
+    for i in range(3):
+        await bus.publish(events.train_result("a"), f"a{i}".encode(), msg_id=f"a{i}")
+    got: list[tuple[str, bytes]] = []
+    failures = [1]
+
+    async def handler(subject: str, data: bytes) -> None:
+        if data == b"a1" and failures:
+            failures.pop()
+            raise RuntimeError("transient")  # retried in place: a2 must not overtake a1
+        got.append((subject, data))
+
+    async def run_until(n: int) -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(
+            bus.consume(
+                events.ALL_TRAIN_RESULTS,
+                events.CRITIC,
+                handler,
+                stop,
+                fetch_timeout_s=0.2,
+                retry_delay_s=0.05,
+            )
+        )
+        await eventually(lambda: len(got) == n)
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+    await run_until(3)
+    assert [d for _, d in got] == [b"a0", b"a1", b"a2"]
+    assert {s for s, _ in got} == {events.train_result("a")}
+    await bus.publish(events.train_result("b"), b"b0", msg_id="b0")
+    await run_until(4)  # the durable consumer resumes after a2
+    assert got[3] == (events.train_result("b"), b"b0")
+
+
+async def test_consume_keeps_order_after_a_crash(nats_url, eventually):
+    crashed = await queue.connect(nats_url, name="crashing-critic")
+    await crashed.ensure_streams()
+    for i in range(2):
+        await crashed.publish(events.train_result("a"), f"a{i}".encode(), msg_id=f"a{i}")
+    first: list[bytes] = []
+
+    async def hangs_on_a1(subject: str, data: bytes) -> None:
+        if data == b"a1":
+            await asyncio.sleep(60)
+        first.append(data)
+
+    task = asyncio.create_task(
+        crashed.consume(events.ALL_TRAIN_RESULTS, events.CRITIC, hangs_on_a1, asyncio.Event(), ack_wait_s=1.0)
+    )
+    await eventually(lambda: first == [b"a0"])
+    await asyncio.sleep(0.1)  # a1 is in the handler, unacked
+    task.cancel()
+    await crashed.nc.close()  # no nak, no drain: a crash
+    restarted = await queue.connect(nats_url, name="critic")
+    try:
+        await restarted.publish(events.train_result("a"), b"a2", msg_id="a2")  # newer than the lost a1
+        got: list[bytes] = []
+        stop = asyncio.Event()
+
+        async def record(subject: str, data: bytes) -> None:
+            got.append(data)
+
+        task = asyncio.create_task(
+            restarted.consume(
+                events.ALL_TRAIN_RESULTS, events.CRITIC, record, stop, ack_wait_s=1.0, fetch_timeout_s=0.2
+            )
+        )
+        await eventually(lambda: len(got) == 2, timeout_s=5)
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        assert got == [b"a1", b"a2"]  # a2 waited for a1's redelivery
+    finally:
+        await restarted.close()
+
+
+async def test_streams_and_jobs_survive_server_restart(nats_server: EmbeddedNats, eventually):
+    bus = await queue.connect(nats_server.url, name="restart")
+    try:
+        await bus.ensure_streams(ack_wait_s=7, max_deliver=4)
+        await bus.publish(events.TRAIN_JOB, b"before-restart", msg_id="s/1")
+        port = nats_server.port
+        nats_server.restart(same_port=True)
+        assert nats_server.port == port
+        got: list[bytes] = []
+
+        async def handler(data: bytes, heartbeat: queue.Heartbeat) -> None:
+            got.append(data)
+
+        # The client reconnects by itself; the stream, its job and the consumer's settings came back.
+        async with working(bus, handler):
+            await eventually(lambda: got == [b"before-restart"], timeout_s=10)
+        info = await bus.js.consumer_info(events.JOBS, events.TRAINER)
+        assert info.config.ack_wait == 7 and info.config.max_deliver == 4
+        assert (await bus.js.stream_info(events.EVENTS)).config.subjects == list(events.EVENTS_SUBJECTS)
+    finally:
+        await bus.close()
+
+
+async def test_ensure_streams_is_idempotent_and_updates_consumer(bus):
+    await bus.ensure_streams(ack_wait_s=3, max_deliver=2)
+    await bus.ensure_streams()  # e.g. a publisher: leaves the trainers' settings alone
+    info = await bus.js.consumer_info(events.JOBS, events.TRAINER)
+    assert (info.config.ack_wait, info.config.max_deliver) == (3, 2)
+    await bus.ensure_streams(ack_wait_s=4, max_deliver=6)
+    info = await bus.js.consumer_info(events.JOBS, events.TRAINER)
+    assert (info.config.ack_wait, info.config.max_deliver) == (4, 6)
