@@ -38,7 +38,9 @@ class SearchClient:
 
     async def submit(self, spec: common_pb2.SearchSpec) -> str:
         """Starts a search; returns its id. INVALID_ARGUMENT names a bad field."""
-        response = await self._stub.SubmitSearch(search_pb2.SubmitSearchRequest(spec=spec), timeout=self.timeout_s)
+        response = await self._stub.SubmitSearch(
+            search_pb2.SubmitSearchRequest(spec=spec), timeout=self.timeout_s
+        )
         return response.search_id
 
     async def get(self, search_id: str) -> search_pb2.SearchStatus:
@@ -61,7 +63,9 @@ class SearchClient:
         seq = after_seq
         async for attempt in retrying():
             with attempt:
-                stream = self._stub.WatchSearch(search_pb2.WatchSearchRequest(search_id=search_id, after_seq=seq))
+                stream = self._stub.WatchSearch(
+                    search_pb2.WatchSearchRequest(search_id=search_id, after_seq=seq)
+                )
                 async for event in stream:
                     seq = event.seq
                     yield event

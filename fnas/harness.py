@@ -78,7 +78,9 @@ class Cluster:
             self.workers.append(worker)
             self._tasks.append(asyncio.create_task(worker.run(self._stop), name=f"trainer-{i}"))
         await asyncio.wait_for(ready.wait(), 30)
-        log.info("cluster up: agent %s, nats %s, %d trainers", self.agent_address, self.nats_url, self.n_trainers)
+        log.info(
+            "cluster up: agent %s, nats %s, %d trainers", self.agent_address, self.nats_url, self.n_trainers
+        )
 
     async def stop(self) -> None:
         self._stop.set()  # the server drains its RPCs and the trainers finish their jobs first

@@ -52,7 +52,9 @@ def thresholds(setup: Setup) -> dict[str, float]:
     """Reward that the best `q` share of the space's unique architectures reach."""
     table = setup.space.table()
     fn = RewardFn.from_spec(setup.reward)
-    rewards = np.array([fn(a, lat) for a, lat in zip(table["valid_accuracy"], table["latency_ms"], strict=True)])
+    rewards = np.array(
+        [fn(a, lat) for a, lat in zip(table["valid_accuracy"], table["latency_ms"], strict=True)]
+    )
     ordered = np.sort(rewards)[::-1]
     return {name: float(ordered[max(1, math.ceil(q * len(ordered))) - 1]) for name, q in TARGETS.items()}
 
@@ -76,7 +78,8 @@ def summarise(counts: Sequence[int | None], budget: int) -> dict:
     filled = np.array([c if c is not None else budget + 1 for c in counts], dtype=float)
     q1, med, q3 = np.percentile(filled, [25, 50, 75])
     return {
-        "median": float(med) if reached else None,
+        # None when the median seed did not reach the target within the budget.
+        "median": float(med) if med <= budget else None,
         "iqr": [float(q1), float(q3)],
         "reached_fraction": len(reached) / len(counts),
         "per_seed": list(counts),
@@ -94,7 +97,16 @@ def run(
     progress: Callable[[str], None] = print,
 ) -> dict:
     """Runs the benchmark; returns the JSON-ready result."""
-    out: dict = {"reward": reward_kind, "seeds": seeds, "budget": budget, "mesh_seeds": mesh_seeds, "spaces": {}}
+    import torch
+
+    torch.set_num_threads(1)  # the policy is tiny; more threads only contend (TECH-NOTES, PyTorch)
+    out: dict = {
+        "reward": reward_kind,
+        "seeds": seeds,
+        "budget": budget,
+        "mesh_seeds": mesh_seeds,
+        "spaces": {},
+    }
     for space_id in space_ids:
         space = spaces.get(space_id)
         if not space.tabular:
@@ -122,7 +134,9 @@ def _strategy(setup, name, seeds, budget, mesh_seeds, data_dir, targets) -> dict
         trajectory = run_plain(strategies.make(name, setup.space, seed=seed), evaluate, budget)
         plain_s.append(time.perf_counter() - started)
         curves.append([r for _, r in trajectory])
-    stats = {target: summarise([samples_to_reach(c, t) for c in curves], budget) for target, t in targets.items()}
+    stats = {
+        target: summarise([samples_to_reach(c, t) for c in curves], budget) for target, t in targets.items()
+    }
     stats["best_at"] = {
         str(n): float(np.median([max(c[:n]) for c in curves])) for n in BEST_AT if n <= budget
     }
@@ -146,7 +160,10 @@ async def _mesh(setup, name, seeds, budget, data_dir) -> list[tuple[list[float],
     async with Cluster(data_dir, trainers=1) as cluster, SearchClient(cluster.agent_address) as client:
         for seed in range(seeds):
             spec = common_pb2.SearchSpec(
-                space=setup.space.id, strategy=name, seed=seed, reward=setup.reward,
+                space=setup.space.id,
+                strategy=name,
+                seed=seed,
+                reward=setup.reward,
                 budget=common_pb2.Budget(max_activated_samples=budget),
             )
             started = time.perf_counter()
@@ -154,6 +171,38 @@ async def _mesh(setup, name, seeds, budget, data_dir) -> list[tuple[list[float],
             rewards = [e.sample.reward.value async for e in client.watch(search_id) if e.HasField("sample")]
             runs.append((rewards, time.perf_counter() - started))
     return runs
+
+
+def table(result: dict) -> str:
+    """The figures as a text table: one row per space and strategy."""
+    rows = [
+        f"reward: {result['reward']}, {result['seeds']} seeds, budget {result['budget']} activated samples",
+        f"{'space':<26} {'strategy':<10} {'top0.1 median [IQR]':>22} {'reached':>7} {'x ppo':>6} "
+        f"{'top1 median [IQR]':>20} {'reached':>7} {'best@100':>8} {'best@300':>8} {'best@1000':>9} "
+        f"{'overhead ms':>11}",
+    ]
+    for space_id, res in result["spaces"].items():
+        for name, st in res["strategies"].items():
+            cells = []
+            for target in ("top0.1", "top1"):
+                t = st[target]
+                med = "-" if t["median"] is None else f"{t['median']:.0f}"
+                cells.append(
+                    (f"{med} [{t['iqr'][0]:.0f}, {t['iqr'][1]:.0f}]", f"{t['reached_fraction']:.0%}")
+                )
+            ratio = st["top0.1"].get("ratio_to_ppo")
+            best = [f"{st['best_at'].get(str(n), float('nan')):.4f}" for n in BEST_AT]
+            overhead = st.get("overhead_ms_per_sample")
+            rows.append(
+                f"{space_id:<26} {name:<10} {cells[0][0]:>22} {cells[0][1]:>7} "
+                f"{'-' if ratio is None else f'{ratio:.2f}':>6} {cells[1][0]:>20} {cells[1][1]:>7} "
+                f"{best[0]:>8} {best[1]:>8} {best[2]:>9} "
+                f"{'-' if overhead is None else f'{overhead:.2f}':>11}"
+            )
+        rows.append(
+            f"{'':<26} thresholds: " + ", ".join(f"{k} >= {v:.4f}" for k, v in res["thresholds"].items())
+        )
+    return "\n".join(rows)
 
 
 def plot(result: dict, path: Path) -> None:

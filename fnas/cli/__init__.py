@@ -13,10 +13,9 @@ from collections.abc import Sequence
 
 import grpc
 
-from fnas.cli import arch, cluster, jobs, search, spaces
+from fnas.cli import arch, bench, cluster, jobs, search, spaces
 
-
-COMMANDS = (spaces, arch, search, jobs, cluster)
+COMMANDS = (spaces, arch, search, jobs, cluster, bench)
 _BAD_INPUT = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
 
 

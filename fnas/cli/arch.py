@@ -59,4 +59,8 @@ def _print(info: dict, indent: str = "") -> None:
             for i, item in enumerate(v):
                 print(f"{indent}  [{i}] " + ", ".join(f"{a}={b}" for a, b in item.items()))
         else:
-            print(f"{indent}{k}: {v:,}" if isinstance(v, int) and not isinstance(v, bool) else f"{indent}{k}: {v}")
+            print(
+                f"{indent}{k}: {v:,}"
+                if isinstance(v, int) and not isinstance(v, bool)
+                else f"{indent}{k}: {v}"
+            )

@@ -48,8 +48,10 @@ async def ls(args: argparse.Namespace) -> int:
         searches = await client.list()
     print(f"{'search':<14} {'state':<10} {'space':<26} {'strategy':<10} {'activated':>9} {'best':>8}  name")
     for s in searches:
-        print(f"{s.search_id:<14} {_state(s):<10} {s.spec.space:<26} {s.spec.strategy:<10} "
-              f"{s.activated_samples:>9} {s.best.reward.value:>8.4f}  {s.spec.name}")
+        print(
+            f"{s.search_id:<14} {_state(s):<10} {s.spec.space:<26} {s.spec.strategy:<10} "
+            f"{s.activated_samples:>9} {s.best.reward.value:>8.4f}  {s.spec.name}"
+        )
     return 0
 
 

@@ -30,8 +30,10 @@ class Progress:
             return
         self._last = now
         filled = int(30 * min(done, self.total) / self.total)
-        line = (f"[{'#' * filled}{'.' * (30 - filled)}] {done}/{self.total} activated  "
-                f"best {best:.4f}  {now - self.started:.1f}s")
+        line = (
+            f"[{'#' * filled}{'.' * (30 - filled)}] {done}/{self.total} activated  "
+            f"best {best:.4f}  {now - self.started:.1f}s"
+        )
         self.stream.write(f"\r{line}" if self.tty else f"{line}\n")
         self.stream.flush()
 
@@ -42,15 +44,20 @@ class Progress:
 
 def print_result(status: search_pb2.SearchStatus, top: list[common_pb2.Sample], seconds: float) -> None:
     state = search_pb2.SearchState.Name(status.state).removeprefix("SEARCH_STATE_").lower()
-    print(f"search {status.search_id} {state} in {seconds:.1f}s: {status.activated_samples} activated samples, "
-          f"{status.updates} policy updates, {status.failed_samples} failed")
+    print(
+        f"search {status.search_id} {state} in {seconds:.1f}s: {status.activated_samples} activated samples, "
+        f"{status.updates} policy updates, {status.failed_samples} failed"
+    )
     if status.error:
         print(f"error: {status.error}")
-    print(f"{'rank':>4} {'reward':>8} {'accuracy':>8} {'latency_ms':>10} {'mult_adds':>12} {'sample':>6}  architecture")
+    header = f"{'rank':>4} {'reward':>8} {'accuracy':>8} {'latency_ms':>10} {'mult_adds':>12} {'sample':>6}"
+    print(f"{header}  architecture")
     for rank, s in enumerate(top, 1):
         r = s.reward
-        print(f"{rank:>4} {r.value:>8.4f} {r.accuracy:>8.4f} {r.latency_ms:>10.3f} {r.mult_adds:>12,} "
-              f"{s.index:>6}  {_short(s.architecture.tokens)}")
+        print(
+            f"{rank:>4} {r.value:>8.4f} {r.accuracy:>8.4f} {r.latency_ms:>10.3f} {r.mult_adds:>12,} "
+            f"{s.index:>6}  {_short(s.architecture.tokens)}"
+        )
 
 
 def _short(tokens) -> str:

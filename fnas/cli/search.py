@@ -27,7 +27,9 @@ REWARDS = {
 def add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("search", help="run a search and print its best architectures")
     add_spec_arguments(p)
-    p.add_argument("--target", help="host:port of a running agent; default: start the cluster in this process")
+    p.add_argument(
+        "--target", help="host:port of a running agent; default: start the cluster in this process"
+    )
     p.add_argument("--trainers", type=int, default=2, help="trainer workers of the in-process cluster")
     p.add_argument("--data-dir", type=Path, default=Path("fnas-data"), help="state of the in-process cluster")
     p.add_argument("--json", type=Path, help="write the result (trajectory, best architectures) here")
@@ -43,17 +45,29 @@ def add_spec_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strategy", default="ppo", help="ppo, random or evolution (default ppo)")
     p.add_argument("--budget", type=int, default=200, help="activated (trained) samples")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=0, help="samples per policy update (0: strategy default)")
-    p.add_argument("--reward", choices=sorted(REWARDS), default="accuracy",
-                   help="accuracy alone, or Eq. 2 with latency or Mult-Adds as the cost")
+    p.add_argument(
+        "--batch-size", type=int, default=0, help="samples per policy update (0: strategy default)"
+    )
+    p.add_argument(
+        "--reward",
+        choices=sorted(REWARDS),
+        default="accuracy",
+        help="accuracy alone, or Eq. 2 with latency or Mult-Adds as the cost",
+    )
     p.add_argument("--target-latency-ms", type=float, default=0.0, help="T of Eq. 2 with --reward latency")
     p.add_argument("--target-mult-adds", type=int, default=0, help="T of Eq. 2 with --reward mult-adds")
     p.add_argument("--alpha", type=float, help="exponent when the cost is <= T (default -0.07)")
     p.add_argument("--beta", type=float, help="exponent when the cost is > T (default -0.07)")
-    p.add_argument("--dataset", default="", help="trained spaces: digits, synthetic, npz:<path>, imagefolder:<path>")
+    p.add_argument(
+        "--dataset", default="", help="trained spaces: digits, synthetic, npz:<path>, imagefolder:<path>"
+    )
     p.add_argument("--epochs", type=int, default=0, help="proxy-task epochs per sample (trained spaces)")
-    p.add_argument("--simulated-seconds", type=float, default=0.0,
-                   help="tabular spaces: emulated training time per sample")
+    p.add_argument(
+        "--simulated-seconds",
+        type=float,
+        default=0.0,
+        help="tabular spaces: emulated training time per sample",
+    )
     p.add_argument("--name", default="", help="a label shown by `fnas ls`")
 
 
@@ -79,7 +93,9 @@ def spec_from_args(args: argparse.Namespace) -> common_pb2.SearchSpec:
         batch_size=args.batch_size,
         reward=reward,
         budget=common_pb2.Budget(max_activated_samples=args.budget),
-        task=common_pb2.Task(dataset=args.dataset, epochs=args.epochs, simulated_seconds=args.simulated_seconds),
+        task=common_pb2.Task(
+            dataset=args.dataset, epochs=args.epochs, simulated_seconds=args.simulated_seconds
+        ),
         name=args.name,
     )
 
@@ -103,8 +119,8 @@ async def _run(args: argparse.Namespace, spec: common_pb2.SearchSpec) -> int:
 async def _search(target: str, spec: common_pb2.SearchSpec, args: argparse.Namespace) -> int:
     async with SearchClient(target) as client:
         search_id = await client.submit(spec)
-        print(f"search {search_id}: {spec.space}, strategy {spec.strategy}, budget {spec.budget.max_activated_samples}",
-              file=sys.stderr)
+        budget = spec.budget.max_activated_samples
+        print(f"search {search_id}: {spec.space}, strategy {spec.strategy}, budget {budget}", file=sys.stderr)
         bar = output.Progress(spec.budget.max_activated_samples, enabled=not args.quiet)
         started = time.monotonic()
         trajectory: list[common_pb2.Sample] = []

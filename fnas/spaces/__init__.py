@@ -7,9 +7,17 @@ from functools import cache
 from fnas.spaces.base import InvalidArchitecture, SearchSpace, TableEntry
 
 NASBENCH_GRAPH_DATASETS = (
-    "cora", "citeseer", "pubmed", "cs", "physics", "photo", "computers", "arxiv", "proteins",
+    "cora",
+    "citeseer",
+    "pubmed",
+    "cs",
+    "physics",
+    "photo",
+    "computers",
+    "arxiv",
+    "proteins",
 )
-SPACE_IDS = tuple(f"nasbench-graph/{d}" for d in NASBENCH_GRAPH_DATASETS) + ("mnas",)
+SPACE_IDS = (*tuple(f"nasbench-graph/{d}" for d in NASBENCH_GRAPH_DATASETS), "mnas")
 
 
 class UnknownSpace(ValueError):
@@ -31,5 +39,12 @@ def get(space_id: str) -> SearchSpace:
     raise UnknownSpace(f"unknown space {space_id!r}; known: {', '.join(SPACE_IDS)}")
 
 
-__all__ = ["NASBENCH_GRAPH_DATASETS", "SPACE_IDS", "InvalidArchitecture", "SearchSpace", "TableEntry",
-           "UnknownSpace", "get"]
+__all__ = [
+    "NASBENCH_GRAPH_DATASETS",
+    "SPACE_IDS",
+    "InvalidArchitecture",
+    "SearchSpace",
+    "TableEntry",
+    "UnknownSpace",
+    "get",
+]

@@ -60,7 +60,7 @@ class SearchSpace(ABC):
         self._check(tokens)
         return tokens
 
-    def _check(self, tokens: tuple[int, ...]) -> None:
+    def _check(self, tokens: tuple[int, ...]) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Space-specific validity beyond the ranges; raises InvalidArchitecture."""
 
     @abstractmethod

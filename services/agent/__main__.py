@@ -30,7 +30,9 @@ async def run(cfg: AgentConfig) -> None:
     from services.agent.app import AgentApp  # torch: only when serving, not for --help
 
     app = AgentApp(cfg)
-    server_cfg = serving.ServerConfig(host=cfg.host, port=cfg.port, metrics_port=cfg.metrics_port, grace_s=cfg.grace_s)
+    server_cfg = serving.ServerConfig(
+        host=cfg.host, port=cfg.port, metrics_port=cfg.metrics_port, grace_s=cfg.grace_s
+    )
     running = await serving.start([app.register], server_cfg)
     try:
         await serving.serve(running, app.warm_up, server_cfg)

@@ -7,7 +7,9 @@ from prometheus_client import Counter, Gauge
 from fnas.v1 import queue_pb2, search_pb2
 
 SAMPLES = Counter("fnas_agent_samples_total", "Samples the policy learned from, by source.", ["source"])
-ACTIVATED = Counter("fnas_agent_activated_samples_total", "Trained samples whose result was received (once each).")
+ACTIVATED = Counter(
+    "fnas_agent_activated_samples_total", "Trained samples whose result was received (once each)."
+)
 FAILED = Counter("fnas_agent_failed_samples_total", "Train jobs that failed or ran out of redeliveries.")
 UPDATES = Counter("fnas_agent_updates_total", "Policy updates.")
 BEST = Gauge("fnas_agent_best_reward", "Best trained reward of a search.", ["search"])

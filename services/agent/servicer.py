@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -96,7 +97,11 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         now = time.time()
         self.store.put_status(
             search_pb2.SearchStatus(
-                search_id=search_id, spec=spec, state=search_pb2.SEARCH_STATE_RUNNING, created_at=now, updated_at=now
+                search_id=search_id,
+                spec=spec,
+                state=search_pb2.SEARCH_STATE_RUNNING,
+                created_at=now,
+                updated_at=now,
             )
         )
         self._launch(search_id)
@@ -117,10 +122,8 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
                 if event.HasField("finished"):
                     return
             async with cond:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(cond.wait(), 1.0)
-                except TimeoutError:
-                    pass
 
     async def CancelSearch(self, request, context):
         await self._status(request.search_id, context)

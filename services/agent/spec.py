@@ -60,7 +60,9 @@ def validate(spec: common_pb2.SearchSpec) -> common_pb2.SearchSpec:
         raise SpecError("reward", str(e)) from None
     if space.tabular:
         if spec.task.dataset:
-            raise SpecError("task.dataset", f"{space.id} is a benchmark table; its dataset is part of the space id")
+            raise SpecError(
+                "task.dataset", f"{space.id} is a benchmark table; its dataset is part of the space id"
+            )
     else:
         out.task.dataset = spec.task.dataset or DEFAULT_DATASET
         out.task.epochs = spec.task.epochs or DEFAULT_EPOCHS

@@ -77,7 +77,9 @@ async def test_agent_sigkill_mid_search_resumes_and_counts_once(tmp_path, nats_u
         processes.append(start("services.trainer", "--nats-url", nats_url, "--heartbeat-s", "1", log=log))
     await wait_serving(address, agent)
     spec = common_pb2.SearchSpec(
-        space="nasbench-graph/cora", strategy="ppo", seed=3,
+        space="nasbench-graph/cora",
+        strategy="ppo",
+        seed=3,
         budget=common_pb2.Budget(max_activated_samples=BUDGET),
         task=common_pb2.Task(simulated_seconds=0.02),  # long enough to be killed mid-search
     )

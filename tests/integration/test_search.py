@@ -97,7 +97,9 @@ async def _activated(client: SearchClient, search_id: str) -> bool:
 
 async def test_warm_start_is_trained_first(client):
     warm = [3, 1, 1, 1, 1]
-    status, trajectory = await run_to_end(client, spec(budget=12, warm_start=[common_pb2.Architecture(tokens=warm)]))
+    status, trajectory = await run_to_end(
+        client, spec(budget=12, warm_start=[common_pb2.Architecture(tokens=warm)])
+    )
     assert list(trajectory[0].architecture.tokens) == warm
     assert status.activated_samples == 12 and status.policy_samples_trained == 11
 
@@ -105,7 +107,9 @@ async def test_warm_start_is_trained_first(client):
 async def test_metrics_count_activated_samples(cluster, client):
     await run_to_end(client, spec(budget=20))
     text = urllib.request.urlopen(f"http://127.0.0.1:{cluster.metrics_port}/metrics").read().decode()
-    activated = next(line for line in text.splitlines() if line.startswith("fnas_agent_activated_samples_total"))
+    activated = next(
+        line for line in text.splitlines() if line.startswith("fnas_agent_activated_samples_total")
+    )
     assert float(activated.split()[-1]) >= 20
     assert 'fnas_agent_samples_total{source="trained"}' in text
     assert "fnas_trainer_jobs_total" in text

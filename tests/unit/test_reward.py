@@ -7,7 +7,9 @@ from fnas.v1 import common_pb2 as c
 
 
 def test_eq2_uses_alpha_below_and_beta_above_target():
-    fn = RewardFn.from_spec(c.RewardSpec(cost=c.COST_METRIC_LATENCY, target_latency_ms=10, alpha=-0.1, beta=-0.5))
+    fn = RewardFn.from_spec(
+        c.RewardSpec(cost=c.COST_METRIC_LATENCY, target_latency_ms=10, alpha=-0.1, beta=-0.5)
+    )
     assert fn(0.8, latency_ms=5) == pytest.approx(0.8 * 0.5**-0.1)
     assert fn(0.8, latency_ms=20) == pytest.approx(0.8 * 2**-0.5)
     assert fn(0.8, latency_ms=10) == pytest.approx(0.8)

@@ -29,8 +29,12 @@ def test_drift_is_detected(tmp_path):
     fresh = generate(tmp_path / "a")
     shutil.copytree(ROOT / "protos", tmp_path / "b" / "protos")
     proto = tmp_path / "b" / "protos" / "fnas" / "v1" / "common.proto"
-    proto.write_text(proto.read_text().replace("string space = 1;", "string space = 1;\n  string extra = 99;", 1))
+    proto.write_text(
+        proto.read_text().replace("string space = 1;", "string space = 1;\n  string extra = 99;", 1)
+    )
     shutil.copytree(ROOT / "scripts", tmp_path / "b" / "scripts")
     (tmp_path / "b" / "fnas" / "v1").mkdir(parents=True)
-    subprocess.run(["bash", str(tmp_path / "b" / "scripts" / "gen_protos.sh")], check=True, capture_output=True)
+    subprocess.run(
+        ["bash", str(tmp_path / "b" / "scripts" / "gen_protos.sh")], check=True, capture_output=True
+    )
     assert (tmp_path / "b" / "fnas" / "v1" / "common_pb2.py").read_bytes() != fresh["common_pb2.py"]

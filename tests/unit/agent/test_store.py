@@ -6,7 +6,9 @@ from services.agent.store import AgentStore, LoopState, Pending
 
 def result(index: int, value: float, ok: bool = True) -> q.TrainResult:
     return q.TrainResult(
-        job_id=f"x/{index}", search_id="x", sample_index=index,
+        job_id=f"x/{index}",
+        search_id="x",
+        sample_index=index,
         architecture=c.Architecture(space="nasbench-graph/cora", tokens=[0, 1, 2, 3, 4]),
         reward=c.Reward(accuracy=value, value=value),
         outcome=q.TRAIN_OUTCOME_OK if ok else q.TRAIN_OUTCOME_FAILED,
@@ -41,7 +43,7 @@ def test_commit_is_atomic_and_keeps_concurrent_counters(tmp_path):
         loop.next_seq += 1
         return [s.SearchEvent(search_id="x", seq=1, update=st)]
 
-    status, new = store.commit("x", mutate, b"state", loop, [c.Sample(index=0)], events)
+    status, _new = store.commit("x", mutate, b"state", loop, [c.Sample(index=0)], events)
     assert status.activated_samples == 1 and status.updates == 1
     assert [e.seq for e in store.events("x")] == [1] and store.events("x", after_seq=1) == []
     strategy, saved = store.checkpoint("x")

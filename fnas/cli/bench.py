@@ -1,0 +1,63 @@
+"""`fnas bench ...`: benchmarks that print figures and write JSON and a PNG."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="benchmarks (figures, JSON and a plot)")
+    bench = p.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
+    s = bench.add_parser(
+        "search", help="sample efficiency of the strategies on NAS-Bench-Graph, and mesh overhead"
+    )
+    s.add_argument(
+        "--space",
+        default="nasbench-graph/cora",
+        help="comma-separated tabular spaces, e.g. nasbench-graph/cora,nasbench-graph/citeseer",
+    )
+    s.add_argument("--strategies", default="ppo,random,evolution", help="comma-separated strategies")
+    s.add_argument(
+        "--reward",
+        choices=("accuracy", "latency"),
+        default="accuracy",
+        help="validation accuracy, or Eq. 2 with T = the space's 25th latency percentile",
+    )
+    s.add_argument("--seeds", type=int, default=10)
+    s.add_argument("--budget", type=int, default=3000, help="activated samples per search")
+    s.add_argument(
+        "--mesh-seeds",
+        type=int,
+        default=1,
+        help="seeds also run through the in-process mesh (overhead, identical-trajectory check)",
+    )
+    s.add_argument("--out", type=Path, default=Path("bench-out/search"), help="writes OUT.json and OUT.png")
+    s.add_argument("--data-dir", type=Path, default=Path("fnas-data/bench"), help="state of the mesh runs")
+    s.set_defaults(func=search)
+
+
+def search(args: argparse.Namespace) -> int:
+    from fnas.bench import search_bench
+
+    if args.seeds < 1 or args.budget < 1 or args.mesh_seeds < 0:
+        raise ValueError("--seeds and --budget must be >= 1, --mesh-seeds >= 0")
+    result = search_bench.run(
+        [s.strip() for s in args.space.split(",") if s.strip()],
+        [s.strip() for s in args.strategies.split(",") if s.strip()],
+        args.reward,
+        args.seeds,
+        args.budget,
+        args.mesh_seeds,
+        args.data_dir,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    print(search_bench.table(result))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    json_path, png_path = args.out.with_suffix(".json"), args.out.with_suffix(".png")
+    json_path.write_text(json.dumps(result, indent=1) + "\n")
+    search_bench.plot(result, png_path)
+    print(f"wrote {json_path} and {png_path}", file=sys.stderr)
+    return 0

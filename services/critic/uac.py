@@ -1,0 +1,251 @@
+"""The UAC of one search: observation history, lazy training, the trust decision and its calibration.
+
+Paper 4.2: V(m) predicts the reward, U(m) the error of that guess; U below the
+threshold means trusted (the policy takes V(m) and nothing is trained).
+
+Reproducibility (DESIGN.md): results arrive asynchronously and in any order, so
+the critic never trains on "whatever came first". A prediction names how many
+trained results it must reflect (`min_observed` = N); the critic then trains,
+once, on exactly the first N observations by sample index, in a round seeded by
+the search. The same requests therefore give the same answers in the mesh, in
+the plain in-memory loop and after a restart (the state is saved after each
+round).
+
+Threshold, fixed or calibrated: each observation is first predicted *before* V
+learns it (a prequential, i.e. out-of-sample, pair of U and |V - R|). The
+calibrated threshold is the largest U whose lower-U pairs (of the last
+`calibration_window`) have a mean error within `target_error` times the robust
+reward scale (IQR / 1.349 of the rewards seen): trusted predictions are then
+expected to stay within that error, which the agent checks on audited samples.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import safetensors.torch
+import torch
+
+from fnas.spaces.base import SearchSpace
+from services.critic.model import UAC, FitConfig, Scale
+
+
+@dataclass(frozen=True)
+class DecisionConfig:
+    """When a prediction is trusted."""
+
+    #: Trained results before anything is trusted.
+    warmup: int = 10
+    #: Fixed U threshold; None calibrates it (see the module docstring).
+    threshold: float | None = None
+    #: Calibrated mode: allowed mean |V - R| of trusted predictions, in robust reward scales.
+    target_error: float = 0.25
+    #: Calibrated mode: the most recent prequential pairs used.
+    calibration_window: int = 200
+    #: Calibrated mode: pairs needed before anything is trusted.
+    min_calibration: int = 10
+    #: Trust predictions above the best trained reward (False: a predicted new best is verified by training).
+    trust_above_best: bool = False
+    #: An architecture already trained is predicted as its observed mean reward with U = 0.
+    recall: bool = True
+
+    def __post_init__(self) -> None:
+        if self.warmup < 0 or self.calibration_window < 1 or self.min_calibration < 1:
+            raise ValueError("warmup must be >= 0, calibration_window and min_calibration >= 1")
+        if self.threshold is not None and self.threshold < 0:
+            raise ValueError(f"threshold must be >= 0, got {self.threshold}")
+        if not self.target_error > 0:
+            raise ValueError(f"target_error must be > 0, got {self.target_error}")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """V(m), U(m) and the decision for one architecture."""
+
+    value: float
+    uncertainty: float
+    trusted: bool
+    #: The architecture was trained before (recalled, not predicted).
+    known: bool = False
+
+
+class NotReady(Exception):
+    """Fewer results observed than the request's min_observed."""
+
+
+@dataclass
+class _Obs:
+    tokens: tuple[int, ...]
+    reward: float
+
+
+@dataclass
+class _Trained:
+    """What the critic knows about the observations it trained on."""
+
+    #: Sample index -> (V, U) predicted when the observation arrived (before V learned it).
+    arrival: dict[int, tuple[float, float]] = field(default_factory=dict)
+    #: Prequential (U, |V - R|) pairs, oldest first.
+    pairs: list[tuple[float, float]] = field(default_factory=list)
+    n_trained: int = 0
+    threshold: float = -1.0
+    best: float = float("-inf")
+
+
+class SearchCritic:
+    """The critic of one search (or of a snapshot being built)."""
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        seed: int,
+        decision: DecisionConfig = DecisionConfig(),  # noqa: B008 - frozen
+        fit: FitConfig = FitConfig(),  # noqa: B008 - frozen
+        model: UAC | None = None,
+    ) -> None:
+        self.space, self.seed, self.decision, self.fit_config = space, seed, decision, fit
+        self.model = model or UAC(space.embedding_size, seed)
+        self.observations: dict[int, _Obs] = {}
+        self.trained = _Trained()
+        self._known: dict[str, tuple[float, int]] = {}
+        self.last_fit: dict[str, float] = {}
+
+    @property
+    def observed(self) -> int:
+        return len(self.observations)
+
+    def observe(self, index: int, tokens: Sequence[int], reward: float) -> bool:
+        """Adds one trained result; False for a duplicate index (redelivery)."""
+        if index in self.observations:
+            return False
+        self.observations[index] = _Obs(tuple(int(t) for t in tokens), float(reward))
+        return True
+
+    def predict(self, tokens: Sequence[Sequence[int]], min_observed: int) -> list[Prediction]:
+        """Predictions after training on the first `min_observed` results; NotReady before they came."""
+        if self.observed < min_observed:
+            raise NotReady(f"observed {self.observed} of the {min_observed} results the request needs")
+        if min_observed > self.trained.n_trained:
+            self.train_to(min_observed)
+        if not tokens:
+            return []
+        x = torch.from_numpy(np.stack([self.space.embedding(t) for t in tokens]))
+        values, uncertainties = self.model.predict(x)
+        d, t = self.decision, self.trained
+        ready = t.n_trained >= d.warmup
+        out = []
+        for tok, v, u in zip(tokens, values.tolist(), uncertainties.tolist(), strict=True):
+            known = self._known.get(self.space.key(tok)) if d.recall else None
+            if known is not None:
+                out.append(Prediction(known[0] / known[1], 0.0, ready, known=True))
+                continue
+            trusted = ready and u < self.threshold() and (d.trust_above_best or v <= t.best)
+            out.append(Prediction(v, u, trusted))
+        return out
+
+    def threshold(self) -> float:
+        """The U threshold now: the fixed one, or the calibrated one (-1: nothing trusted yet)."""
+        if self.decision.threshold is not None:
+            return self.decision.threshold
+        return self.trained.threshold
+
+    def train_to(self, n: int) -> None:
+        """One training round on the first n observations by sample index (see the module docstring)."""
+        data = sorted(self.observations.items())[:n]
+        t = self.trained
+        fresh = [(i, o) for i, o in data if i not in t.arrival]
+        # Fresh rows last: the fit reserves part of every minibatch for them.
+        data = [(i, o) for i, o in data if i in t.arrival] + fresh
+        if fresh:
+            x_new = torch.from_numpy(np.stack([self.space.embedding(o.tokens) for _, o in fresh]))
+            values, uncertainties = self.model.predict(x_new)
+            for (i, o), v, u in zip(fresh, values.tolist(), uncertainties.tolist(), strict=True):
+                t.arrival[i] = (v, u)
+                if t.n_trained:  # an untrained net's errors say nothing about the threshold
+                    t.pairs.append((u, abs(v - o.reward)))
+            del t.pairs[: -self.decision.calibration_window]
+        x = torch.from_numpy(np.stack([self.space.embedding(o.tokens) for _, o in data]))
+        rewards = torch.tensor([o.reward for _, o in data], dtype=torch.float32)
+        arrival = torch.tensor([t.arrival[i][0] for i, _ in data], dtype=torch.float32)
+        self.last_fit = self.model.fit(x, rewards, arrival, len(fresh), self.fit_config)
+        t.n_trained = n
+        t.best = max(o.reward for _, o in data)
+        self._known = {}
+        for _, o in data:
+            s, c = self._known.get(self.space.key(o.tokens), (0.0, 0))
+            self._known[self.space.key(o.tokens)] = (s + o.reward, c + 1)
+        t.threshold = calibrate(t.pairs, self.decision, self.model.scale)
+
+    def reset_for_transfer(self) -> None:
+        """Keeps the nets, forgets this history: the start of a search from a pre-trained critic."""
+        self.observations, self.trained, self._known = {}, _Trained(), {}
+
+    # state
+    def state(self) -> bytes:
+        """Nets, optimizer, generator and decision state as safetensors bytes (history not included)."""
+        t = self.trained
+        meta = {
+            "model": self.model.meta(),
+            "arrival": [[i, v, u] for i, (v, u) in sorted(t.arrival.items())],
+            "pairs": t.pairs,
+            "n_trained": t.n_trained,
+            "threshold": t.threshold,
+            "best": t.best if t.n_trained else None,
+            "decision": asdict(self.decision),
+            "fit": asdict(self.fit_config),
+            "space": self.space.id,
+            "seed": self.seed,
+        }
+        return safetensors.torch.save(self.model.tensors(), metadata={"fnas": json.dumps(meta)})
+
+    def load_state(self, data: bytes) -> None:
+        """Restores `state()` (the observations come from the store)."""
+        tensors, meta = read(data)
+        self.model = UAC.restore(tensors, meta["model"])
+        t = self.trained = _Trained()
+        t.arrival = {int(i): (v, u) for i, v, u in meta["arrival"]}
+        t.pairs = [tuple(p) for p in meta["pairs"]]
+        t.n_trained, t.threshold = int(meta["n_trained"]), float(meta["threshold"])
+        t.best = float("-inf") if meta["best"] is None else float(meta["best"])
+        data_ = sorted(self.observations.items())[: t.n_trained]
+        self._known = {}
+        for _, o in data_:
+            s, c = self._known.get(self.space.key(o.tokens), (0.0, 0))
+            self._known[self.space.key(o.tokens)] = (s + o.reward, c + 1)
+
+
+def calibrate(pairs: Sequence[tuple[float, float]], decision: DecisionConfig, scale: Scale) -> float:
+    """The largest U threshold whose lower-U prequential pairs meet the target error; -1 if none.
+
+    Pairs are sorted by U; the prefix of the k lowest has mean error e_k; the
+    threshold lies just above the U of the largest k with e_k <= target, so
+    that `U < threshold` admits exactly those k.
+    """
+    if len(pairs) < decision.min_calibration:
+        return -1.0
+    target = decision.target_error * scale.scale
+    ordered = sorted(pairs)
+    errors = np.cumsum([e for _, e in ordered]) / np.arange(1, len(ordered) + 1)
+    ok = np.nonzero(errors <= target)[0]
+    if len(ok) == 0:
+        return -1.0
+    k = int(ok[-1])
+    us = [u for u, _ in ordered]
+    above = bisect.bisect_right(us, us[k])
+    return us[above] if above < len(us) and us[above] > us[k] else us[k] + 1e-9
+
+
+def read(data: bytes) -> tuple[dict[str, torch.Tensor], dict]:
+    """Tensors and metadata of critic state / snapshot bytes; ValueError if they are not that."""
+    try:
+        tensors = safetensors.torch.load(data)
+        (size,) = np.frombuffer(data[:8], dtype="<u8")
+        header = json.loads(data[8 : 8 + int(size)])
+        meta = json.loads(header["__metadata__"]["fnas"])
+    except Exception as e:  # safetensors raises its own error types; all mean "not a critic state"
+        raise ValueError(f"not a critic snapshot: {e}") from None
+    return tensors, meta

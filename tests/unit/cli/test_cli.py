@@ -1,0 +1,69 @@
+"""The `fnas` command: listing, describing, bad input (one line, exit code 2)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import nas_bench_graph
+import pytest
+
+from fnas import spaces
+from fnas.cli import main
+
+
+def test_spaces_lists_every_space_with_the_package_counts(capsys):
+    assert main(["spaces"]) == 0
+    out = capsys.readouterr().out
+    for dataset in spaces.NASBENCH_GRAPH_DATASETS:
+        line = next(x for x in out.splitlines() if x.startswith(f"nasbench-graph/{dataset} "))
+        assert f"{len(nas_bench_graph.light_read(dataset)):,}" in line
+    assert "26,206" in next(x for x in out.splitlines() if x.startswith("nasbench-graph/cora "))
+    assert any(x.startswith("mnas ") for x in out.splitlines())
+
+
+def test_describe_tabular_prints_benchmark_figures_and_rank(capsys):
+    assert main(["arch", "describe", "--space", "nasbench-graph/cora", "--tokens", "8,0,1,2,3"]) == 0
+    out = capsys.readouterr().out
+    space = spaces.get("nasbench-graph/cora")
+    assert "gat" in out and "valid_accuracy" in out
+    assert f"rank_by_valid_accuracy: {space.rank((8, 0, 1, 2, 3)):,}" in out
+
+
+def test_describe_mnas_prints_mult_adds(capsys):
+    assert (
+        main(["arch", "describe", "--space", "mnas", "--tokens", ",".join(["2,0,0,1,1,1"] * 7), "--json"])
+        == 0
+    )
+    assert "mult_adds" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["arch", "describe", "--space", "nasbench-graph/cora", "--tokens", "8,0,1,2,30"],
+            "token 4 (op4) is 30",
+        ),
+        (["arch", "describe", "--space", "nasbench-graph/cora", "--tokens", "8,0,x"], "'x'"),
+        (["arch", "describe", "--space", "moon", "--tokens", "1"], "unknown space 'moon'"),
+        (["arch", "describe", "--space", "nasbench-graph/cora", "--tokens", "0,8,8,8,8"], "all-skip"),
+        (["search", "--space", "nasbench-graph/cora", "--budget", "-5"], "--budget must be > 0"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(argv, message):
+    run = subprocess.run([sys.executable, "-m", "fnas", *argv], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], run.stderr
+
+
+def test_readme_commands_and_ci_agree():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    readme = (root / "README.md").read_text()
+    blocks = readme.split("```")
+    install_run, install_test = blocks[1].strip(), blocks[3].strip()
+    assert "fnas search" in install_run
+    assert install_test in (root / ".ci" / "run").read_text().splitlines()
