@@ -21,14 +21,15 @@ class Progress:
         self.stream = stream
         self.tty = stream.isatty()
         self.started = self._last = time.monotonic()
+        self._done = -1
 
     def show(self, done: int, best: float) -> None:
         if not self.enabled:
             return
         now = time.monotonic()
-        if not self.tty and now - self._last < 2.0 and done < self.total:
+        if not self.tty and (done == self._done or (now - self._last < 2.0 and done < self.total)):
             return
-        self._last = now
+        self._last, self._done = now, done
         filled = int(30 * min(done, self.total) / self.total)
         line = (
             f"[{'#' * filled}{'.' * (30 - filled)}] {done}/{self.total} activated  "

@@ -1,0 +1,46 @@
+"""`fnas search` in the embedded default, as a user runs it: twice with one seed, one trajectory."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def search(tmp_path, name: str, seed: int) -> dict:
+    out = tmp_path / f"{name}.json"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fnas",
+            "search",
+            "--space",
+            "nasbench-graph/cora",
+            "--strategy",
+            "ppo",
+            "--budget",
+            "40",
+            "--seed",
+            str(seed),
+            "--data-dir",
+            str(tmp_path / name),
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "rank" in run.stdout and "succeeded" in run.stdout
+    assert out.with_suffix(".png").stat().st_size > 10_000
+    return json.loads(out.read_text())
+
+
+def test_same_seed_gives_the_identical_trajectory(tmp_path):
+    first, second = search(tmp_path, "a", 5), search(tmp_path, "b", 5)
+    assert len(first["trajectory"]) == 40 and first["activated_samples"] == 40
+    strip = lambda r: [(s["tokens"], s["reward"]) for s in r["trajectory"]]  # noqa: E731
+    assert strip(first) == strip(second)
+    assert first["top"][0]["reward"] == max(s["reward"] for s in first["trajectory"])
