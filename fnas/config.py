@@ -13,7 +13,9 @@ import dataclasses
 import inspect
 import itertools
 import os
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
@@ -92,12 +94,77 @@ def _flag_parser(cls: type, name: str):
 
 @cache
 def field_docs(cls: type) -> dict[str, str]:
-    """The docstring under each field of a dataclass (the --help text of its flag)."""
-    tree = ast.parse(inspect.getsource(cls))
-    body = tree.body[0].body  # type: ignore[attr-defined]
+    """The docstring under each field of a dataclass and its dataclass bases (the --help text of its flag)."""
     docs: dict[str, str] = {}
-    for node, nxt in itertools.pairwise(body):
-        named = isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-        if named and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
-            docs[node.target.id] = str(nxt.value.value).strip()
+    for klass in reversed(cls.__mro__):  # a subclass's docstring wins over its base's
+        if klass is object or not dataclasses.is_dataclass(klass):
+            continue
+        tree = ast.parse(inspect.getsource(klass))
+        body = tree.body[0].body  # type: ignore[attr-defined]
+        for node, nxt in itertools.pairwise(body):
+            named = isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+            if named and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+                docs[node.target.id] = str(nxt.value.value).strip()
     return docs
+
+
+#: Field names that hold secrets: redacted in logs (a path to a secret, *_file, is not one).
+_SECRET = re.compile(r"(password|token|secret)s?$")
+
+
+def redacted(cfg: Any) -> dict[str, str]:
+    """A config's fields as text for the start-up log line, with secrets masked.
+
+    Secret fields (`*password`, `*token(s)`, `*secret`) show '***' when set, and
+    credentials inside URLs (nats://user:pass@host) are masked too.
+    """
+    out = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if _SECRET.search(f.name) and value:
+            out[f.name] = "***"
+        else:
+            out[f.name] = re.sub(r"(//[^/@\s]*?:)[^/@\s]*@", r"\1***@", str(value))
+    return out
+
+
+@dataclass(frozen=True)
+class TransportSecurity:
+    """TLS for gRPC and credentials for NATS: a base of every service config (all optional)."""
+
+    tls_cert: Path | None = None
+    """PEM certificate: the gRPC server's, and the client certificate its calls present (mTLS)."""
+    tls_key: Path | None = None
+    """PEM private key of tls_cert."""
+    tls_client_ca: Path | None = None
+    """PEM CA bundle; set, the gRPC server requires client certificates it signed (mTLS)."""
+    tls_ca: Path | None = None
+    """PEM CA bundle trusted for the gRPC servers this service calls; set, those calls use TLS."""
+    nats_user: str = ""
+    """NATS user name; empty: connect without credentials."""
+    nats_password: str = ""
+    """NATS password (prefer the environment variable to a flag; never logged)."""
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key: set both or neither")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca: needs tls_cert and tls_key (mTLS is on top of TLS)")
+        if self.nats_password and not self.nats_user:
+            raise ValueError("nats_password: needs nats_user")
+
+    def server_tls(self) -> dict[str, Path | None]:
+        """The TLS fields of fnas.serving.ServerConfig."""
+        return {"tls_cert": self.tls_cert, "tls_key": self.tls_key, "tls_client_ca": self.tls_client_ca}
+
+    def client_tls(self) -> Any:
+        """fnas.tls.ClientTLS for this service's outgoing calls; None (plaintext) without tls_ca."""
+        from fnas.tls import ClientTLS
+
+        if self.tls_ca is None:
+            return None
+        return ClientTLS(ca=self.tls_ca, cert=self.tls_cert, key=self.tls_key)
+
+    def nats_auth(self) -> dict[str, str]:
+        """Keyword arguments of fnas.queue.connect: user and password when set."""
+        return {"user": self.nats_user, "password": self.nats_password} if self.nats_user else {}

@@ -19,6 +19,10 @@ from fnas import metrics, serving
 from fnas.nats_server import EmbeddedNats
 from services.agent.app import AgentApp
 from services.agent.config import AgentConfig
+from services.buffer.app import BufferApp
+from services.buffer.config import BufferConfig
+from services.critic.app import CriticApp
+from services.critic.config import CriticConfig
 from services.trainer.config import TrainerConfig
 from services.trainer.evaluate import default_evaluator
 from services.trainer.worker import TrainerWorker
@@ -27,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 class Cluster:
-    """NATS + agent + trainers in this process; an async context manager."""
+    """NATS + agent + critic + buffer + trainers in this process; an async context manager."""
 
     def __init__(
         self,
@@ -43,6 +47,10 @@ class Cluster:
         self.nats_url = nats_url
         self.agent_address = ""
         self.agent: AgentApp | None = None
+        # Critic (UAC) and buffer (AEB) share one gRPC server of their own.
+        self.critic: CriticApp | None = None
+        self.buffer: BufferApp | None = None
+        self.critic_address = self.buffer_address = ""
         self.workers: list[TrainerWorker] = []
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -60,7 +68,17 @@ class Cluster:
             self.nats_url = self.nats.url
         if self.metrics_port is not None:
             self.metrics_port = metrics.start_http(self.metrics_port, addr="127.0.0.1")
-        agent_cfg = AgentConfig(nats_url=self.nats_url, data_dir=self.data_dir, port=0)
+        self.critic = CriticApp(CriticConfig(nats_url=self.nats_url, data_dir=self.data_dir, port=0))
+        self.buffer = BufferApp(BufferConfig(nats_url=self.nats_url, data_dir=self.data_dir, port=0))
+        address, helpers_ready = await self._serve_helpers([self.critic, self.buffer])
+        self.critic_address = self.buffer_address = address
+        agent_cfg = AgentConfig(
+            nats_url=self.nats_url,
+            data_dir=self.data_dir,
+            port=0,
+            critic_address=self.critic_address,
+            buffer_address=self.buffer_address,
+        )
         self.agent = AgentApp(agent_cfg)
         server_cfg = serving.ServerConfig(host="127.0.0.1", port=0, grace_s=1.0)
         running = await serving.start([self.agent.register], server_cfg)
@@ -78,6 +96,7 @@ class Cluster:
             self.workers.append(worker)
             self._tasks.append(asyncio.create_task(worker.run(self._stop), name=f"trainer-{i}"))
         await asyncio.wait_for(ready.wait(), 30)
+        await asyncio.wait_for(helpers_ready.wait(), 30)
         log.info(
             "cluster up: agent %s, nats %s, %d trainers", self.agent_address, self.nats_url, self.n_trainers
         )
@@ -87,5 +106,22 @@ class Cluster:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.agent is not None:
             await self.agent.close()
+        for app in (self.critic, self.buffer):
+            if app is not None:
+                await app.close()
         if self.nats is not None:
             self.nats.stop()
+
+    async def _serve_helpers(self, apps: list) -> tuple[str, asyncio.Event]:
+        """Serves `apps` (critic, buffer) on one server; returns its address and a warmed-up event."""
+        server_cfg = serving.ServerConfig(host="127.0.0.1", port=0, grace_s=1.0)
+        running = await serving.start([app.register for app in apps], server_cfg)
+        ready = asyncio.Event()
+
+        async def warm_up() -> None:
+            for app in apps:
+                await app.warm_up()
+            ready.set()
+
+        self._tasks.append(asyncio.create_task(serving.serve(running, warm_up, server_cfg, self._stop)))
+        return f"127.0.0.1:{running.port}", ready

@@ -13,13 +13,15 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import grpc
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from fnas import metrics
+from fnas import metrics, tls
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,12 @@ class ServerConfig:
     """Largest message the server accepts."""
     extra_options: tuple[tuple[str, Any], ...] = field(default=())
     """Further grpc server options."""
+    tls_cert: Path | None = None
+    """PEM server certificate; with tls_key the server speaks TLS only."""
+    tls_key: Path | None = None
+    """PEM private key of tls_cert."""
+    tls_client_ca: Path | None = None
+    """PEM CA bundle; set, every client must present a certificate it signed (mTLS)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -66,6 +74,10 @@ class ServerConfig:
             raise ValueError("grace_s must be >= 0")
         if self.max_send_message_bytes <= 0 or self.max_receive_message_bytes <= 0:
             raise ValueError("message size limits must be > 0")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key: set both or neither")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca: needs tls_cert and tls_key (mTLS is on top of TLS)")
 
     @property
     def grpc_options(self) -> list[tuple[str, Any]]:
@@ -87,20 +99,39 @@ class Running:
     names: tuple[str, ...]
 
 
-async def start(register: Sequence[Register], cfg: ServerConfig) -> Running:
-    """Creates, binds and starts the server; every health name is NOT_SERVING until `serve` warms up."""
-    server = aio.server(interceptors=[metrics.RpcMetrics()], options=cfg.grpc_options)
+async def start(
+    register: Sequence[Register], cfg: ServerConfig, interceptors: Sequence[aio.ServerInterceptor] = ()
+) -> Running:
+    """Creates, binds and starts the server; every health name is NOT_SERVING until `serve` warms up.
+
+    `interceptors` run inside the metrics one (e.g. fnas.auth.BearerAuth), so
+    refused calls are counted with their status code too. With cfg.tls_cert the
+    port speaks TLS only (mTLS with cfg.tls_client_ca).
+    """
+    server = aio.server(interceptors=[metrics.RpcMetrics(), *interceptors], options=cfg.grpc_options)
     probe = health.aio.HealthServicer()  # "" starts as SERVING: set below, not ready until warm-up
     health_pb2_grpc.add_HealthServicer_to_server(probe, server)
     names = tuple(add(server) for add in register)
     for name in ("", *names):
         await probe.set(name, NOT_SERVING)
     reflection.enable_server_reflection((*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+    address = f"{cfg.host}:{cfg.port}"
+    if cfg.tls_cert is not None and cfg.tls_key is not None:
+        port = server.add_secure_port(
+            address, tls.server_credentials(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca)
+        )
+    else:
+        port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot bind gRPC on {cfg.host}:{cfg.port}")
     await server.start()
-    log.info("gRPC %s listening on %s:%d", ", ".join(names) or "(no services)", cfg.host, port)
+    log.info(
+        "gRPC %s listening on %s:%d (%s)",
+        ", ".join(names) or "(no services)",
+        cfg.host,
+        port,
+        "mTLS" if cfg.tls_client_ca else "TLS" if cfg.tls_cert else "plaintext",
+    )
     return Running(server, probe, port, names)
 
 
@@ -138,9 +169,18 @@ async def serve(
         log.info("stopped %s", ", ".join(run.names))
 
 
-async def health_status(target: str, service: str = "", timeout_s: float = 2.0) -> int:
-    """The health status a server reports for `service` (SERVING, NOT_SERVING...); raises on RPC errors."""
-    async with aio.insecure_channel(target) as ch:
+async def health_status(
+    target: str,
+    service: str = "",
+    timeout_s: float = 2.0,
+    credentials: grpc.ChannelCredentials | None = None,
+) -> int:
+    """The health status a server reports for `service` (SERVING, NOT_SERVING...); raises on RPC errors.
+
+    Pass `credentials` (fnas.tls.ClientTLS(...).credentials()) for a TLS server.
+    """
+    ch = aio.insecure_channel(target) if credentials is None else aio.secure_channel(target, credentials)
+    async with ch:
         reply = await health_pb2_grpc.HealthStub(ch).Check(
             health_pb2.HealthCheckRequest(service=service), timeout=timeout_s
         )

@@ -8,7 +8,7 @@ import importlib
 import signal
 from pathlib import Path
 
-SERVICES = ("agent", "trainer")  # critic, pool and buffer join with their issues
+SERVICES = ("agent", "critic", "buffer", "trainer")  # pool joins with its issue
 
 
 def add(sub: argparse._SubParsersAction) -> None:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from fnas.v1 import common_pb2 as fnas_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x66nas/v1/buffer.proto\x12\x07\x66nas.v1\x1a\x14\x66nas/v1/common.proto\"A\n\nAddRequest\x12\x11\n\tsearch_id\x18\x01 \x01(\t\x12 \n\x07samples\x18\x02 \x03(\x0b\x32\x0f.fnas.v1.Sample\"\x1b\n\x0b\x41\x64\x64Response\x12\x0c\n\x04size\x18\x01 \x01(\r\"_\n\rSampleRequest\x12\x11\n\tsearch_id\x18\x01 \x01(\t\x12\t\n\x01n\x18\x02 \x01(\r\x12\x0c\n\x04\x62\x65ta\x18\x03 \x01(\x01\x12\x0c\n\x04seed\x18\x04 \x01(\x04\x12\x14\n\x0cmin_observed\x18\x05 \x01(\x04\"A\n\x0eWeightedSample\x12\x1f\n\x06sample\x18\x01 \x01(\x0b\x32\x0f.fnas.v1.Sample\x12\x0e\n\x06weight\x18\x02 \x01(\x01\":\n\x0eSampleResponse\x12(\n\x07samples\x18\x01 \x03(\x0b\x32\x17.fnas.v1.WeightedSample\"\'\n\x12\x42ufferStatsRequest\x12\x11\n\tsearch_id\x18\x01 \x01(\t\"5\n\x13\x42ufferStatsResponse\x12\x0c\n\x04size\x18\x01 \x01(\r\x12\x10\n\x08observed\x18\x02 \x01(\x04\x32\xc0\x01\n\rBufferService\x12\x30\n\x03\x41\x64\x64\x12\x13.fnas.v1.AddRequest\x1a\x14.fnas.v1.AddResponse\x12\x39\n\x06Sample\x12\x16.fnas.v1.SampleRequest\x1a\x17.fnas.v1.SampleResponse\x12\x42\n\x05Stats\x12\x1b.fnas.v1.BufferStatsRequest\x1a\x1c.fnas.v1.BufferStatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x66nas/v1/buffer.proto\x12\x07\x66nas.v1\x1a\x14\x66nas/v1/common.proto\"A\n\nAddRequest\x12\x11\n\tsearch_id\x18\x01 \x01(\t\x12 \n\x07samples\x18\x02 \x03(\x0b\x32\x0f.fnas.v1.Sample\"\x1b\n\x0b\x41\x64\x64Response\x12\x0c\n\x04size\x18\x01 \x01(\r\"\x86\x01\n\rSampleRequest\x12\x11\n\tsearch_id\x18\x01 \x01(\t\x12\t\n\x01n\x18\x02 \x01(\r\x12\x0c\n\x04\x62\x65ta\x18\x03 \x01(\x01\x12\x0c\n\x04seed\x18\x04 \x01(\x04\x12\x14\n\x0cmin_observed\x18\x05 \x01(\x04\x12\x10\n\x08\x63\x61pacity\x18\x06 \x01(\r\x12\x13\n\x0btemperature\x18\x07 \x01(\x01\"A\n\x0eWeightedSample\x12\x1f\n\x06sample\x18\x01 \x01(\x0b\x32\x0f.fnas.v1.Sample\x12\x0e\n\x06weight\x18\x02 \x01(\x01\":\n\x0eSampleResponse\x12(\n\x07samples\x18\x01 \x03(\x0b\x32\x17.fnas.v1.WeightedSample\"9\n\x12\x42ufferStatsRequest\x12\x11\n\tsearch_id\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x02 \x01(\r\"5\n\x13\x42ufferStatsResponse\x12\x0c\n\x04size\x18\x01 \x01(\r\x12\x10\n\x08observed\x18\x02 \x01(\x04\x32\xc0\x01\n\rBufferService\x12\x30\n\x03\x41\x64\x64\x12\x13.fnas.v1.AddRequest\x1a\x14.fnas.v1.AddResponse\x12\x39\n\x06Sample\x12\x16.fnas.v1.SampleRequest\x1a\x17.fnas.v1.SampleResponse\x12\x42\n\x05Stats\x12\x1b.fnas.v1.BufferStatsRequest\x1a\x1c.fnas.v1.BufferStatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,16 +36,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ADDREQUEST']._serialized_end=120
   _globals['_ADDRESPONSE']._serialized_start=122
   _globals['_ADDRESPONSE']._serialized_end=149
-  _globals['_SAMPLEREQUEST']._serialized_start=151
-  _globals['_SAMPLEREQUEST']._serialized_end=246
-  _globals['_WEIGHTEDSAMPLE']._serialized_start=248
-  _globals['_WEIGHTEDSAMPLE']._serialized_end=313
-  _globals['_SAMPLERESPONSE']._serialized_start=315
-  _globals['_SAMPLERESPONSE']._serialized_end=373
-  _globals['_BUFFERSTATSREQUEST']._serialized_start=375
-  _globals['_BUFFERSTATSREQUEST']._serialized_end=414
-  _globals['_BUFFERSTATSRESPONSE']._serialized_start=416
-  _globals['_BUFFERSTATSRESPONSE']._serialized_end=469
-  _globals['_BUFFERSERVICE']._serialized_start=472
-  _globals['_BUFFERSERVICE']._serialized_end=664
+  _globals['_SAMPLEREQUEST']._serialized_start=152
+  _globals['_SAMPLEREQUEST']._serialized_end=286
+  _globals['_WEIGHTEDSAMPLE']._serialized_start=288
+  _globals['_WEIGHTEDSAMPLE']._serialized_end=353
+  _globals['_SAMPLERESPONSE']._serialized_start=355
+  _globals['_SAMPLERESPONSE']._serialized_end=413
+  _globals['_BUFFERSTATSREQUEST']._serialized_start=415
+  _globals['_BUFFERSTATSREQUEST']._serialized_end=472
+  _globals['_BUFFERSTATSRESPONSE']._serialized_start=474
+  _globals['_BUFFERSTATSRESPONSE']._serialized_end=527
+  _globals['_BUFFERSERVICE']._serialized_start=530
+  _globals['_BUFFERSERVICE']._serialized_end=722
 # @@protoc_insertion_point(module_scope)

@@ -22,18 +22,22 @@ class AddResponse(_message.Message):
     def __init__(self, size: _Optional[int] = ...) -> None: ...
 
 class SampleRequest(_message.Message):
-    __slots__ = ("search_id", "n", "beta", "seed", "min_observed")
+    __slots__ = ("search_id", "n", "beta", "seed", "min_observed", "capacity", "temperature")
     SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
     N_FIELD_NUMBER: _ClassVar[int]
     BETA_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     MIN_OBSERVED_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     search_id: str
     n: int
     beta: float
     seed: int
     min_observed: int
-    def __init__(self, search_id: _Optional[str] = ..., n: _Optional[int] = ..., beta: _Optional[float] = ..., seed: _Optional[int] = ..., min_observed: _Optional[int] = ...) -> None: ...
+    capacity: int
+    temperature: float
+    def __init__(self, search_id: _Optional[str] = ..., n: _Optional[int] = ..., beta: _Optional[float] = ..., seed: _Optional[int] = ..., min_observed: _Optional[int] = ..., capacity: _Optional[int] = ..., temperature: _Optional[float] = ...) -> None: ...
 
 class WeightedSample(_message.Message):
     __slots__ = ("sample", "weight")
@@ -50,10 +54,12 @@ class SampleResponse(_message.Message):
     def __init__(self, samples: _Optional[_Iterable[_Union[WeightedSample, _Mapping]]] = ...) -> None: ...
 
 class BufferStatsRequest(_message.Message):
-    __slots__ = ("search_id",)
+    __slots__ = ("search_id", "capacity")
     SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_FIELD_NUMBER: _ClassVar[int]
     search_id: str
-    def __init__(self, search_id: _Optional[str] = ...) -> None: ...
+    capacity: int
+    def __init__(self, search_id: _Optional[str] = ..., capacity: _Optional[int] = ...) -> None: ...
 
 class BufferStatsResponse(_message.Message):
     __slots__ = ("size", "observed")

@@ -101,6 +101,26 @@ class Modules(_message.Message):
     aeb: bool
     def __init__(self, uac: _Optional[bool] = ..., akp: _Optional[bool] = ..., aeb: _Optional[bool] = ...) -> None: ...
 
+class FnasOptions(_message.Message):
+    __slots__ = ("threshold", "target_error", "warmup", "max_trusted_fraction", "audit_fraction", "buffer_size", "max_replay_fraction", "priority_temperature")
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    TARGET_ERROR_FIELD_NUMBER: _ClassVar[int]
+    WARMUP_FIELD_NUMBER: _ClassVar[int]
+    MAX_TRUSTED_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    BUFFER_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_REPLAY_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    threshold: float
+    target_error: float
+    warmup: int
+    max_trusted_fraction: float
+    audit_fraction: float
+    buffer_size: int
+    max_replay_fraction: float
+    priority_temperature: float
+    def __init__(self, threshold: _Optional[float] = ..., target_error: _Optional[float] = ..., warmup: _Optional[int] = ..., max_trusted_fraction: _Optional[float] = ..., audit_fraction: _Optional[float] = ..., buffer_size: _Optional[int] = ..., max_replay_fraction: _Optional[float] = ..., priority_temperature: _Optional[float] = ...) -> None: ...
+
 class Task(_message.Message):
     __slots__ = ("dataset", "epochs", "simulated_seconds")
     DATASET_FIELD_NUMBER: _ClassVar[int]
@@ -112,7 +132,7 @@ class Task(_message.Message):
     def __init__(self, dataset: _Optional[str] = ..., epochs: _Optional[int] = ..., simulated_seconds: _Optional[float] = ...) -> None: ...
 
 class SearchSpec(_message.Message):
-    __slots__ = ("space", "task", "reward", "budget", "modules", "strategy", "seed", "batch_size", "critic_snapshot", "pool_task", "name", "warm_start")
+    __slots__ = ("space", "task", "reward", "budget", "modules", "strategy", "seed", "batch_size", "critic_snapshot", "pool_task", "name", "warm_start", "fnas", "critic_history")
     SPACE_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     REWARD_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +145,8 @@ class SearchSpec(_message.Message):
     POOL_TASK_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     WARM_START_FIELD_NUMBER: _ClassVar[int]
+    FNAS_FIELD_NUMBER: _ClassVar[int]
+    CRITIC_HISTORY_FIELD_NUMBER: _ClassVar[int]
     space: str
     task: Task
     reward: RewardSpec
@@ -137,4 +159,6 @@ class SearchSpec(_message.Message):
     pool_task: str
     name: str
     warm_start: _containers.RepeatedCompositeFieldContainer[Architecture]
-    def __init__(self, space: _Optional[str] = ..., task: _Optional[_Union[Task, _Mapping]] = ..., reward: _Optional[_Union[RewardSpec, _Mapping]] = ..., budget: _Optional[_Union[Budget, _Mapping]] = ..., modules: _Optional[_Union[Modules, _Mapping]] = ..., strategy: _Optional[str] = ..., seed: _Optional[int] = ..., batch_size: _Optional[int] = ..., critic_snapshot: _Optional[str] = ..., pool_task: _Optional[str] = ..., name: _Optional[str] = ..., warm_start: _Optional[_Iterable[_Union[Architecture, _Mapping]]] = ...) -> None: ...
+    fnas: FnasOptions
+    critic_history: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, space: _Optional[str] = ..., task: _Optional[_Union[Task, _Mapping]] = ..., reward: _Optional[_Union[RewardSpec, _Mapping]] = ..., budget: _Optional[_Union[Budget, _Mapping]] = ..., modules: _Optional[_Union[Modules, _Mapping]] = ..., strategy: _Optional[str] = ..., seed: _Optional[int] = ..., batch_size: _Optional[int] = ..., critic_snapshot: _Optional[str] = ..., pool_task: _Optional[str] = ..., name: _Optional[str] = ..., warm_start: _Optional[_Iterable[_Union[Architecture, _Mapping]]] = ..., fnas: _Optional[_Union[FnasOptions, _Mapping]] = ..., critic_history: _Optional[_Iterable[str]] = ...) -> None: ...

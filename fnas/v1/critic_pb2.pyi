@@ -8,14 +8,38 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Prediction(_message.Message):
-    __slots__ = ("value", "uncertainty", "trusted")
+    __slots__ = ("value", "uncertainty", "trusted", "known")
     VALUE_FIELD_NUMBER: _ClassVar[int]
     UNCERTAINTY_FIELD_NUMBER: _ClassVar[int]
     TRUSTED_FIELD_NUMBER: _ClassVar[int]
+    KNOWN_FIELD_NUMBER: _ClassVar[int]
     value: float
     uncertainty: float
     trusted: bool
-    def __init__(self, value: _Optional[float] = ..., uncertainty: _Optional[float] = ..., trusted: _Optional[bool] = ...) -> None: ...
+    known: bool
+    def __init__(self, value: _Optional[float] = ..., uncertainty: _Optional[float] = ..., trusted: _Optional[bool] = ..., known: _Optional[bool] = ...) -> None: ...
+
+class OpenSearchRequest(_message.Message):
+    __slots__ = ("search_id", "space", "seed", "options", "snapshot_id", "history")
+    SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
+    SPACE_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    search_id: str
+    space: str
+    seed: int
+    options: _common_pb2.FnasOptions
+    snapshot_id: str
+    history: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, search_id: _Optional[str] = ..., space: _Optional[str] = ..., seed: _Optional[int] = ..., options: _Optional[_Union[_common_pb2.FnasOptions, _Mapping]] = ..., snapshot_id: _Optional[str] = ..., history: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class OpenSearchResponse(_message.Message):
+    __slots__ = ("observed",)
+    OBSERVED_FIELD_NUMBER: _ClassVar[int]
+    observed: int
+    def __init__(self, observed: _Optional[int] = ...) -> None: ...
 
 class PredictRequest(_message.Message):
     __slots__ = ("search_id", "architectures", "min_observed")
@@ -28,12 +52,14 @@ class PredictRequest(_message.Message):
     def __init__(self, search_id: _Optional[str] = ..., architectures: _Optional[_Iterable[_Union[_common_pb2.Architecture, _Mapping]]] = ..., min_observed: _Optional[int] = ...) -> None: ...
 
 class PredictResponse(_message.Message):
-    __slots__ = ("predictions", "observed")
+    __slots__ = ("predictions", "observed", "threshold")
     PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
     OBSERVED_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     predictions: _containers.RepeatedCompositeFieldContainer[Prediction]
     observed: int
-    def __init__(self, predictions: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ..., observed: _Optional[int] = ...) -> None: ...
+    threshold: float
+    def __init__(self, predictions: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ..., observed: _Optional[int] = ..., threshold: _Optional[float] = ...) -> None: ...
 
 class ObserveRequest(_message.Message):
     __slots__ = ("search_id", "samples")

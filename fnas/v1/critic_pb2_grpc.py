@@ -27,6 +27,7 @@ if _version_not_supported:
 
 class CriticServiceStub:
     """The UAC critic (paper 4.2): V and U over the space's one-hot embedding.
+    Trained results come from the event stream (durable consumer "critic").
     """
 
     def __init__(self, channel):
@@ -35,6 +36,11 @@ class CriticServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.OpenSearch = channel.unary_unary(
+                '/fnas.v1.CriticService/OpenSearch',
+                request_serializer=fnas_dot_v1_dot_critic__pb2.OpenSearchRequest.SerializeToString,
+                response_deserializer=fnas_dot_v1_dot_critic__pb2.OpenSearchResponse.FromString,
+                _registered_method=True)
         self.Predict = channel.unary_unary(
                 '/fnas.v1.CriticService/Predict',
                 request_serializer=fnas_dot_v1_dot_critic__pb2.PredictRequest.SerializeToString,
@@ -59,16 +65,27 @@ class CriticServiceStub:
 
 class CriticServiceServicer:
     """The UAC critic (paper 4.2): V and U over the space's one-hot embedding.
+    Trained results come from the event stream (durable consumer "critic").
     """
 
+    def OpenSearch(self, request, context):
+        """Creates the critic of a search (idempotent: a resuming agent calls it again).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Predict(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """(V, U, trusted) per architecture; UNAVAILABLE while fewer than
+        min_observed results arrived (retry), FAILED_PRECONDITION for a search
+        that was never opened.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Observe(self, request, context):
-        """Learns from trained samples (also fed by the result stream).
+        """Records trained samples by hand (the result stream does it otherwise).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -89,6 +106,11 @@ class CriticServiceServicer:
 
 def add_CriticServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'OpenSearch': grpc.unary_unary_rpc_method_handler(
+                    servicer.OpenSearch,
+                    request_deserializer=fnas_dot_v1_dot_critic__pb2.OpenSearchRequest.FromString,
+                    response_serializer=fnas_dot_v1_dot_critic__pb2.OpenSearchResponse.SerializeToString,
+            ),
             'Predict': grpc.unary_unary_rpc_method_handler(
                     servicer.Predict,
                     request_deserializer=fnas_dot_v1_dot_critic__pb2.PredictRequest.FromString,
@@ -119,7 +141,35 @@ def add_CriticServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class CriticService:
     """The UAC critic (paper 4.2): V and U over the space's one-hot embedding.
+    Trained results come from the event stream (durable consumer "critic").
     """
+
+    @staticmethod
+    def OpenSearch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fnas.v1.CriticService/OpenSearch',
+            fnas_dot_v1_dot_critic__pb2.OpenSearchRequest.SerializeToString,
+            fnas_dot_v1_dot_critic__pb2.OpenSearchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def Predict(request,

@@ -25,29 +25,37 @@ _sym_db = _symbol_database.Default()
 from fnas.v1 import common_pb2 as fnas_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12\x66nas/v1/pool.proto\x12\x07\x66nas.v1\x1a\x14\x66nas/v1/common.proto\"Q\n\x05\x42lock\x12\x10\n\x08position\x18\x01 \x01(\r\x12\x11\n\tembedding\x18\x02 \x03(\x02\x12\x0f\n\x07weights\x18\x03 \x01(\x0c\x12\x12\n\niterations\x18\x04 \x01(\x04\"\x84\x01\n\x10PutBlocksRequest\x12+\n\x0c\x61rchitecture\x18\x01 \x01(\x0b\x32\x15.fnas.v1.Architecture\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x15\n\rsource_job_id\x18\x03 \x01(\t\x12\x1e\n\x06\x62locks\x18\x04 \x03(\x0b\x32\x0e.fnas.v1.Block\"#\n\x11PutBlocksResponse\x12\x0e\n\x06stored\x18\x01 \x01(\r\"c\n\x12QueryBlocksRequest\x12+\n\x0c\x61rchitecture\x18\x01 \x01(\x0b\x32\x15.fnas.v1.Architecture\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x12\n\niterations\x18\x03 \x01(\x04\"k\n\nBlockMatch\x12\x10\n\x08position\x18\x01 \x01(\r\x12\x12\n\nsimilarity\x18\x02 \x01(\x01\x12\x0f\n\x07weights\x18\x03 \x01(\x0c\x12\x0f\n\x07\x61\x64\x61pted\x18\x04 \x01(\x08\x12\x15\n\rsource_job_id\x18\x05 \x01(\t\"N\n\x13QueryBlocksResponse\x12$\n\x07matches\x18\x01 \x03(\x0b\x32\x13.fnas.v1.BlockMatch\x12\x11\n\thit_ratio\x18\x02 \x01(\x01\"\x12\n\x10PoolStatsRequest\"G\n\x11PoolStatsResponse\x12\x0e\n\x06\x62locks\x18\x01 \x01(\x04\x12\x0f\n\x07queries\x18\x02 \x01(\x04\x12\x11\n\thit_ratio\x18\x03 \x01(\x01\x32\xdb\x01\n\x0bPoolService\x12\x42\n\tPutBlocks\x12\x19.fnas.v1.PutBlocksRequest\x1a\x1a.fnas.v1.PutBlocksResponse\x12H\n\x0bQueryBlocks\x12\x1b.fnas.v1.QueryBlocksRequest\x1a\x1c.fnas.v1.QueryBlocksResponse\x12>\n\x05Stats\x12\x19.fnas.v1.PoolStatsRequest\x1a\x1a.fnas.v1.PoolStatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12\x66nas/v1/pool.proto\x12\x07\x66nas.v1\x1a\x14\x66nas/v1/common.proto\"Q\n\x05\x42lock\x12\x10\n\x08position\x18\x01 \x01(\r\x12\x11\n\tembedding\x18\x02 \x03(\x02\x12\x0f\n\x07weights\x18\x03 \x01(\x0c\x12\x12\n\niterations\x18\x04 \x01(\x04\"\x84\x01\n\x10PutBlocksRequest\x12+\n\x0c\x61rchitecture\x18\x01 \x01(\x0b\x32\x15.fnas.v1.Architecture\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x15\n\rsource_job_id\x18\x03 \x01(\t\x12\x1e\n\x06\x62locks\x18\x04 \x03(\x0b\x32\x0e.fnas.v1.Block\"6\n\x11PutBlocksResponse\x12\x0e\n\x06stored\x18\x01 \x01(\r\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"8\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\r\x12\r\n\x05\x64type\x18\x03 \x01(\t\"D\n\nBlockQuery\x12\x10\n\x08position\x18\x01 \x01(\r\x12$\n\x07tensors\x18\x02 \x03(\x0b\x32\x13.fnas.v1.TensorSpec\"\xae\x01\n\x12QueryBlocksRequest\x12+\n\x0c\x61rchitecture\x18\x01 \x01(\x0b\x32\x15.fnas.v1.Architecture\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x12\n\niterations\x18\x03 \x01(\x04\x12#\n\x06\x62locks\x18\x04 \x03(\x0b\x32\x13.fnas.v1.BlockQuery\x12\x16\n\x0emin_similarity\x18\x05 \x01(\x01\x12\x0c\n\x04seed\x18\x06 \x01(\x04\"\xa2\x01\n\nBlockMatch\x12\x10\n\x08position\x18\x01 \x01(\r\x12\x12\n\nsimilarity\x18\x02 \x01(\x01\x12\x0f\n\x07weights\x18\x03 \x01(\x0c\x12\x0f\n\x07\x61\x64\x61pted\x18\x04 \x01(\x08\x12\x15\n\rsource_job_id\x18\x05 \x01(\t\x12\x12\n\niterations\x18\x06 \x01(\x04\x12\x0c\n\x04task\x18\x07 \x01(\t\x12\x13\n\x0b\x61\x64\x61ptations\x18\x08 \x03(\t\"p\n\x13QueryBlocksResponse\x12$\n\x07matches\x18\x01 \x03(\x0b\x32\x13.fnas.v1.BlockMatch\x12\x11\n\thit_ratio\x18\x02 \x01(\x01\x12\x0f\n\x07queried\x18\x03 \x01(\r\x12\x0f\n\x07matched\x18\x04 \x01(\r\"\x12\n\x10PoolStatsRequest\"\x80\x02\n\x11PoolStatsResponse\x12\x0e\n\x06\x62locks\x18\x01 \x01(\x04\x12\x0f\n\x07queries\x18\x02 \x01(\x04\x12\x11\n\thit_ratio\x18\x03 \x01(\x01\x12\x44\n\x0e\x62locks_by_task\x18\x04 \x03(\x0b\x32,.fnas.v1.PoolStatsResponse.BlocksByTaskEntry\x12\x0c\n\x04jobs\x18\x05 \x01(\x04\x12\x16\n\x0e\x62locks_queried\x18\x06 \x01(\x04\x12\x16\n\x0e\x62locks_matched\x18\x07 \x01(\x04\x1a\x33\n\x11\x42locksByTaskEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x32\xdb\x01\n\x0bPoolService\x12\x42\n\tPutBlocks\x12\x19.fnas.v1.PutBlocksRequest\x1a\x1a.fnas.v1.PutBlocksResponse\x12H\n\x0bQueryBlocks\x12\x1b.fnas.v1.QueryBlocksRequest\x1a\x1c.fnas.v1.QueryBlocksResponse\x12>\n\x05Stats\x12\x19.fnas.v1.PoolStatsRequest\x1a\x1a.fnas.v1.PoolStatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fnas.v1.pool_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_POOLSTATSRESPONSE_BLOCKSBYTASKENTRY']._loaded_options = None
+  _globals['_POOLSTATSRESPONSE_BLOCKSBYTASKENTRY']._serialized_options = b'8\001'
   _globals['_BLOCK']._serialized_start=53
   _globals['_BLOCK']._serialized_end=134
   _globals['_PUTBLOCKSREQUEST']._serialized_start=137
   _globals['_PUTBLOCKSREQUEST']._serialized_end=269
   _globals['_PUTBLOCKSRESPONSE']._serialized_start=271
-  _globals['_PUTBLOCKSRESPONSE']._serialized_end=306
-  _globals['_QUERYBLOCKSREQUEST']._serialized_start=308
-  _globals['_QUERYBLOCKSREQUEST']._serialized_end=407
-  _globals['_BLOCKMATCH']._serialized_start=409
-  _globals['_BLOCKMATCH']._serialized_end=516
-  _globals['_QUERYBLOCKSRESPONSE']._serialized_start=518
-  _globals['_QUERYBLOCKSRESPONSE']._serialized_end=596
-  _globals['_POOLSTATSREQUEST']._serialized_start=598
-  _globals['_POOLSTATSREQUEST']._serialized_end=616
-  _globals['_POOLSTATSRESPONSE']._serialized_start=618
-  _globals['_POOLSTATSRESPONSE']._serialized_end=689
-  _globals['_POOLSERVICE']._serialized_start=692
-  _globals['_POOLSERVICE']._serialized_end=911
+  _globals['_PUTBLOCKSRESPONSE']._serialized_end=325
+  _globals['_TENSORSPEC']._serialized_start=327
+  _globals['_TENSORSPEC']._serialized_end=383
+  _globals['_BLOCKQUERY']._serialized_start=385
+  _globals['_BLOCKQUERY']._serialized_end=453
+  _globals['_QUERYBLOCKSREQUEST']._serialized_start=456
+  _globals['_QUERYBLOCKSREQUEST']._serialized_end=630
+  _globals['_BLOCKMATCH']._serialized_start=633
+  _globals['_BLOCKMATCH']._serialized_end=795
+  _globals['_QUERYBLOCKSRESPONSE']._serialized_start=797
+  _globals['_QUERYBLOCKSRESPONSE']._serialized_end=909
+  _globals['_POOLSTATSREQUEST']._serialized_start=911
+  _globals['_POOLSTATSREQUEST']._serialized_end=929
+  _globals['_POOLSTATSRESPONSE']._serialized_start=932
+  _globals['_POOLSTATSRESPONSE']._serialized_end=1188
+  _globals['_POOLSTATSRESPONSE_BLOCKSBYTASKENTRY']._serialized_start=1137
+  _globals['_POOLSTATSRESPONSE_BLOCKSBYTASKENTRY']._serialized_end=1188
+  _globals['_POOLSERVICE']._serialized_start=1191
+  _globals['_POOLSERVICE']._serialized_end=1410
 # @@protoc_insertion_point(module_scope)

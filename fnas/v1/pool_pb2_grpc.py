@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class PoolServiceStub:
-    """The AKP pool (paper 4.3) on LMDB; one writer, many readers.
+    """The AKP pool (paper 4.3) on LMDB; one writer (this service), many readers.
     """
 
     def __init__(self, channel):
@@ -53,23 +53,26 @@ class PoolServiceStub:
 
 
 class PoolServiceServicer:
-    """The AKP pool (paper 4.3) on LMDB; one writer, many readers.
+    """The AKP pool (paper 4.3) on LMDB; one writer (this service), many readers.
     """
 
     def PutBlocks(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Stores the blocks of one trained architecture; idempotent by source_job_id.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def QueryBlocks(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Best-matching stored block per queried block, adapted to its shapes.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Stats(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Counts of the pool and its hit ratio.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -101,7 +104,7 @@ def add_PoolServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class PoolService:
-    """The AKP pool (paper 4.3) on LMDB; one writer, many readers.
+    """The AKP pool (paper 4.3) on LMDB; one writer (this service), many readers.
     """
 
     @staticmethod

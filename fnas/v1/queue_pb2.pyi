@@ -17,7 +17,7 @@ TRAIN_OUTCOME_OK: TrainOutcome
 TRAIN_OUTCOME_FAILED: TrainOutcome
 
 class TrainJob(_message.Message):
-    __slots__ = ("job_id", "search_id", "sample_index", "architecture", "task", "reward", "use_pool", "pool_task", "seed")
+    __slots__ = ("job_id", "search_id", "sample_index", "architecture", "task", "reward", "use_pool", "pool_task", "seed", "behaviour_log_prob")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +27,7 @@ class TrainJob(_message.Message):
     USE_POOL_FIELD_NUMBER: _ClassVar[int]
     POOL_TASK_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    BEHAVIOUR_LOG_PROB_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     search_id: str
     sample_index: int
@@ -36,10 +37,11 @@ class TrainJob(_message.Message):
     use_pool: bool
     pool_task: str
     seed: int
-    def __init__(self, job_id: _Optional[str] = ..., search_id: _Optional[str] = ..., sample_index: _Optional[int] = ..., architecture: _Optional[_Union[_common_pb2.Architecture, _Mapping]] = ..., task: _Optional[_Union[_common_pb2.Task, _Mapping]] = ..., reward: _Optional[_Union[_common_pb2.RewardSpec, _Mapping]] = ..., use_pool: _Optional[bool] = ..., pool_task: _Optional[str] = ..., seed: _Optional[int] = ...) -> None: ...
+    behaviour_log_prob: float
+    def __init__(self, job_id: _Optional[str] = ..., search_id: _Optional[str] = ..., sample_index: _Optional[int] = ..., architecture: _Optional[_Union[_common_pb2.Architecture, _Mapping]] = ..., task: _Optional[_Union[_common_pb2.Task, _Mapping]] = ..., reward: _Optional[_Union[_common_pb2.RewardSpec, _Mapping]] = ..., use_pool: _Optional[bool] = ..., pool_task: _Optional[str] = ..., seed: _Optional[int] = ..., behaviour_log_prob: _Optional[float] = ...) -> None: ...
 
 class TrainResult(_message.Message):
-    __slots__ = ("job_id", "search_id", "sample_index", "architecture", "reward", "outcome", "error", "train_seconds", "trainer_id", "pool_blocks_matched", "pool_blocks_queried")
+    __slots__ = ("job_id", "search_id", "sample_index", "architecture", "reward", "outcome", "error", "train_seconds", "trainer_id", "pool_blocks_matched", "pool_blocks_queried", "behaviour_log_prob")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -51,6 +53,7 @@ class TrainResult(_message.Message):
     TRAINER_ID_FIELD_NUMBER: _ClassVar[int]
     POOL_BLOCKS_MATCHED_FIELD_NUMBER: _ClassVar[int]
     POOL_BLOCKS_QUERIED_FIELD_NUMBER: _ClassVar[int]
+    BEHAVIOUR_LOG_PROB_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     search_id: str
     sample_index: int
@@ -62,4 +65,5 @@ class TrainResult(_message.Message):
     trainer_id: str
     pool_blocks_matched: int
     pool_blocks_queried: int
-    def __init__(self, job_id: _Optional[str] = ..., search_id: _Optional[str] = ..., sample_index: _Optional[int] = ..., architecture: _Optional[_Union[_common_pb2.Architecture, _Mapping]] = ..., reward: _Optional[_Union[_common_pb2.Reward, _Mapping]] = ..., outcome: _Optional[_Union[TrainOutcome, str]] = ..., error: _Optional[str] = ..., train_seconds: _Optional[float] = ..., trainer_id: _Optional[str] = ..., pool_blocks_matched: _Optional[int] = ..., pool_blocks_queried: _Optional[int] = ...) -> None: ...
+    behaviour_log_prob: float
+    def __init__(self, job_id: _Optional[str] = ..., search_id: _Optional[str] = ..., sample_index: _Optional[int] = ..., architecture: _Optional[_Union[_common_pb2.Architecture, _Mapping]] = ..., reward: _Optional[_Union[_common_pb2.Reward, _Mapping]] = ..., outcome: _Optional[_Union[TrainOutcome, str]] = ..., error: _Optional[str] = ..., train_seconds: _Optional[float] = ..., trainer_id: _Optional[str] = ..., pool_blocks_matched: _Optional[int] = ..., pool_blocks_queried: _Optional[int] = ..., behaviour_log_prob: _Optional[float] = ...) -> None: ...

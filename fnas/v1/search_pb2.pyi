@@ -22,7 +22,7 @@ SEARCH_STATE_FAILED: SearchState
 SEARCH_STATE_CANCELLED: SearchState
 
 class SearchStatus(_message.Message):
-    __slots__ = ("search_id", "spec", "state", "activated_samples", "policy_samples_trained", "policy_samples_critic", "policy_samples_buffer", "failed_samples", "updates", "best", "created_at", "updated_at", "error")
+    __slots__ = ("search_id", "spec", "state", "activated_samples", "policy_samples_trained", "policy_samples_critic", "policy_samples_buffer", "failed_samples", "updates", "best", "created_at", "updated_at", "error", "calibration_error", "calibration_samples", "sample_speedup")
     SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +36,9 @@ class SearchStatus(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_ERROR_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_SPEEDUP_FIELD_NUMBER: _ClassVar[int]
     search_id: str
     spec: _common_pb2.SearchSpec
     state: SearchState
@@ -49,7 +52,10 @@ class SearchStatus(_message.Message):
     created_at: float
     updated_at: float
     error: str
-    def __init__(self, search_id: _Optional[str] = ..., spec: _Optional[_Union[_common_pb2.SearchSpec, _Mapping]] = ..., state: _Optional[_Union[SearchState, str]] = ..., activated_samples: _Optional[int] = ..., policy_samples_trained: _Optional[int] = ..., policy_samples_critic: _Optional[int] = ..., policy_samples_buffer: _Optional[int] = ..., failed_samples: _Optional[int] = ..., updates: _Optional[int] = ..., best: _Optional[_Union[_common_pb2.Sample, _Mapping]] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., error: _Optional[str] = ...) -> None: ...
+    calibration_error: float
+    calibration_samples: int
+    sample_speedup: float
+    def __init__(self, search_id: _Optional[str] = ..., spec: _Optional[_Union[_common_pb2.SearchSpec, _Mapping]] = ..., state: _Optional[_Union[SearchState, str]] = ..., activated_samples: _Optional[int] = ..., policy_samples_trained: _Optional[int] = ..., policy_samples_critic: _Optional[int] = ..., policy_samples_buffer: _Optional[int] = ..., failed_samples: _Optional[int] = ..., updates: _Optional[int] = ..., best: _Optional[_Union[_common_pb2.Sample, _Mapping]] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., error: _Optional[str] = ..., calibration_error: _Optional[float] = ..., calibration_samples: _Optional[int] = ..., sample_speedup: _Optional[float] = ...) -> None: ...
 
 class SearchEvent(_message.Message):
     __slots__ = ("search_id", "seq", "sample", "update", "finished")

@@ -19,6 +19,8 @@ from fnas.v1 import search_pb2, search_pb2_grpc
 from services.agent.config import AgentConfig
 from services.agent.servicer import SearchServicer
 from services.agent.store import AgentStore
+from services.buffer.client import BufferClient
+from services.critic.client import CriticClient
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name
@@ -34,7 +36,12 @@ class AgentApp:
         torch.set_num_threads(cfg.torch_threads)
         self.cfg = cfg
         self.store = AgentStore(cfg.data_dir / "agent")
-        self.servicer = SearchServicer(self.store, bus=None, max_searches=cfg.max_searches)
+        # The fnas strategies' critic and buffer (DESIGN.md step 2 and 6); channels connect lazily.
+        self.critic = CriticClient(cfg.critic_address) if cfg.critic_address else None
+        self.buffer = BufferClient(cfg.buffer_address) if cfg.buffer_address else None
+        self.servicer = SearchServicer(
+            self.store, bus=None, max_searches=cfg.max_searches, critic=self.critic, buffer=self.buffer
+        )
         self._stop = asyncio.Event()
         self._consumer: asyncio.Task | None = None
         self._bus: queue.Bus | None = None
@@ -66,4 +73,7 @@ class AgentApp:
                 await asyncio.wait_for(self._consumer, 10)
         if self._bus is not None:
             await self._bus.close()
+        for client in (self.critic, self.buffer):
+            if client is not None:
+                await client.close()
         self.store.close()

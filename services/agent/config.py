@@ -32,6 +32,10 @@ class AgentConfig:
     """torch threads for the policy updates."""
     grace_s: float = 5.0
     """Seconds in-flight RPCs get on SIGTERM."""
+    critic_address: str = ""
+    """host:port of the CriticService (UAC) the fnas strategies use; empty: none (they are refused)."""
+    buffer_address: str = ""
+    """host:port of the BufferService (AEB) the fnas strategies use; empty: none (they are refused)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port < 65536:

@@ -40,3 +40,22 @@ def observe_batch(status: search_pb2.SearchStatus, learned: int, train_stats: di
 
 def observe_finished(status: search_pb2.SearchStatus) -> None:
     SEARCHES.labels(search_pb2.SearchState.Name(status.state).removeprefix("SEARCH_STATE_").lower()).inc()
+
+
+CALIBRATION_ERROR = Gauge(
+    "fnas_agent_critic_calibration_error",
+    "UAC calibration check: mean |V - R| over audited samples (would-be trusted, trained anyway).",
+    ["search"],
+)
+SAMPLE_SPEEDUP = Gauge(
+    "fnas_agent_sample_speedup_ratio", "Policy samples (every source) per activated sample.", ["search"]
+)
+
+
+def observe_sources(status: search_pb2.SearchStatus, critic: int, buffer: int) -> None:
+    """Samples of an fnas batch whose reward came from the critic or the buffer, and the ratios."""
+    SAMPLES.labels("critic").inc(critic)
+    SAMPLES.labels("buffer").inc(buffer)
+    SAMPLE_SPEEDUP.labels(status.search_id).set(status.sample_speedup)
+    if status.HasField("calibration_error"):
+        CALIBRATION_ERROR.labels(status.search_id).set(status.calibration_error)

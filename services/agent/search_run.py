@@ -12,14 +12,15 @@ trainer give the same trajectory every time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 
 from fnas import spaces
 from fnas.v1 import common_pb2, queue_pb2, search_pb2
-from services.agent import metrics, strategies
-from services.agent.spec import modules
+from services.agent import fnas, fnas_run, metrics, strategies
+from services.agent.spec import FNAS_STRATEGIES, modules
 from services.agent.store import AgentStore, LoopState, Pending
 
 log = logging.getLogger(__name__)
@@ -42,8 +43,12 @@ class SearchRun:
         store: AgentStore,
         publish_job: Callable[[queue_pb2.TrainJob], Awaitable[None]],
         on_events: Callable[[str, list[search_pb2.SearchEvent]], Awaitable[None]],
+        critic=None,
+        buffer=None,
     ) -> None:
         self.search_id = search_id
+        # CriticClient / BufferClient of the fnas strategies (services.critic.client, services.buffer.client).
+        self.critic, self.buffer = critic, buffer
         self.store = store
         self.publish_job = publish_job
         self.on_events = on_events
@@ -67,9 +72,19 @@ class SearchRun:
             await self._finish(search_pb2.SEARCH_STATE_FAILED, f"{type(e).__name__}: {e}")
 
     async def _run(self) -> None:
-        strategy = strategies.make(
-            self.spec.strategy, self.space, seed=self.spec.seed, batch_size=self.spec.batch_size
-        )
+        if self.spec.strategy in FNAS_STRATEGIES:
+            strategy = fnas.make(
+                self.spec.strategy,
+                self.space,
+                self.spec.seed,
+                self.spec.batch_size,
+                fnas.config_from_spec(self.spec),
+            )
+            await fnas_run.open_search(self, strategy)
+        else:
+            strategy = strategies.make(
+                self.spec.strategy, self.space, seed=self.spec.seed, batch_size=self.spec.batch_size
+            )
         self.batch_size = strategy.batch_size
         saved = self.store.checkpoint(self.search_id)
         if saved is None:
@@ -78,16 +93,19 @@ class SearchRun:
             strategy.load_state(saved[0])
             loop = saved[1]
         while True:
-            if not loop.pending:
+            # An fnas plan can be all trusted and train nothing: it is still learned from before the next.
+            planned = isinstance(strategy, fnas.FnasStrategy) and bool(strategy.plan)
+            if not loop.pending and not planned:
                 stop = self._stop_reason()
                 if stop is not None:
                     await self._finish(*stop)
                     return
-                self._propose(strategy, loop)
+                await self._propose(strategy, loop)
                 self.store.commit(self.search_id, lambda s: None, strategy.state(), loop)
             # Concurrently: each publish waits for its PubAck, one after the other would serialise them.
             stored = self.store.results(self.search_id, [p.index for p in loop.pending])
-            await asyncio.gather(*(self.publish_job(self._job(p)) for p, r in zip(loop.pending, stored) if r is None))
+            missing = [p for p, r in zip(loop.pending, stored, strict=True) if r is None]
+            await asyncio.gather(*(self.publish_job(self._job(p)) for p in missing))
             results = await self._gather(loop.pending)
             if results is None:
                 await self._finish(*self._stop_reason(waiting=True))
@@ -108,13 +126,16 @@ class SearchRun:
             return search_pb2.SEARCH_STATE_SUCCEEDED, ""
         if budget.max_policy_samples and policy >= budget.max_policy_samples:
             return search_pb2.SEARCH_STATE_SUCCEEDED, ""
-        if budget.HasField("target_reward") and status.HasField("best"):
-            if status.best.reward.value >= budget.target_reward:
-                return search_pb2.SEARCH_STATE_SUCCEEDED, ""
+        reached = status.HasField("best") and status.best.reward.value >= budget.target_reward
+        if budget.HasField("target_reward") and reached:
+            return search_pb2.SEARCH_STATE_SUCCEEDED, ""
         return None
 
-    def _propose(self, strategy: strategies.Strategy, loop: LoopState) -> None:
+    async def _propose(self, strategy: strategies.Strategy, loop: LoopState) -> None:
         """Fills loop.pending with the next batch: warm-start architectures first."""
+        if isinstance(strategy, fnas.FnasStrategy) and (loop.warm_started or not self.spec.warm_start):
+            await fnas_run.propose(self, strategy, loop)
+            return
         status = self.store.status(self.search_id)
         n = self.batch_size
         budget = self.spec.budget
@@ -144,6 +165,7 @@ class SearchRun:
             pool_task=self.spec.pool_task,
             # Distinct per sample, fixed by the search seed: reproducible training.
             seed=(self.spec.seed * 1_000_003 + p.index) % (1 << 63),
+            behaviour_log_prob=p.log_prob,
         )
 
     async def _gather(self, pending: list[Pending]) -> list[queue_pb2.TrainResult] | None:
@@ -155,15 +177,20 @@ class SearchRun:
             if self._stop_reason(waiting=True) is not None:
                 return None
             self._wake.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), _WAIT_S)
-            except TimeoutError:
-                pass
 
     async def _learn(
         self, strategy: strategies.Strategy, loop: LoopState, results: list[queue_pb2.TrainResult]
     ) -> None:
-        ok = [(p, r) for p, r in zip(loop.pending, results, strict=True) if r.outcome == queue_pb2.TRAIN_OUTCOME_OK]
+        if isinstance(strategy, fnas.FnasStrategy) and strategy.plan:
+            await fnas_run.learn(self, strategy, loop, results)
+            return
+        ok = [
+            (p, r)
+            for p, r in zip(loop.pending, results, strict=True)
+            if r.outcome == queue_pb2.TRAIN_OUTCOME_OK
+        ]
         if not ok:
             raise RuntimeError(f"every sample of a batch failed to train; first error: {results[0].error}")
         learn = [(p, r) for p, r in ok if p.log_prob == p.log_prob]  # NaN: warm start, not a policy sample
@@ -187,13 +214,16 @@ class SearchRun:
         def mutate(status: search_pb2.SearchStatus) -> None:
             status.policy_samples_trained += len(learn)
             status.updates += 1 if learn else 0
+            status.sample_speedup = fnas_run.speedup(status)
 
         def events(status: search_pb2.SearchStatus) -> list[search_pb2.SearchEvent]:
             out = [self._event(loop, sample=s) for s in samples]
             out.append(self._event(loop, update=status))
             return out
 
-        status, new_events = self.store.commit(self.search_id, mutate, strategy.state(), loop, samples, events)
+        status, new_events = self.store.commit(
+            self.search_id, mutate, strategy.state(), loop, samples, events
+        )
         metrics.observe_batch(status, len(learn), train_stats)
         await self.on_events(self.search_id, new_events)
 

@@ -15,7 +15,7 @@ from fnas import events, spaces
 from fnas.v1 import common_pb2, queue_pb2, search_pb2, search_pb2_grpc
 from services.agent import metrics
 from services.agent.search_run import FINAL_STATES, SearchRun
-from services.agent.spec import SpecError, validate
+from services.agent.spec import SpecError, uses_buffer, uses_critic, validate
 from services.agent.store import AgentStore
 
 log = logging.getLogger(__name__)
@@ -25,10 +25,12 @@ MAX_TOP_K = 1000
 class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     """Owns the running searches of this agent and the results consumer that feeds them."""
 
-    def __init__(self, store: AgentStore, bus, max_searches: int = 64) -> None:
+    def __init__(self, store: AgentStore, bus, max_searches: int = 64, critic=None, buffer=None) -> None:
         self.store = store
         self.bus = bus
         self.max_searches = max_searches
+        # Clients of the critic and buffer services, for the fnas strategies (None: not available).
+        self.critic, self.buffer = critic, buffer
         self.runs: dict[str, SearchRun] = {}
         self.tasks: dict[str, asyncio.Task] = {}
         self._changed: dict[str, asyncio.Condition] = {}
@@ -48,7 +50,14 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
 
     def _launch(self, search_id: str) -> None:
-        run = SearchRun(search_id, self.store, self._publish_job, self._publish_events)
+        run = SearchRun(
+            search_id,
+            self.store,
+            self._publish_job,
+            self._publish_events,
+            critic=self.critic,
+            buffer=self.buffer,
+        )
         self.runs[search_id] = run
         task = asyncio.create_task(run.run(), name=f"search-{search_id}")
         self.tasks[search_id] = task
@@ -89,6 +98,15 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
             spec = validate(request.spec)
         except SpecError as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        for needed, client, name in (
+            (uses_critic(spec), self.critic, "critic"),
+            (uses_buffer(spec), self.buffer, "buffer"),
+        ):
+            if needed and client is None:
+                await context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"strategy: {spec.strategy} needs a {name} service; this agent has none",
+                )
         if len(self.runs) >= self.max_searches:
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED, f"this agent already runs {self.max_searches} searches"

@@ -12,7 +12,9 @@ from fnas import spaces
 from fnas.reward import RewardFn
 from fnas.v1 import common_pb2
 
-STRATEGIES = ("ppo", "random", "evolution")
+STRATEGIES = ("ppo", "random", "evolution", "fnas", "fnas-uac", "fnas-aeb")
+#: Strategies that run the FNAS batch assembly (critic and buffer); see services/agent/fnas.py.
+FNAS_STRATEGIES = ("fnas", "fnas-uac", "fnas-aeb")
 DEFAULT_STRATEGY = "ppo"
 DEFAULT_DATASET = "digits"
 DEFAULT_EPOCHS = 5
@@ -70,13 +72,8 @@ def validate(spec: common_pb2.SearchSpec) -> common_pb2.SearchSpec:
         raise SpecError("task.simulated_seconds", "must be >= 0")
     if spec.batch_size > MAX_BATCH_SIZE:
         raise SpecError("batch_size", f"must be <= {MAX_BATCH_SIZE}")
-    if spec.critic_snapshot and not modules(spec).uac:
-        raise SpecError("critic_snapshot", "needs the uac module")
-    if spec.critic_snapshot or spec.pool_task:
-        raise SpecError(
-            "critic_snapshot" if spec.critic_snapshot else "pool_task",
-            f"transfer needs the critic / pool, which strategy {out.strategy!r} does not use",
-        )
+    _check_transfer(out)
+    _check_fnas_options(spec.fnas)
     for i, arch in enumerate(spec.warm_start):
         field = f"warm_start[{i}]"
         if arch.space and arch.space != space.id:
@@ -87,6 +84,62 @@ def validate(spec: common_pb2.SearchSpec) -> common_pb2.SearchSpec:
             raise SpecError(f"{field}.tokens", str(e)) from None
         out.warm_start[i].space = space.id
     return out
+
+
+def uses_critic(spec: common_pb2.SearchSpec) -> bool:
+    """True when the search runs the UAC: an fnas strategy whose uac module is on (fnas-aeb: never)."""
+    if spec.strategy not in FNAS_STRATEGIES or spec.strategy == "fnas-aeb":
+        return False
+    return spec.strategy == "fnas-uac" or modules(spec).uac
+
+
+def uses_buffer(spec: common_pb2.SearchSpec) -> bool:
+    """True when the search runs the AEB: an fnas strategy whose aeb module is on (fnas-uac: never)."""
+    if spec.strategy not in FNAS_STRATEGIES or spec.strategy == "fnas-uac":
+        return False
+    return spec.strategy == "fnas-aeb" or modules(spec).aeb
+
+
+def _check_transfer(spec: common_pb2.SearchSpec) -> None:
+    for name in ("critic_snapshot", "critic_history"):
+        if getattr(spec, name) and not uses_critic(spec):
+            raise SpecError(
+                name, f"needs the critic: an fnas strategy with the uac module, not {spec.strategy!r}"
+            )
+    for i, other in enumerate(spec.critic_history):
+        if not other:
+            raise SpecError(f"critic_history[{i}]", "empty search id")
+    if spec.pool_task:
+        raise SpecError(
+            "pool_task", f"transfer needs the pool, which strategy {spec.strategy!r} does not use"
+        )
+
+
+def _check_fnas_options(o: common_pb2.FnasOptions) -> None:
+    """Range checks of the FNAS limits (each field is optional)."""
+    checks = {
+        "threshold": lambda v: v >= 0,
+        "target_error": lambda v: v > 0,
+        "max_trusted_fraction": lambda v: 0 <= v < 1,
+        "audit_fraction": lambda v: 0 <= v <= 1,
+        "max_replay_fraction": lambda v: 0 <= v < 1,
+        "buffer_size": lambda v: 1 <= v <= 10_000,
+        "priority_temperature": lambda v: v > 0,
+        "warmup": lambda v: v <= MAX_SAMPLES,
+    }
+    reasons = {
+        "threshold": "must be >= 0",
+        "target_error": "must be > 0",
+        "max_trusted_fraction": "must be in [0, 1)",
+        "audit_fraction": "must be in [0, 1]",
+        "max_replay_fraction": "must be in [0, 1)",
+        "buffer_size": "must be in 1..10000",
+        "priority_temperature": "must be > 0",
+        "warmup": f"must be <= {MAX_SAMPLES}",
+    }
+    for name, ok in checks.items():
+        if o.HasField(name) and not ok(getattr(o, name)):
+            raise SpecError(f"fnas.{name}", f"{reasons[name]}, got {getattr(o, name)}")
 
 
 def _check_budget(budget: common_pb2.Budget) -> None:

@@ -10,6 +10,7 @@ another task (paper 3.1, 7.2) keeps its ranking while its level adapts.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +26,9 @@ N_LAYERS = 4
 _IQR_TO_SIGMA = 1.349
 
 
-def mlp(n_in: int, hidden: int = HIDDEN_SIZE, layers: int = N_LAYERS, generator: torch.Generator | None = None):
+def mlp(
+    n_in: int, hidden: int = HIDDEN_SIZE, layers: int = N_LAYERS, generator: torch.Generator | None = None
+):
     """`layers` Linear layers (the last one to a scalar) with PReLU between them.
 
     Weights are drawn from an explicit generator with PyTorch's default bounds
@@ -36,7 +39,7 @@ def mlp(n_in: int, hidden: int = HIDDEN_SIZE, layers: int = N_LAYERS, generator:
         raise ValueError(f"an MLP needs >= 2 layers, got {layers}")
     sizes = [n_in] + [hidden] * (layers - 1) + [1]
     modules: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes, sizes[1:], strict=False)):
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
         linear = nn.Linear(a, b)
         bound = 1.0 / math.sqrt(a)
         with torch.no_grad():
@@ -81,7 +84,7 @@ class FitConfig:
     #: Adam learning rate of both nets.
     lr: float = 1e-3
     #: Adam steps per training round.
-    steps: int = 30
+    steps: int = 15
     #: Minibatch size (drawn uniformly, with replacement, from every observation so far).
     batch_size: int = 64
     #: Minibatch share reserved for the observations new in this round (they are few and the freshest).
@@ -149,8 +152,11 @@ class UAC(nn.Module):
             opt.zero_grad()
             (lv + lu).backward()
             opt.step()
-            l_v, l_u = float(lv), float(lu)
-        return {"critic/value_loss": l_v * self.scale.scale, "critic/uncertainty_loss": l_u * self.scale.scale}
+            l_v, l_u = float(lv.detach()), float(lu.detach())
+        return {
+            "critic/value_loss": l_v * self.scale.scale,
+            "critic/uncertainty_loss": l_u * self.scale.scale,
+        }
 
     # state (safetensors-friendly: tensors + JSON-able meta)
     def tensors(self) -> dict[str, torch.Tensor]:

@@ -21,8 +21,8 @@ expected to stay within that error, which the agent checks on audited samples.
 
 from __future__ import annotations
 
-import bisect
 import json
+import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -31,50 +31,8 @@ import safetensors.torch
 import torch
 
 from fnas.spaces.base import SearchSpace
-from services.critic.model import UAC, FitConfig, Scale
-
-
-@dataclass(frozen=True)
-class DecisionConfig:
-    """When a prediction is trusted."""
-
-    #: Trained results before anything is trusted.
-    warmup: int = 10
-    #: Fixed U threshold; None calibrates it (see the module docstring).
-    threshold: float | None = None
-    #: Calibrated mode: allowed mean |V - R| of trusted predictions, in robust reward scales.
-    target_error: float = 0.25
-    #: Calibrated mode: the most recent prequential pairs used.
-    calibration_window: int = 200
-    #: Calibrated mode: pairs needed before anything is trusted.
-    min_calibration: int = 10
-    #: Trust predictions above the best trained reward (False: a predicted new best is verified by training).
-    trust_above_best: bool = False
-    #: An architecture already trained is predicted as its observed mean reward with U = 0.
-    recall: bool = True
-
-    def __post_init__(self) -> None:
-        if self.warmup < 0 or self.calibration_window < 1 or self.min_calibration < 1:
-            raise ValueError("warmup must be >= 0, calibration_window and min_calibration >= 1")
-        if self.threshold is not None and self.threshold < 0:
-            raise ValueError(f"threshold must be >= 0, got {self.threshold}")
-        if not self.target_error > 0:
-            raise ValueError(f"target_error must be > 0, got {self.target_error}")
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """V(m), U(m) and the decision for one architecture."""
-
-    value: float
-    uncertainty: float
-    trusted: bool
-    #: The architecture was trained before (recalled, not predicted).
-    known: bool = False
-
-
-class NotReady(Exception):
-    """Fewer results observed than the request's min_observed."""
+from services.critic.decision import DecisionConfig, NotReady, Prediction, calibrate
+from services.critic.model import UAC, FitConfig
 
 
 @dataclass
@@ -113,6 +71,8 @@ class SearchCritic:
         self.trained = _Trained()
         self._known: dict[str, tuple[float, int]] = {}
         self.last_fit: dict[str, float] = {}
+        # observe() runs on the event loop while a training round runs in a worker thread.
+        self._lock = threading.Lock()
 
     @property
     def observed(self) -> int:
@@ -120,10 +80,11 @@ class SearchCritic:
 
     def observe(self, index: int, tokens: Sequence[int], reward: float) -> bool:
         """Adds one trained result; False for a duplicate index (redelivery)."""
-        if index in self.observations:
-            return False
-        self.observations[index] = _Obs(tuple(int(t) for t in tokens), float(reward))
-        return True
+        with self._lock:
+            if index in self.observations:
+                return False
+            self.observations[index] = _Obs(tuple(int(t) for t in tokens), float(reward))
+            return True
 
     def predict(self, tokens: Sequence[Sequence[int]], min_observed: int) -> list[Prediction]:
         """Predictions after training on the first `min_observed` results; NotReady before they came."""
@@ -155,7 +116,8 @@ class SearchCritic:
 
     def train_to(self, n: int) -> None:
         """One training round on the first n observations by sample index (see the module docstring)."""
-        data = sorted(self.observations.items())[:n]
+        with self._lock:
+            data = sorted(self.observations.items())[:n]
         t = self.trained
         fresh = [(i, o) for i, o in data if i not in t.arrival]
         # Fresh rows last: the fit reserves part of every minibatch for them.
@@ -178,7 +140,7 @@ class SearchCritic:
         for _, o in data:
             s, c = self._known.get(self.space.key(o.tokens), (0.0, 0))
             self._known[self.space.key(o.tokens)] = (s + o.reward, c + 1)
-        t.threshold = calibrate(t.pairs, self.decision, self.model.scale)
+        t.threshold = calibrate(t.pairs, self.decision, self.model.scale.scale)
 
     def reset_for_transfer(self) -> None:
         """Keeps the nets, forgets this history: the start of a search from a pre-trained critic."""
@@ -211,32 +173,12 @@ class SearchCritic:
         t.pairs = [tuple(p) for p in meta["pairs"]]
         t.n_trained, t.threshold = int(meta["n_trained"]), float(meta["threshold"])
         t.best = float("-inf") if meta["best"] is None else float(meta["best"])
-        data_ = sorted(self.observations.items())[: t.n_trained]
+        with self._lock:
+            data_ = sorted(self.observations.items())[: t.n_trained]
         self._known = {}
         for _, o in data_:
             s, c = self._known.get(self.space.key(o.tokens), (0.0, 0))
             self._known[self.space.key(o.tokens)] = (s + o.reward, c + 1)
-
-
-def calibrate(pairs: Sequence[tuple[float, float]], decision: DecisionConfig, scale: Scale) -> float:
-    """The largest U threshold whose lower-U prequential pairs meet the target error; -1 if none.
-
-    Pairs are sorted by U; the prefix of the k lowest has mean error e_k; the
-    threshold lies just above the U of the largest k with e_k <= target, so
-    that `U < threshold` admits exactly those k.
-    """
-    if len(pairs) < decision.min_calibration:
-        return -1.0
-    target = decision.target_error * scale.scale
-    ordered = sorted(pairs)
-    errors = np.cumsum([e for _, e in ordered]) / np.arange(1, len(ordered) + 1)
-    ok = np.nonzero(errors <= target)[0]
-    if len(ok) == 0:
-        return -1.0
-    k = int(ok[-1])
-    us = [u for u, _ in ordered]
-    above = bisect.bisect_right(us, us[k])
-    return us[above] if above < len(us) and us[above] > us[k] else us[k] + 1e-9
 
 
 def read(data: bytes) -> tuple[dict[str, torch.Tensor], dict]:

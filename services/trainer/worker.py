@@ -172,4 +172,5 @@ def _result_of(job: queue_pb2.TrainJob, trainer_id: str) -> queue_pb2.TrainResul
         sample_index=job.sample_index,
         architecture=job.architecture,
         trainer_id=trainer_id,
+        behaviour_log_prob=job.behaviour_log_prob,  # the buffer replays it off-policy (paper 5)
     )

@@ -107,6 +107,8 @@ def test_state_round_trip_resumes_bit_identically(name):
 def test_load_state_of_another_strategy_is_refused():
     with pytest.raises(ValueError, match="random"):
         make("ppo", SPACE, 0).load_state(make("random", SPACE, 0).state())
+    with pytest.raises(ValueError, match="not a strategy state"):
+        make("evolution", SPACE, 0).load_state(b"\x80\x04garbage")
 
 
 def test_make_rejects_unknown_names_and_options():
@@ -156,7 +158,7 @@ def test_ppo_improves_on_the_fake_space():
     best = torch.tensor([SPACE.BEST])
     with torch.no_grad():
         p0 = float(strategy.policy.log_prob(best).exp())
-    trajectory = run_plain(strategy, SPACE.reward, 300)
+    trajectory = run_plain(strategy, SPACE.reward, 200)
     with torch.no_grad():
         p1 = float(strategy.policy.log_prob(best).exp())
     rewards = [r for _, r in trajectory]

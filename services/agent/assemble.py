@@ -1,0 +1,221 @@
+"""FNAS batch assembly (paper 4.2 and 5), shared by the agent and the plain in-memory loop.
+
+One batch of the `fnas` strategy:
+
+1. `plan_batch`: the policy proposes; the critic predicts (V, U) for each
+   proposal from exactly the first `observed` trained results. Untrusted
+   proposals are trained. Trusted ones take V as their reward, at most
+   `max_trusted_fraction` of the batch (paper 4.2's constraint): extra trusted
+   proposals are dropped and the policy resamples until the batch is filled
+   with untrusted ones. A random `audit_fraction` of the would-be-trusted ones
+   is trained anyway, so the critic's real error is measured where it claimed
+   to be right (the calibration check).
+2. The trained proposals are trained (the agent: TrainJobs on the queue).
+3. `fresh_feedback`: trained results and trusted predictions, in plan order.
+4. `replays`: up to `max_replay_fraction` of the PPO batch is drawn from the
+   experience buffer (paper 5) with importance weights S_i and the stored
+   behaviour log-prob (the PPO ratio's off-policy correction).
+5. The strategy's PPO update on fresh + replays.
+
+The critic and the buffer sit behind two small ports (an in-process core or a
+gRPC client), so the agent and the plain loop run this same code and a seeded
+search gives the same trajectory in both.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Protocol
+
+from services.agent.fnas import FnasStrategy
+from services.agent.strategies import Feedback, Proposal
+
+TRAINED, CRITIC, BUFFER = "trained", "critic", "buffer"
+
+
+class PredictionLike(Protocol):
+    value: float
+    uncertainty: float
+    trusted: bool
+    known: bool
+
+
+class CriticPort(Protocol):
+    """The critic of one search."""
+
+    async def predict(
+        self, tokens: Sequence[Sequence[int]], min_observed: int
+    ) -> Sequence[PredictionLike]: ...
+
+
+class ReplayLike(Protocol):
+    weight: float
+
+    @property
+    def entry(self): ...  # services.buffer.aeb.Entry: tokens, reward, log_prob, index
+
+
+class BufferPort(Protocol):
+    """The buffer of one search."""
+
+    async def sample(
+        self, n: int, beta: float, seed: int, min_observed: int, capacity: int, temperature: float
+    ) -> Sequence[ReplayLike]: ...
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One policy sample of a batch and where its reward will come from."""
+
+    tokens: tuple[int, ...]
+    log_prob: float
+    #: TRAINED (a train job, or a copy of one) or CRITIC (trusted: reward V).
+    source: str
+    #: V(m) and U(m) when the critic was asked (NaN otherwise).
+    value: float = math.nan
+    uncertainty: float = math.nan
+    #: Would have been trusted, trained for the calibration check.
+    audit: bool = False
+    #: Position in the plan of the train job whose result this sample shares (-1: none).
+    copy_of: int = -1
+
+    @property
+    def trains(self) -> bool:
+        """True when this sample needs a train job of its own."""
+        return self.source == TRAINED and self.copy_of < 0
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"tokens": list(self.tokens)}
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> Planned:
+        return cls(**(raw | {"tokens": tuple(raw["tokens"])}))
+
+
+async def plan_batch(
+    strategy: FnasStrategy, critic: CriticPort | None, observed: int, max_trained: int
+) -> list[Planned]:
+    """The next batch: at most `max_trained` train jobs, the rest trusted (see the module docstring)."""
+    cfg, size = strategy.fnas, strategy.batch_size
+    if max_trained <= 0:
+        return []
+    if not cfg.uac or critic is None:
+        return [Planned(p.tokens, p.log_prob, TRAINED) for p in strategy.propose(min(size, max_trained))]
+    quota = math.floor(size * cfg.max_trusted_fraction)
+    plan: list[Planned] = []
+    dropped: list[tuple[Proposal, PredictionLike]] = []
+    training: dict[str, int] = {}  # space key -> plan position of its train job
+    n_trusted = n_jobs = 0
+    for round_ in range(cfg.max_draw_rounds):
+        if len(plan) >= size or n_jobs >= max_trained:
+            break
+        # Resampling rounds draw a whole batch: few calls even when most draws come back trusted.
+        proposals = strategy.propose(size - len(plan) if round_ == 0 else size)
+        predictions = await critic.predict([p.tokens for p in proposals], observed)
+        for p, pred in zip(proposals, predictions, strict=True):
+            if len(plan) >= size or n_jobs >= max_trained:
+                break
+            key = strategy.space.key(p.tokens)
+            if cfg.dedup and key in training:
+                plan.append(_planned(p, pred, TRAINED, copy_of=training[key]))
+                continue
+            if pred.trusted:
+                if n_trusted >= quota:
+                    dropped.append((p, pred))  # paper 4.2: thrown away, resampled
+                    continue
+                if pred.known or not strategy.draw_audit():
+                    plan.append(_planned(p, pred, CRITIC))
+                    n_trusted += 1
+                    continue
+                training[key] = len(plan)
+                plan.append(_planned(p, pred, TRAINED, audit=True))
+                n_jobs += 1
+                continue
+            training[key] = len(plan)
+            plan.append(_planned(p, pred, TRAINED))
+            n_jobs += 1
+    if n_jobs == 0 and dropped:
+        # The policy keeps proposing what the critic trusts: train the least certain one so the search moves.
+        p, pred = max(dropped, key=lambda d: (not d[1].known, d[1].uncertainty))
+        plan.append(_planned(p, pred, TRAINED))
+        n_jobs += 1
+    return _cap_trusted(plan, cfg.max_trusted_fraction)
+
+
+def _planned(p: Proposal, pred: PredictionLike, source: str, **kw) -> Planned:
+    return Planned(p.tokens, p.log_prob, source, float(pred.value), float(pred.uncertainty), **kw)
+
+
+def _cap_trusted(plan: list[Planned], fraction: float) -> list[Planned]:
+    """Drops trusted samples from the end until they are at most `fraction` of a short batch."""
+    n_trusted = sum(p.source == CRITIC for p in plan)
+    others = len(plan) - n_trusted
+    allowed = n_trusted if fraction >= 1.0 else math.floor(others * fraction / (1.0 - fraction) + 1e-9)
+    out = []
+    for p in reversed(plan):
+        if p.source == CRITIC and n_trusted > allowed:
+            n_trusted -= 1
+            continue
+        out.append(p)
+    out.reverse()
+    return _renumber(out, plan)
+
+
+def _renumber(kept: list[Planned], plan: list[Planned]) -> list[Planned]:
+    """Fixes copy_of positions after samples were removed from the plan."""
+    if len(kept) == len(plan):
+        return kept
+    new_pos, j = {}, 0
+    for i, p in enumerate(plan):
+        if j < len(kept) and kept[j] is p:
+            new_pos[i] = j
+            j += 1
+    return [Planned(**(asdict(p) | {"copy_of": new_pos[p.copy_of]})) if p.copy_of >= 0 else p for p in kept]
+
+
+def fresh_feedback(
+    strategy: FnasStrategy, plan: Sequence[Planned], rewards: dict[int, float]
+) -> list[tuple[int, Feedback]]:
+    """(plan position, feedback) of every sample with a reward; records the audits.
+
+    `rewards` maps the plan position of each successful train job to its
+    trained reward; samples whose job failed are left out.
+    """
+    out = []
+    for pos, p in enumerate(plan):
+        if p.source == CRITIC:
+            out.append((pos, Feedback(p.tokens, p.value, p.log_prob, 1.0, CRITIC)))
+            continue
+        reward = rewards.get(p.copy_of if p.copy_of >= 0 else pos)
+        if reward is None:
+            continue
+        if p.audit:
+            strategy.audits.append((p.value, reward))
+        out.append((pos, Feedback(p.tokens, reward, p.log_prob, 1.0, TRAINED)))
+    return out
+
+
+async def replays(
+    strategy: FnasStrategy, buffer: BufferPort | None, n_fresh: int, observed: int, progress: float
+) -> list[tuple[int, Feedback]]:
+    """(original sample index, feedback) of the exploited samples of this batch (paper 5).
+
+    At most max_replay_fraction of the PPO batch: n <= n_fresh f / (1 - f).
+    The buffer is the one after the first `observed` results (those of the
+    earlier batches); beta = `progress` through the budget.
+    """
+    cfg = strategy.fnas
+    if not cfg.aeb or buffer is None or n_fresh == 0:
+        return []
+    n = math.floor(n_fresh * cfg.max_replay_fraction / (1.0 - cfg.max_replay_fraction) + 1e-9)
+    seed = strategy.draw_seed()
+    if n == 0 or observed == 0:
+        return []
+    beta = min(1.0, max(0.0, progress))
+    drawn = await buffer.sample(n, beta, seed, observed, cfg.buffer_size, cfg.priority_temperature)
+    return [
+        (r.entry.index, Feedback(tuple(r.entry.tokens), r.entry.reward, r.entry.log_prob, r.weight, BUFFER))
+        for r in drawn
+    ]

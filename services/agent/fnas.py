@@ -1,0 +1,166 @@
+"""The `fnas` strategy: the PPO controller (paper 4.1) fed by trained, trusted and replayed samples.
+
+It is `PPOStrategy` plus the module switches and the few random choices the
+batch assembly makes (which would-be-trusted samples are audited, the seed of
+each buffer draw), the batch in flight, and the audit record. `fnas-uac` and
+`fnas-aeb` are the same strategy with one module on (paper Table 4's ablation).
+The batch assembly itself lives in `services.agent.assemble`, shared by the
+agent and the plain in-memory loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from fnas.spaces.base import SearchSpace
+from fnas.v1 import common_pb2
+from services.agent.spec import modules
+from services.agent.strategies import PPOConfig, PPOStrategy
+
+#: Strategy name -> (uac, aeb) forced on / off; "fnas" takes the spec's switches.
+VARIANTS: dict[str, tuple[bool, bool] | None] = {
+    "fnas": None,
+    "fnas-uac": (True, False),
+    "fnas-aeb": (False, True),
+}
+
+
+@dataclass(frozen=True)
+class FnasConfig:
+    """The module switches and the batch-assembly limits (SearchSpec.modules and .fnas)."""
+
+    #: Uncertainty-aware critic (paper 4.2).
+    uac: bool = True
+    #: Experience buffer (paper 5).
+    aeb: bool = True
+    #: Knowledge pool (paper 4.3): trainers of non-tabular spaces initialise from it.
+    akp: bool = True
+    #: Most trusted samples per batch, as a share of it (paper 4.2: 50%); the rest is resampled.
+    max_trusted_fraction: float = 0.5
+    #: Share of would-be-trusted samples trained anyway: the calibration check.
+    audit_fraction: float = 0.1
+    #: Most replayed (exploited) samples per PPO batch, as a share of it (paper 5: 50%).
+    max_replay_fraction: float = 0.5
+    #: Buffer capacity N (paper 5: 10).
+    buffer_size: int = 10
+    #: Priority temperature tau: P_i = softmax(r / tau) (paper Eq. 5 is tau = 1).
+    priority_temperature: float = 1.0
+    #: Resampling rounds (of one batch of proposals each) before the batch is closed as it is.
+    max_draw_rounds: int = 20
+    #: An architecture proposed twice in one batch is trained once; both copies learn its result.
+    dedup: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("max_trusted_fraction", "audit_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.max_trusted_fraction >= 1.0:
+            raise ValueError("max_trusted_fraction must be < 1: every batch trains something")
+        if not 0.0 <= self.max_replay_fraction < 1.0:
+            raise ValueError(f"max_replay_fraction must be in [0, 1), got {self.max_replay_fraction}")
+        if self.buffer_size < 1 or self.max_draw_rounds < 1:
+            raise ValueError("buffer_size and max_draw_rounds must be >= 1")
+        if not self.priority_temperature > 0:
+            raise ValueError(f"priority_temperature must be > 0, got {self.priority_temperature}")
+
+
+class FnasStrategy(PPOStrategy):
+    """PPO + UAC + AEB; see the module docstring."""
+
+    name = "fnas"
+    default_batch_size = 10
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        seed: int,
+        batch_size: int,
+        fnas: FnasConfig = FnasConfig(),
+        **overrides: Any,
+    ) -> None:
+        super().__init__(space, seed, batch_size, **overrides)
+        self.fnas = fnas
+        # Separate from the policy's generator, so switching a module off leaves the policy's draws alone.
+        self.rng = np.random.default_rng([seed, 0xF7A5])
+        #: The batch in flight (services.agent.assemble.Planned as dicts), committed with the state,
+        #: the sample index of its first sample and the trained results observed when it was planned.
+        self.plan: list[dict[str, Any]] = []
+        self.plan_index = 0
+        self.plan_observed = 0
+        #: (V, R) of every audited sample: the critic's real error where it claimed to be right.
+        self.audits: list[tuple[float, float]] = []
+
+    def draw_audit(self) -> bool:
+        """Whether this would-be-trusted sample is trained anyway (calibration check)."""
+        return bool(self.rng.random() < self.fnas.audit_fraction)
+
+    def draw_seed(self) -> int:
+        """A seed for one buffer draw."""
+        return int(self.rng.integers(1 << 62))
+
+    def calibration_error(self) -> float | None:
+        """Mean |V - R| over audited samples; None before the first audit."""
+        if not self.audits:
+            return None
+        return float(np.mean([abs(v - r) for v, r in self.audits]))
+
+    def _state(self):
+        tensors, meta = super()._state()
+        meta |= {
+            "fnas": asdict(self.fnas),
+            "fnas_rng": self.rng.bit_generator.state,
+            "plan": self.plan,
+            "plan_index": self.plan_index,
+            "plan_observed": self.plan_observed,
+            "audits": self.audits,
+        }
+        return tensors, meta
+
+    def _load_state(self, tensors, meta):
+        super()._load_state(tensors, meta)
+        self.fnas = FnasConfig(**meta["fnas"])
+        self.rng = np.random.default_rng([self.seed, 0xF7A5])
+        self.rng.bit_generator.state = meta["fnas_rng"]
+        self.plan = list(meta["plan"])
+        self.plan_index, self.plan_observed = int(meta["plan_index"]), int(meta["plan_observed"])
+        self.audits = [tuple(a) for a in meta["audits"]]
+
+
+def config_from_spec(spec: common_pb2.SearchSpec) -> FnasConfig:
+    """The FnasConfig of a (validated) SearchSpec: module switches and the set FnasOptions fields."""
+    m = modules(spec)
+    values: dict[str, Any] = {"uac": m.uac, "aeb": m.aeb, "akp": m.akp}
+    for name in (
+        "max_trusted_fraction",
+        "audit_fraction",
+        "max_replay_fraction",
+        "buffer_size",
+        "priority_temperature",
+    ):
+        if spec.fnas.HasField(name):
+            values[name] = getattr(spec.fnas, name)
+    return FnasConfig(**values)
+
+
+def make(
+    name: str,
+    space: SearchSpace,
+    seed: int,
+    batch_size: int = 0,
+    fnas: FnasConfig | None = None,
+    **overrides: Any,
+) -> FnasStrategy:
+    """The `fnas`, `fnas-uac` or `fnas-aeb` strategy; overrides set PPOConfig fields."""
+    if name not in VARIANTS:
+        raise ValueError(f"unknown fnas strategy {name!r}; choose one of: {', '.join(VARIANTS)}")
+    allowed = {f.name for f in fields(PPOConfig)}
+    if unknown := set(overrides) - allowed:
+        raise ValueError(f"{name} has no option {sorted(unknown)}; options: {sorted(allowed)}")
+    config = fnas or FnasConfig()
+    forced = VARIANTS[name]
+    if forced is not None:
+        config = FnasConfig(**(asdict(config) | {"uac": forced[0], "aeb": forced[1]}))
+    return FnasStrategy(space, seed, batch_size or FnasStrategy.default_batch_size, config, **overrides)

@@ -1,0 +1,102 @@
+"""Client of BufferService, and the buffer port of one search that the agent's batch assembly uses.
+
+Every call has a deadline; all buffer RPCs are idempotent (Add is keyed by
+sample index, Sample with a seed and min_observed is a pure function of the
+first N results), so all are retried on UNAVAILABLE / DEADLINE_EXCEEDED.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fnas.retry import DEFAULT_TIMEOUT_S, channel, retrying
+from fnas.v1 import buffer_pb2, buffer_pb2_grpc, common_pb2
+from services.buffer.aeb import Entry, Replay
+
+#: Sample attempts before giving up (each waits up to the buffer's sample_wait_s first).
+SAMPLE_ATTEMPTS = 30
+
+
+class BufferClient:
+    """BufferService over one gRPC channel; use as an async context manager."""
+
+    def __init__(self, target: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self.target = target
+        self.timeout_s = timeout_s
+        self._channel = channel(target)
+        self.stub = buffer_pb2_grpc.BufferServiceStub(self._channel)
+
+    async def __aenter__(self) -> BufferClient:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def add(self, search_id: str, samples: Sequence[common_pb2.Sample]) -> int:
+        """Records trained samples by hand; returns the buffer size."""
+        return (
+            await self._call(self.stub.Add, buffer_pb2.AddRequest(search_id=search_id, samples=samples))
+        ).size
+
+    async def sample(
+        self,
+        search_id: str,
+        n: int,
+        beta: float,
+        seed: int,
+        min_observed: int,
+        capacity: int = 0,
+        temperature: float = 0.0,
+    ) -> list[Replay]:
+        """n replays with normalised weights from the buffer after the first min_observed results."""
+        request = buffer_pb2.SampleRequest(
+            search_id=search_id,
+            n=n,
+            beta=beta,
+            seed=seed,
+            min_observed=min_observed,
+            capacity=capacity,
+            temperature=temperature,
+        )
+        reply = await self._call(self.stub.Sample, request, attempts=SAMPLE_ATTEMPTS)
+        return [
+            Replay(
+                Entry(
+                    s.sample.index,
+                    tuple(s.sample.architecture.tokens),
+                    s.sample.reward.value,
+                    s.sample.behaviour_log_prob,
+                ),
+                s.weight,
+            )
+            for s in reply.samples
+        ]
+
+    async def stats(self, search_id: str, capacity: int = 0) -> tuple[int, int]:
+        """(buffer size, results observed) of a search."""
+        reply = await self._call(
+            self.stub.Stats, buffer_pb2.BufferStatsRequest(search_id=search_id, capacity=capacity)
+        )
+        return reply.size, reply.observed
+
+    async def _call(self, method, request, attempts: int = 5):
+        async for attempt in retrying(attempts=attempts):
+            with attempt:
+                return await method(request, timeout=self.timeout_s)
+        raise AssertionError("unreachable: retrying() reraises")
+
+
+class RemoteBuffer:
+    """The buffer port (services.agent.assemble.BufferPort) of one search over a BufferClient."""
+
+    def __init__(self, client: BufferClient, search_id: str) -> None:
+        self.client, self.search_id = client, search_id
+
+    async def sample(
+        self, n: int, beta: float, seed: int, min_observed: int, capacity: int, temperature: float
+    ) -> list[Replay]:
+        """The buffer service's replays for this search."""
+        return await self.client.sample(self.search_id, n, beta, seed, min_observed, capacity, temperature)

@@ -1,0 +1,82 @@
+"""The buffers of every search, in memory: what BufferService serves and the plain loop runs directly."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+from services.buffer.aeb import DEFAULT_CAPACITY, Entry, History, Replay
+
+
+class Store(Protocol):
+    """Persistence of the histories (services.buffer.store.BufferStore implements it on LMDB)."""
+
+    def put_entry(self, search_id: str, entry: Entry) -> None: ...
+    def entries(self, search_id: str) -> Iterable[Entry]: ...
+
+
+class BufferCore:
+    """One `History` per search; with a store, written through and reloaded on first use."""
+
+    def __init__(self, store: Store | None = None) -> None:
+        self.store = store
+        self._histories: dict[str, History] = {}
+
+    def history(self, search_id: str) -> History:
+        """The search's history (loaded from the store on first use)."""
+        h = self._histories.get(search_id)
+        if h is None:
+            h = self._histories[search_id] = History()
+            for entry in self.store.entries(search_id) if self.store is not None else ():
+                h.add(entry)
+        return h
+
+    def add(self, search_id: str, entry: Entry) -> bool:
+        """Records one trained result; False for a duplicate index."""
+        if not self.history(search_id).add(entry):
+            return False
+        if self.store is not None:
+            self.store.put_entry(search_id, entry)
+        return True
+
+    def observed(self, search_id: str) -> int:
+        return len(self.history(search_id).entries)
+
+    def replays(
+        self,
+        search_id: str,
+        n: int,
+        beta: float,
+        seed: int,
+        min_observed: int,
+        capacity: int = DEFAULT_CAPACITY,
+        temperature: float = 1.0,
+    ) -> list[Replay]:
+        """See `History.replays`; NotReady while fewer than min_observed results came."""
+        h = self.history(search_id)
+        if len(h.entries) < min_observed:
+            raise NotReady(f"observed {len(h.entries)} of the {min_observed} results the request needs")
+        return h.replays(n, beta, seed, min_observed, capacity, temperature)
+
+    def size(self, search_id: str, min_observed: int, capacity: int = DEFAULT_CAPACITY) -> int:
+        """How many samples the buffer holds after the first min_observed results."""
+        from services.buffer.aeb import select
+
+        return len(select(self.history(search_id).first(min_observed), capacity))
+
+
+class NotReady(Exception):
+    """Fewer results observed than the request's min_observed."""
+
+
+class LocalBuffer:
+    """The buffer port of one search over an in-process core."""
+
+    def __init__(self, core: BufferCore, search_id: str) -> None:
+        self.core, self.search_id = core, search_id
+
+    async def sample(
+        self, n: int, beta: float, seed: int, min_observed: int, capacity: int, temperature: float
+    ) -> list[Replay]:
+        """The core's replays for this search."""
+        return self.core.replays(self.search_id, n, beta, seed, min_observed, capacity, temperature)

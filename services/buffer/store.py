@@ -1,0 +1,51 @@
+"""The buffer's durable state in LMDB: each search's trained results (the buffer is computed from them)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import lmdb
+
+from fnas.v1 import common_pb2
+from services.buffer.aeb import Entry
+
+MAP_SIZE = 1 << 36  # address space only: the file grows as written (TECH-NOTES, LMDB)
+
+
+class BufferStore:
+    """One LMDB environment; implements services.buffer.core.Store."""
+
+    def __init__(self, path: Path | str, sync: bool = True) -> None:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        self.env = lmdb.open(str(path), map_size=MAP_SIZE, max_dbs=1, sync=sync)
+        self.db = self.env.open_db(b"entries")
+
+    def close(self) -> None:
+        self.env.close()
+
+    def put_entry(self, search_id: str, entry: Entry) -> None:
+        """Stores one trained result (as a Sample) under search/index."""
+        sample = common_pb2.Sample(
+            architecture=common_pb2.Architecture(tokens=entry.tokens),
+            reward=common_pb2.Reward(value=entry.reward),
+            source=common_pb2.SAMPLE_SOURCE_TRAINED,
+            behaviour_log_prob=entry.log_prob,
+            index=entry.index,
+        )
+        with self.env.begin(write=True) as txn:
+            txn.put(f"{search_id}/{entry.index:012d}".encode(), sample.SerializeToString(), db=self.db)
+
+    def entries(self, search_id: str) -> Iterator[Entry]:
+        """Every stored result of the search, by index."""
+        prefix = f"{search_id}/".encode()
+        with self.env.begin() as txn:
+            cursor = txn.cursor(db=self.db)
+            rows = []
+            if cursor.set_range(prefix):
+                for k, v in cursor:
+                    if not k.startswith(prefix):
+                        break
+                    rows.append(common_pb2.Sample.FromString(v))
+        for s in rows:
+            yield Entry(s.index, tuple(s.architecture.tokens), s.reward.value, s.behaviour_log_prob)

@@ -1,0 +1,68 @@
+"""The critic as a service: the CriticService servicer, its LMDB store and its result consumer.
+
+`CriticApp` is what both `fnas serve critic` and the in-process harness run:
+register() adds the servicer to a gRPC server, warm_up() opens the store,
+connects to NATS and starts the durable consumer of train results, close()
+stops all that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import grpc
+
+from fnas import events, queue
+from fnas.v1 import critic_pb2, critic_pb2_grpc
+from services.critic.config import CriticConfig
+from services.critic.core import CriticCore
+from services.critic.servicer import CriticServicer
+from services.critic.store import CriticStore
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = critic_pb2.DESCRIPTOR.services_by_name["CriticService"].full_name
+
+
+class CriticApp:
+    """One critic: servicer + LMDB store + NATS consumer."""
+
+    def __init__(self, cfg: CriticConfig) -> None:
+        import torch
+
+        # Deterministic and fast for 200-unit MLPs (TECH-NOTES, PyTorch).
+        torch.set_num_threads(cfg.torch_threads)
+        self.cfg = cfg
+        self.store = CriticStore(cfg.data_dir / "critic")
+        self.core = CriticCore(store=self.store)
+        self.servicer = CriticServicer(self.core, wait_s=cfg.predict_wait_s)
+        self._stop = asyncio.Event()
+        self._consumer: asyncio.Task | None = None
+        self._bus: queue.Bus | None = None
+
+    def register(self, server: grpc.aio.Server) -> str:
+        critic_pb2_grpc.add_CriticServiceServicer_to_server(self.servicer, server)
+        return SERVICE_NAME
+
+    async def warm_up(self) -> None:
+        self._bus = await queue.connect(self.cfg.nats_url, name="fnas-critic")
+        await self._bus.ensure_streams()
+        self._consumer = asyncio.create_task(
+            # Order does not matter (results are keyed by sample index), so batch for speed.
+            self._bus.consume(events.ALL_TRAIN_RESULTS, events.CRITIC, self._on_result, self._stop, batch=64),
+            name="critic-results",
+        )
+        log.info("critic ready")
+
+    async def _on_result(self, subject: str, data: bytes) -> None:
+        await self.servicer.on_result(data)
+
+    async def close(self) -> None:
+        self._stop.set()
+        if self._consumer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._consumer, 10)
+        if self._bus is not None:
+            await self._bus.close()
+        self.store.close()

@@ -1,0 +1,207 @@
+"""CriticService: the UAC over gRPC, fed by the TrainResult stream.
+
+Handlers check their input first (INVALID_ARGUMENT "<field>: <reason>", nothing
+stored). Training runs in a worker thread, one round at a time per search, so
+the event loop keeps consuming results and answering other searches meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Sequence
+
+import grpc
+
+from fnas import spaces
+from fnas.v1 import common_pb2, critic_pb2, critic_pb2_grpc, queue_pb2
+from services.critic import metrics
+from services.critic.core import CriticCore
+from services.critic.decision import DecisionConfig, NotReady
+
+log = logging.getLogger(__name__)
+
+
+def decision_config(options: common_pb2.FnasOptions, defaults: DecisionConfig) -> DecisionConfig:
+    """The UAC fields of FnasOptions over `defaults`; ValueError '<field>: <reason>'."""
+    values = {}
+    for name in ("threshold", "target_error", "warmup"):
+        if options.HasField(name):
+            values[name] = getattr(options, name)
+    try:
+        return DecisionConfig(**(defaults.__dict__ | values))
+    except ValueError as e:
+        field = next((n for n in values if n in str(e)), "options")
+        raise ValueError(f"options.{field}: {e}") from None
+
+
+class CriticServicer(critic_pb2_grpc.CriticServiceServicer):
+    """Serves one `CriticCore`; `on_result` is the handler of the durable result consumer."""
+
+    def __init__(self, core: CriticCore, wait_s: float = 5.0) -> None:
+        self.core = core
+        self.wait_s = wait_s
+        self._changed = asyncio.Condition()
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def on_result(self, data: bytes) -> None:
+        """Records an OK TrainResult (failed ones teach nothing); duplicates are dropped."""
+        result = queue_pb2.TrainResult.FromString(data)
+        if result.outcome != queue_pb2.TRAIN_OUTCOME_OK:
+            return
+        await self._observe(result.search_id, result.architecture, result.sample_index, result.reward.value)
+
+    async def _observe(
+        self, search_id: str, arch: common_pb2.Architecture, index: int, reward: float
+    ) -> None:
+        if self.core.observe(search_id, arch.space, index, arch.tokens, reward):
+            metrics.OBSERVATIONS.inc()
+            async with self._changed:
+                self._changed.notify_all()
+
+    async def OpenSearch(self, request, context):
+        if not request.search_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "search_id: required")
+        try:
+            space = spaces.get(request.space)
+        except spaces.UnknownSpace as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"space: {e}")
+        try:
+            decision = decision_config(request.options, self.core.decision)
+        except ValueError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        for i, other in enumerate(request.history):
+            if not self.core.observed(other):
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"history[{i}]: no stored results of {other!r}"
+                )
+        try:
+            async with self._lock(request.search_id):
+                await asyncio.to_thread(
+                    self.core.open,
+                    request.search_id,
+                    space.id,
+                    request.seed,
+                    decision,
+                    request.snapshot_id,
+                    list(request.history),
+                )
+        except KeyError:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"snapshot_id: no snapshot {request.snapshot_id!r}"
+            )
+        except ValueError as e:
+            field = "snapshot_id" if request.snapshot_id and "snapshot" in str(e) else "history"
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{field}: {e}")
+        return critic_pb2.OpenSearchResponse(observed=self.core.observed(request.search_id))
+
+    async def Predict(self, request, context):
+        critic = self.core.get(request.search_id) if request.search_id else None
+        if critic is None:
+            code = (
+                grpc.StatusCode.INVALID_ARGUMENT
+                if not request.search_id
+                else grpc.StatusCode.FAILED_PRECONDITION
+            )
+            await context.abort(code, f"search_id: {request.search_id!r} was never opened (call OpenSearch)")
+        tokens = await self._tokens(request.architectures, critic.space, context)
+        if not await self._wait(request.search_id, request.min_observed):
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                f"observed {self.core.observed(request.search_id)} of {request.min_observed} results; retry",
+            )
+        async with self._lock(request.search_id):
+            started, before = time.perf_counter(), critic.trained.n_trained
+            try:
+                predictions = await asyncio.to_thread(
+                    self.core.predict, request.search_id, tokens, request.min_observed
+                )
+            except NotReady as e:  # cannot happen after _wait; kept for safety
+                await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
+            if critic.trained.n_trained != before:
+                metrics.observe_round(request.search_id, critic, time.perf_counter() - started)
+        metrics.observe_predictions(predictions)
+        return critic_pb2.PredictResponse(
+            predictions=[
+                critic_pb2.Prediction(
+                    value=p.value, uncertainty=p.uncertainty, trusted=p.trusted, known=p.known
+                )
+                for p in predictions
+            ],
+            observed=critic.trained.n_trained,
+            threshold=critic.threshold(),
+        )
+
+    async def Observe(self, request, context):
+        if not request.search_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "search_id: required")
+        for i, s in enumerate(request.samples):
+            try:
+                space = spaces.get(s.architecture.space)
+                space.validate(s.architecture.tokens)
+            except ValueError as e:  # UnknownSpace, InvalidArchitecture
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"samples[{i}].architecture: {e}")
+            if not math.isfinite(s.reward.value):
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"samples[{i}].reward.value: must be finite"
+                )
+        for s in request.samples:
+            await self._observe(request.search_id, s.architecture, s.index, s.reward.value)
+        return critic_pb2.ObserveResponse(observed=self.core.observed(request.search_id))
+
+    async def ExportSnapshot(self, request, context):
+        if not request.search_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "search_id: required")
+        try:
+            async with self._lock(request.search_id):
+                snapshot_id, data = self.core.export(request.search_id)
+        except KeyError:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"search_id: no critic for {request.search_id!r}")
+        return critic_pb2.ExportSnapshotResponse(snapshot_id=snapshot_id, weights=data)
+
+    async def ImportSnapshot(self, request, context):
+        try:
+            spaces.get(request.space)
+        except spaces.UnknownSpace as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"space: {e}")
+        try:
+            snapshot_id = self.core.import_snapshot(request.weights, request.space)
+        except ValueError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"weights: {e}")
+        return critic_pb2.ImportSnapshotResponse(snapshot_id=snapshot_id)
+
+    # helpers
+    def _lock(self, search_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(search_id, asyncio.Lock())
+
+    async def _tokens(
+        self, archs: Sequence[common_pb2.Architecture], space, context
+    ) -> list[tuple[int, ...]]:
+        out = []
+        for i, a in enumerate(archs):
+            if a.space and a.space != space.id:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"architectures[{i}].space: is {a.space!r}, not {space.id!r}",
+                )
+            try:
+                out.append(space.validate(a.tokens))
+            except spaces.InvalidArchitecture as e:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"architectures[{i}].tokens: {e}")
+        return out
+
+    async def _wait(self, search_id: str, n: int) -> bool:
+        """True once the search has >= n results, False after wait_s."""
+        deadline = time.monotonic() + self.wait_s
+        async with self._changed:
+            while self.core.observed(search_id) < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                try:
+                    await asyncio.wait_for(self._changed.wait(), left)
+                except TimeoutError:
+                    return False
+        return True

@@ -1,0 +1,164 @@
+"""FNAS batch assembly (paper 4.2 and 5): the 50% trusted constraint with resampling, audits, dedup,
+replays with S_i weights, and the off-policy PPO ratio."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from fnas import spaces
+from services.agent import assemble, ppo
+from services.agent.fnas import FnasConfig, FnasStrategy, make
+from services.agent.strategies import Proposal
+from services.buffer.aeb import Entry, Replay
+
+torch.set_num_threads(1)
+CORA = spaces.get("nasbench-graph/cora")
+
+
+def arch(i: int) -> tuple[int, ...]:
+    return CORA.validate((8, i % 9, (i // 9) % 9, 1, 1))
+
+
+class Scripted(FnasStrategy):
+    """Proposes architectures 0, 1, 2, ... in order (log-prob -i), instead of sampling the LSTM."""
+
+    def propose(self, n: int) -> list[Proposal]:
+        out = [Proposal(arch(self.n_proposed + i), -float(self.n_proposed + i)) for i in range(n)]
+        self.n_proposed += n
+        return out
+
+
+@dataclass
+class Pred:
+    value: float
+    uncertainty: float
+    trusted: bool
+    known: bool = False
+
+
+class FakeCritic:
+    """Trusts architectures whose index (op1 + 9 op2) is not a multiple of `every`; V = 0.5, U = index / 100."""
+
+    def __init__(self, every: int = 4, trust_all: bool = False) -> None:
+        self.every, self.trust_all, self.calls = every, trust_all, []
+
+    async def predict(self, tokens, min_observed):
+        self.calls.append((len(tokens), min_observed))
+        out = []
+        for t in tokens:
+            i = t[1] + 9 * t[2]
+            out.append(Pred(0.5, i / 100, self.trust_all or i % self.every != 0))
+        return out
+
+
+def strategy(batch_size=10, **cfg) -> Scripted:
+    return Scripted(CORA, seed=0, batch_size=batch_size, fnas=FnasConfig(**(dict(audit_fraction=0.0) | cfg)))
+
+
+async def test_trusted_are_capped_at_half_and_the_rest_is_resampled_untrusted():
+    s, critic = strategy(), FakeCritic(every=4)
+    plan = await assemble.plan_batch(s, critic, observed=7, max_trained=100)
+    assert len(plan) == 10
+    trusted = [p for p in plan if p.source == assemble.CRITIC]
+    trained = [p for p in plan if p.trains]
+    assert len(trusted) == 5 and len(trained) == 5
+    assert all((p.tokens[1] + 9 * p.tokens[2]) % 4 == 0 for p in trained)  # only untrusted ones are trained
+    assert s.n_proposed > 10  # extra trusted proposals were thrown away and resampled
+    assert all(observed == 7 for _, observed in critic.calls)  # every prediction reflects the first 7 results
+
+
+async def test_fraction_is_configurable_and_a_short_budget_keeps_the_ratio():
+    plan = await assemble.plan_batch(strategy(max_trusted_fraction=0.2), FakeCritic(), 0, 100)
+    assert sum(p.source == assemble.CRITIC for p in plan) == 2 and len(plan) == 10
+    short = await assemble.plan_batch(strategy(), FakeCritic(), 0, max_trained=2)
+    assert sum(p.trains for p in short) == 2
+    assert sum(p.source == assemble.CRITIC for p in short) <= 2
+
+
+async def test_when_everything_is_trusted_the_least_certain_dropped_one_is_trained():
+    s = strategy(max_draw_rounds=3)
+    plan = await assemble.plan_batch(s, FakeCritic(trust_all=True), 0, 100)
+    jobs = [p for p in plan if p.trains]
+    assert len(jobs) == 1 and sum(p.source == assemble.CRITIC for p in plan) == 1
+    assert s.n_proposed == 10 + 10 + 10
+    assert jobs[0].uncertainty == max(p.uncertainty for p in plan)
+
+
+async def test_audits_train_would_be_trusted_samples_and_measure_the_error():
+    s = strategy(audit_fraction=1.0)
+    plan = await assemble.plan_batch(s, FakeCritic(every=1000), 0, 100)
+    assert all(p.trains for p in plan) and sum(p.audit for p in plan) == 9  # index 0 is untrusted
+    rewards = {pos: 0.5 + 0.01 * pos for pos in range(len(plan))}
+    fresh = assemble.fresh_feedback(s, plan, rewards)
+    assert [f.source for _, f in fresh] == ["trained"] * 10
+    assert s.calibration_error() == pytest.approx(sum(0.01 * pos for pos in range(1, 10)) / 9)
+
+
+async def test_a_duplicate_in_a_batch_is_trained_once_and_shares_its_result():
+    s = strategy()
+    s.propose = lambda n: [Proposal(arch(0), -1.0), Proposal(arch(0), -2.0), Proposal(arch(4), -3.0)][:n]
+    plan = await assemble.plan_batch(s, FakeCritic(every=1), 0, 100)
+    assert [p.trains for p in plan[:3]] == [True, False, True] and plan[1].copy_of == 0
+    fresh = assemble.fresh_feedback(s, plan[:3], {0: 0.8, 2: 0.6})
+    assert [(f.reward, f.log_prob) for _, f in fresh] == [(0.8, -1.0), (0.8, -2.0), (0.6, -3.0)]
+
+
+class FakeBuffer:
+    def __init__(self) -> None:
+        self.asked = None
+
+    async def sample(self, n, beta, seed, min_observed, capacity, temperature):
+        self.asked = (n, beta, min_observed, capacity, temperature)
+        return [Replay(Entry(3, arch(3), 0.9, -7.5), 0.25)] * n
+
+
+async def test_replays_are_at_most_half_the_batch_with_stored_log_prob_and_weight():
+    s, buffer = strategy(max_replay_fraction=0.5, buffer_size=7), FakeBuffer()
+    out = await assemble.replays(s, buffer, n_fresh=6, observed=40, progress=0.25)
+    assert len(out) == 6 and buffer.asked == (6, 0.25, 40, 7, 1.0)  # n_replay <= n_fresh at 50%
+    index, f = out[0]
+    assert (index, f.source, f.log_prob, f.weight, f.reward) == (3, "buffer", -7.5, 0.25, 0.9)
+    third = await assemble.replays(strategy(max_replay_fraction=0.25), FakeBuffer(), 6, 40, 0.5)
+    assert len(third) == 2  # 2 / (6 + 2) = 25%
+    assert await assemble.replays(strategy(aeb=False), FakeBuffer(), 6, 40, 0.5) == []
+
+
+def test_off_policy_ratio_uses_the_stored_behaviour_log_prob(monkeypatch):
+    log_prob = torch.tensor([-1.0, -2.0])
+    behaviour = torch.tensor([-1.0, -4.0])  # the second: a replay drawn by an older, different policy
+    loss, ratio = ppo.clipped_surrogate(log_prob, behaviour, torch.tensor([1.0, 1.0]), torch.ones(2), 0.2)
+    assert ratio.tolist() == pytest.approx([1.0, math.exp(2.0)])
+    assert float(loss) == pytest.approx(-(1.0 + 1.2) / 2)  # the replay's ratio is clipped at 1 + eps
+    captured = {}
+    real = ppo.ppo_update
+
+    def spy(policy, optimizer, batch, **kw):
+        captured["batch"] = batch
+        return real(policy, optimizer, batch, **kw)
+
+    monkeypatch.setattr(ppo, "ppo_update", spy)
+    s = make("fnas", CORA, seed=1)
+    fresh = assemble.Planned(arch(1), -3.0, assemble.CRITIC, value=0.7)
+    feedback = [f for _, f in assemble.fresh_feedback(s, [fresh], {})]
+    feedback.append(assemble.Feedback(arch(2), 0.8, -9.0, 0.4, assemble.BUFFER))
+    s.update(feedback)
+    b = captured["batch"]
+    assert b.behaviour_log_prob.tolist() == [-3.0, -9.0] and b.weights.tolist() == pytest.approx([1.0, 0.4])
+
+
+def test_variants_force_their_module_and_state_round_trips():
+    assert (make("fnas-uac", CORA, 0).fnas.aeb, make("fnas-aeb", CORA, 0).fnas.uac) == (False, False)
+    with pytest.raises(ValueError):
+        make("fnas-pool", CORA, 0)
+    with pytest.raises(ValueError):
+        FnasConfig(max_trusted_fraction=1.0)
+    s = make("fnas", CORA, seed=3)
+    s.plan, s.plan_index, s.audits = [{"x": 1}], 40, [(0.5, 0.6)]
+    s.draw_seed()
+    t = make("fnas", CORA, seed=3)
+    t.load_state(s.state())
+    assert (t.plan, t.plan_index, t.audits, t.draw_seed()) == (s.plan, 40, [(0.5, 0.6)], s.draw_seed())
