@@ -7,7 +7,9 @@
         best = await client.top(search_id, k=5)
 
 Every call has a deadline; reads (get, list, top) are retried on UNAVAILABLE /
-DEADLINE_EXCEEDED, submit is not (it is not idempotent).
+DEADLINE_EXCEEDED, submit is not (it is not idempotent). An agent with
+authentication needs `token=` (the tenant's bearer token); one with TLS needs
+`tls=ClientTLS(ca=...)` (and cert/key for mTLS).
 """
 
 from __future__ import annotations
@@ -15,16 +17,25 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from fnas.retry import DEFAULT_TIMEOUT_S, channel, retrying
+from fnas.tls import ClientTLS
 from fnas.v1 import common_pb2, search_pb2, search_pb2_grpc
 
 
 class SearchClient:
     """SearchService over one gRPC channel; use as an async context manager."""
 
-    def __init__(self, target: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        target: str,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        *,
+        token: str | None = None,
+        tls: ClientTLS | None = None,
+    ) -> None:
+        """`token`: bearer token of the caller's tenant; `tls`: how to reach a TLS agent (None: plaintext)."""
         self.target = target
         self.timeout_s = timeout_s
-        self._channel = channel(target)
+        self._channel = channel(target, tls=tls, token=token)
         self._stub = search_pb2_grpc.SearchServiceStub(self._channel)
 
     async def __aenter__(self) -> SearchClient:

@@ -58,7 +58,9 @@ def check_name(name: str) -> str:
             if not name[len(prefix) :].strip():
                 raise ValueError(f"dataset {name!r}: no path after {prefix!r}")
             return name
-    raise ValueError(f"unknown dataset {name!r}; use one of {', '.join(BUILTIN)}, npz:<path> or imagefolder:<path>")
+    raise ValueError(
+        f"unknown dataset {name!r}; use one of {', '.join(BUILTIN)}, npz:<path> or imagefolder:<path>"
+    )
 
 
 def load(name: str, *, seed: int = 0, val_fraction: float = 0.2, image_side: int = 0) -> Dataset:
@@ -78,7 +80,7 @@ def load(name: str, *, seed: int = 0, val_fraction: float = 0.2, image_side: int
 
 
 def split(name: str, x: np.ndarray, y: np.ndarray, seed: int, val_fraction: float) -> Dataset:
-    """Stratified train / validation split by `seed`; images standardised by the training split's statistics."""
+    """Stratified train / validation split by `seed`; images standardised with training-split statistics."""
     rng = np.random.default_rng(seed)
     val_idx = []
     for label in np.unique(y):
@@ -105,7 +107,9 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
     return raw[:, :64].reshape(-1, 1, 8, 8) / 16.0, raw[:, 64].astype(np.int64)
 
 
-def synthetic(n: int = 2000, classes: int = 10, side: int = 16, channels: int = 3) -> tuple[np.ndarray, np.ndarray]:
+def synthetic(
+    n: int = 2000, classes: int = 10, side: int = 16, channels: int = 3
+) -> tuple[np.ndarray, np.ndarray]:
     """Class templates (smooth random patterns), each image shifted by up to 2 pixels, plus noise."""
     rng = np.random.default_rng(_SYNTHETIC_SEED)
     coarse = rng.standard_normal((classes, channels, 4, 4))
@@ -171,14 +175,18 @@ def _imagefolder(root: Path, side: int) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"dataset {where}: no such directory")
     classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(classes) < 2:
-        raise ValueError(f"dataset {where}: needs one sub-folder per class (at least 2), found {len(classes)}")
+        raise ValueError(
+            f"dataset {where}: needs one sub-folder per class (at least 2), found {len(classes)}"
+        )
     from PIL import Image, UnidentifiedImageError
 
     images, labels = [], []
     for label, folder in enumerate(classes):
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            raise ValueError(f"dataset {where}: class folder {folder.name!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            raise ValueError(
+                f"dataset {where}: class folder {folder.name!r} holds no images ({', '.join(IMAGE_SUFFIXES)})"
+            )
         for file in files:
             try:
                 with Image.open(file) as img:

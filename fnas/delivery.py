@@ -13,6 +13,7 @@ from typing import TypeVar
 
 import nats.errors
 import nats.js.errors
+import prometheus_client
 from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -22,6 +23,14 @@ log = logging.getLogger(__name__)
 Heartbeat = Callable[[], Awaitable[None]]
 WorkHandler = Callable[[bytes, Heartbeat], Awaitable[None]]
 EventHandler = Callable[[str, bytes], Awaitable[None]]
+#: Called with a poison work message and its error before the message is terminated (e.g. to report it).
+PoisonHandler = Callable[[Msg, BaseException], Awaitable[None]]
+
+POISON = prometheus_client.Counter(
+    "fnas_queue_poison_messages_total",
+    "Messages terminated as poison (undecodable or invalid), by stream and consumer.",
+    ["stream", "consumer"],
+)
 
 
 T = TypeVar("T")
@@ -48,9 +57,18 @@ async def fetch(sub: JetStreamContext.PullSubscription, batch: int, timeout_s: f
 
 
 async def run_work(
-    msg: Msg, handler: WorkHandler, stop_event: asyncio.Event, nak_delay_s: float, grace_s: float
+    msg: Msg,
+    handler: WorkHandler,
+    stop_event: asyncio.Event,
+    nak_delay_s: float,
+    grace_s: float,
+    on_poison: PoisonHandler | None = None,
 ) -> None:
-    """Runs a work handler on one message and acks, terms or naks it (see `Bus.work`)."""
+    """Runs a work handler on one message and acks, terms or naks it (see `Bus.work`).
+
+    A poison message goes to `on_poison` first; if that fails, the message is
+    nak'ed instead of terminated, so that the report is tried again.
+    """
 
     async def heartbeat() -> None:
         await msg.in_progress()  # resets the server's ack_wait timer for this message
@@ -80,7 +98,15 @@ async def run_work(
         except nats.errors.Error as e:  # the message comes back after ack_wait; the result is de-duplicated
             log.warning("ack of message %d failed: %s", seq, e)
     elif isinstance(exc, Poison | DecodeError):
+        if on_poison is not None:
+            try:
+                await on_poison(msg, exc)
+            except Exception as e:  # e.g. NATS away: keep the message, report it on its next delivery
+                log.warning("poison message %d: report failed (%r); redelivering", seq, e)
+                await nak(msg, nak_delay_s)
+                return
         log.error("poison message %d terminated: %s", seq, exc, exc_info=exc)
+        _count_poison(msg)
         try:
             await msg.term()
         except nats.errors.Error as e:  # it comes back after ack_wait and is terminated then
@@ -109,6 +135,7 @@ async def run_event(
                 await handler(msg.subject, msg.data)
             except (Poison, DecodeError) as e:
                 log.error("poison event %s on %s skipped: %s", msg.metadata.sequence.stream, msg.subject, e)
+                _count_poison(msg)
                 await msg.term()
                 return True
             except Exception:
@@ -124,6 +151,11 @@ async def run_event(
                 return True
     finally:
         await _cancel(beat)
+
+
+def _count_poison(msg: Msg) -> None:
+    meta = msg.metadata
+    POISON.labels(meta.stream or "", meta.consumer or "").inc()
 
 
 async def _beat(msg: Msg, every_s: float) -> None:

@@ -58,6 +58,23 @@ def result_msg_id(job_id: str) -> str:
     return f"result/{job_id}"
 
 
+#: Longest search id any service accepts (the agent makes 12 hex characters; ids key LMDB records).
+MAX_SEARCH_ID_CHARS = 64
+
+
+def search_id_problem(search_id: str) -> str | None:
+    """Why `search_id` cannot be a search id ('' is left to the caller: some requests omit it), or None.
+
+    A search id becomes a NATS subject token and the prefix of "<search_id>/<index>" store keys, so
+    it must be short, without '/', '.', wildcards, whitespace or control characters.
+    """
+    if len(search_id) > MAX_SEARCH_ID_CHARS:
+        return f"longer than {MAX_SEARCH_ID_CHARS} characters"
+    if any(c in "/.*>" or not c.isprintable() or c.isspace() for c in search_id):
+        return "may not contain '/', '.', '*', '>', spaces or control characters"
+    return None
+
+
 def _token(search_id: str) -> str:
     # A search id becomes one subject token: "." would split it, wildcards and spaces would be rejected.
     if not search_id or any(c in search_id for c in ".*> \t\r\n"):

@@ -91,8 +91,8 @@ class Cluster:
 
         self._tasks.append(asyncio.create_task(serving.serve(running, warm_up, server_cfg, self._stop)))
         for i in range(self.n_trainers):
-            cfg = TrainerConfig(nats_url=self.nats_url, trainer_id=f"trainer-{i}")
-            worker = TrainerWorker(cfg, default_evaluator(cfg.heartbeat_s))
+            cfg = TrainerConfig(nats_url=self.nats_url, trainer_id=f"trainer-{i}", data_dir=self.data_dir)
+            worker = TrainerWorker(cfg, default_evaluator(cfg.heartbeat_s, cfg))
             self.workers.append(worker)
             self._tasks.append(asyncio.create_task(worker.run(self._stop), name=f"trainer-{i}"))
         await asyncio.wait_for(ready.wait(), 30)

@@ -39,7 +39,7 @@ def find_binary() -> str:
 
 
 class EmbeddedNats:
-    """One nats-server on 127.0.0.1 with a JetStream file store in `store_dir`.
+    """One nats-server on 127.0.0.1 (or `host`) with a JetStream file store in `store_dir`.
 
     `port=None` picks a free port on each start; pass a port (or use
     `restart(same_port=True)`) to come back where clients reconnect to. A restart
@@ -47,9 +47,20 @@ class EmbeddedNats:
     """
 
     def __init__(
-        self, store_dir: str | os.PathLike[str], port: int | None = None, ready_timeout_s: float = 10.0
+        self,
+        store_dir: str | os.PathLike[str],
+        port: int | None = None,
+        ready_timeout_s: float = 10.0,
+        *,
+        host: str = "127.0.0.1",
+        user: str | None = None,
+        password: str | None = None,
     ) -> None:
         self.store_dir = Path(store_dir)
+        #: Bind address: loopback unless a test needs another interface (a network namespace's veth).
+        self.host = host
+        # Optional user/password authorization: clients then pass them to fnas.queue.connect.
+        self.user, self.password = user, password
         #: Port asked for (None: a free one on each start).
         self.requested_port = port
         #: Port of the running server (kept after stop, for restart(same_port=True)).
@@ -60,10 +71,10 @@ class EmbeddedNats:
 
     @property
     def url(self) -> str:
-        """nats://127.0.0.1:<port> of the running server."""
+        """nats://<host>:<port> of the running server (without credentials)."""
         if not self.running or self.port is None:
             raise NatsServerError("nats-server is not running")
-        return f"nats://127.0.0.1:{self.port}"
+        return f"nats://{self.host}:{self.port}"
 
     @property
     def running(self) -> bool:
@@ -84,8 +95,9 @@ class EmbeddedNats:
         self._run_dir = Path(tempfile.mkdtemp(prefix="fnas-nats-"))
         cmd = [
             find_binary(),
+            *self._auth_config(self._run_dir),
             "-a",
-            "127.0.0.1",  # the default bind is 0.0.0.0: never expose a test or local server
+            self.host,  # the default bind is 0.0.0.0: never expose a test or local server
             "-p",
             str(self.requested_port if self.requested_port is not None else -1),
             "-js",
@@ -108,6 +120,16 @@ class EmbeddedNats:
             raise
         log.info("nats-server pid %d listening on %s (store %s)", self._proc.pid, self.url, self.store_dir)
         return self
+
+    def _auth_config(self, run_dir: Path) -> list[str]:
+        """`-c <file>` with the authorization block when a user is set (flags would show it in ps)."""
+        if not self.user:
+            return []
+        conf = run_dir / "auth.conf"
+        conf.touch(mode=0o600)
+        body = {"user": self.user, "password": self.password or ""}
+        conf.write_text(f"authorization {json.dumps(body)}\n")  # the NATS config format accepts JSON
+        return ["-c", str(conf)]
 
     def _wait_for_port(self, proc: subprocess.Popen[bytes], run_dir: Path) -> int:
         # -p -1 picks a free port; the server writes it to <dir>/nats-server_<pid>.ports once it listens,

@@ -24,7 +24,7 @@ from nats.aio.subscription import Subscription
 from nats.js import api
 
 from fnas import delivery, events
-from fnas.delivery import EventHandler, Heartbeat, Poison, WorkHandler, with_retries
+from fnas.delivery import EventHandler, Heartbeat, Poison, PoisonHandler, WorkHandler, with_retries
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +49,27 @@ class StuckMessage:
 
 
 async def connect(
-    url: str, name: str, *, connect_timeout_s: float = 5.0, reconnect_wait_s: float = 0.5
+    url: str,
+    name: str,
+    *,
+    connect_timeout_s: float = 5.0,
+    reconnect_wait_s: float = 0.5,
+    user: str | None = None,
+    password: str | None = None,
+    token: str | None = None,
 ) -> Bus:
-    """Connects to NATS; reconnects forever (a restarted nats-server keeps its streams)."""
+    """Connects to NATS; reconnects forever (a restarted nats-server keeps its streams).
+
+    `user`/`password` or `token` authenticate the connection (a server with
+    authorization refuses anonymous clients); they are never logged.
+    """
+
+    connected = False
 
     async def on_error(e: Exception) -> None:
+        if not connected and "authorization violation" in str(e).lower():
+            # Wrong or missing credentials: retrying forever would hide it; fail the start-up instead.
+            raise NatsAuthError(f"nats {name}: the server refused the credentials (authorization violation)")
         log.warning("nats %s: %s", name, e)
 
     closing = asyncio.Event()  # set by Bus.close: a disconnect then is expected, not worth a warning
@@ -65,7 +81,8 @@ async def connect(
     async def on_reconnect() -> None:
         log.info("nats %s: reconnected", name)
 
-    nc = await nats.connect(
+    nc = nats.NATS()
+    connect = nc.connect(
         servers=url,
         name=name,
         connect_timeout=connect_timeout_s,
@@ -74,8 +91,21 @@ async def connect(
         error_cb=on_error,
         disconnected_cb=on_disconnect,
         reconnected_cb=on_reconnect,
+        **{k: v for k, v in (("user", user), ("password", password), ("token", token)) if v},
     )
+    try:
+        await connect
+    except NatsAuthError:
+        closing.set()
+        with contextlib.suppress(Exception):
+            await nc.close()
+        raise
+    connected = True
     return Bus(nc, closing)
+
+
+class NatsAuthError(ConnectionError):
+    """The NATS server refused this client's credentials."""
 
 
 class Bus:
@@ -181,6 +211,7 @@ class Bus:
         fetch_timeout_s: float = 1.0,
         nak_delay_s: float = 2.0,
         grace_s: float = 5.0,
+        on_poison: PoisonHandler | None = None,
     ) -> None:
         """Pulls one message at a time from a work queue and runs `handler(data, heartbeat)` on it.
 
@@ -189,7 +220,9 @@ class Bus:
         it with `nak_delay_s` on any other exception, so that max_deliver bounds
         the retries. When `stop_event` is set the current handler gets `grace_s`
         to finish; otherwise it is cancelled and its message nak'ed at once, so
-        that another worker takes it without waiting for ack_wait.
+        that another worker takes it without waiting for ack_wait. `on_poison(msg,
+        error)` runs before a poison message is terminated (its headers may still
+        say whose it was: the trainer reports it as a failed sample).
         """
         # Retried: right after a nats-server restart the first request can go out on the dead connection.
         info = await with_retries(lambda: self.js.consumer_info(stream, durable, timeout=1.0), attempts=10)
@@ -201,7 +234,7 @@ class Bus:
         try:
             while not stop_event.is_set():
                 for msg in await delivery.fetch(sub, 1, fetch_timeout_s):
-                    await delivery.run_work(msg, handler, stop_event, nak_delay_s, grace_s)
+                    await delivery.run_work(msg, handler, stop_event, nak_delay_s, grace_s, on_poison)
         finally:
             # nats-py 2.16: without this, drain() after an empty fetch waits its full 30 s timeout.
             with contextlib.suppress(Exception):
@@ -322,4 +355,13 @@ class Bus:
             await self.nc.close()
 
 
-__all__ = ["Bus", "EventHandler", "Heartbeat", "Poison", "StuckMessage", "WorkHandler", "connect"]
+__all__ = [
+    "Bus",
+    "EventHandler",
+    "Heartbeat",
+    "NatsAuthError",
+    "Poison",
+    "StuckMessage",
+    "WorkHandler",
+    "connect",
+]

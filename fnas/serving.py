@@ -9,6 +9,7 @@ readiness fails first, then in-flight RPCs get `grace_s` to finish.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
@@ -21,7 +22,7 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from fnas import metrics, tls
+from fnas import events, metrics, tls
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,99 @@ class ServerConfig:
         ]
 
 
+class _Undecodable:
+    """Stands in for a request whose bytes did not parse, so the handler can refuse it properly."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+class RequestGuard(aio.ServerInterceptor):
+    """Checks what every FNAS request shares before its handler runs, answering INVALID_ARGUMENT.
+
+    A request that does not parse gets 'request: ...' (gRPC itself would answer
+    UNKNOWN, the code of a crashed handler); a `search_id` that no search can
+    have (too long for an LMDB key, or not a subject token: fnas.events) gets
+    'search_id: ...'. Whether a search_id is required stays the handler's call.
+    """
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        parse = handler.request_deserializer
+
+        def guarded(data: bytes) -> Any:
+            try:
+                return parse(data)
+            except Exception as e:  # DecodeError, or anything else a broken message raises
+                return _Undecodable(e)
+
+        kind = "unary" if not handler.request_streaming else "stream"
+        kind += "_unary" if not handler.response_streaming else "_stream"
+        behaviour = getattr(handler, kind)
+        checked = _checked_stream if handler.request_streaming else _checked_unary
+        factory = getattr(grpc, f"{kind}_rpc_method_handler")
+        return factory(
+            checked(behaviour), request_deserializer=guarded, response_serializer=handler.response_serializer
+        )
+
+
+async def _check_request(request: Any, context: aio.ServicerContext) -> None:
+    if isinstance(request, _Undecodable):
+        await context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT, f"request: not a valid message ({type(request.error).__name__})"
+        )
+    search_id = getattr(request, "search_id", None)
+    if isinstance(search_id, str) and search_id:
+        problem = events.search_id_problem(search_id)
+        if problem:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"search_id: {problem}")
+
+
+def _checked_unary(behaviour: Any) -> Any:
+    if inspect.isasyncgenfunction(behaviour):
+
+        async def stream(request: Any, context: aio.ServicerContext) -> Any:
+            await _check_request(request, context)
+            async for item in behaviour(request, context):
+                yield item
+
+        return stream
+
+    async def unary(request: Any, context: aio.ServicerContext) -> Any:
+        await _check_request(request, context)
+        result = behaviour(request, context)
+        return await result if inspect.isawaitable(result) else result
+
+    return unary
+
+
+def _checked_stream(behaviour: Any) -> Any:
+    async def requests(iterator: Any, context: aio.ServicerContext) -> Any:
+        async for request in iterator:
+            await _check_request(request, context)
+            yield request
+
+    if inspect.isasyncgenfunction(behaviour):
+
+        async def stream(iterator: Any, context: aio.ServicerContext) -> Any:
+            async for item in behaviour(requests(iterator, context), context):
+                yield item
+
+        return stream
+
+    async def unary(iterator: Any, context: aio.ServicerContext) -> Any:
+        result = behaviour(requests(iterator, context), context)
+        return await result if inspect.isawaitable(result) else result
+
+    return unary
+
+
 @dataclass(frozen=True)
 class Running:
     """A started server: the server, its health servicer, the bound port and the registered names."""
@@ -108,7 +202,9 @@ async def start(
     refused calls are counted with their status code too. With cfg.tls_cert the
     port speaks TLS only (mTLS with cfg.tls_client_ca).
     """
-    server = aio.server(interceptors=[metrics.RpcMetrics(), *interceptors], options=cfg.grpc_options)
+    server = aio.server(
+        interceptors=[metrics.RpcMetrics(), *interceptors, RequestGuard()], options=cfg.grpc_options
+    )
     probe = health.aio.HealthServicer()  # "" starts as SERVING: set below, not ready until warm-up
     health_pb2_grpc.add_HealthServicer_to_server(probe, server)
     names = tuple(add(server) for add in register)
@@ -187,4 +283,13 @@ async def health_status(
     return int(reply.status)
 
 
-__all__ = ["MAX_MESSAGE_BYTES", "Register", "Running", "ServerConfig", "health_status", "serve", "start"]
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "Register",
+    "RequestGuard",
+    "Running",
+    "ServerConfig",
+    "health_status",
+    "serve",
+    "start",
+]

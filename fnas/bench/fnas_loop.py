@@ -55,13 +55,41 @@ def run_plain_fnas(
     history: Sequence[str] = (),
 ) -> FnasRun:
     """Runs `strategy` until `budget` activated samples; cores default to fresh in-memory ones."""
+    return asyncio.run(
+        arun_plain_fnas(
+            strategy,
+            evaluate,
+            budget,
+            critic=critic,
+            buffer=buffer,
+            search_id=search_id,
+            decision=decision,
+            snapshot_id=snapshot_id,
+            history=history,
+        )
+    )
+
+
+async def arun_plain_fnas(
+    strategy: FnasStrategy,
+    evaluate: Callable[[tuple[int, ...]], float],
+    budget: int,
+    *,
+    critic: CriticCore | None = None,
+    buffer: BufferCore | None = None,
+    search_id: str = "plain",
+    decision: DecisionConfig | None = None,
+    snapshot_id: str = "",
+    history: Sequence[str] = (),
+) -> FnasRun:
+    """`run_plain_fnas` inside a running event loop."""
     if budget < 0:
         raise ValueError(f"budget must be >= 0, got {budget}")
     critic = critic if critic is not None else CriticCore()
     buffer = buffer if buffer is not None else BufferCore()
     if strategy.fnas.uac:
         critic.open(search_id, strategy.space.id, strategy.seed, decision, snapshot_id, history)
-    return asyncio.run(_run(strategy, evaluate, budget, critic, buffer, search_id))
+    return await _run(strategy, evaluate, budget, critic, buffer, search_id)
 
 
 async def _run(strategy, evaluate, budget, critic, buffer, search_id) -> FnasRun:

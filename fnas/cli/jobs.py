@@ -6,8 +6,7 @@ import argparse
 import asyncio
 import time
 
-from fnas.cli import output
-from fnas.client import SearchClient
+from fnas.cli import connection, output
 from fnas.v1 import search_pb2
 
 
@@ -18,7 +17,7 @@ def add(sub: argparse._SubParsersAction) -> None:
         ("cancel", cancel, "cancel a running search"),
     ):
         p = sub.add_parser(name, help=text)
-        p.add_argument("--target", required=True, help="host:port of the agent")
+        connection.add_arguments(p)
         if name != "ls":
             p.add_argument("search_id")
         p.set_defaults(func=lambda args, f=func: asyncio.run(f(args)))
@@ -29,7 +28,7 @@ def _state(status: search_pb2.SearchStatus) -> str:
 
 
 async def watch(args: argparse.Namespace) -> int:
-    async with SearchClient(args.target) as client:
+    async with connection.client(args) as client:
         status = await client.get(args.search_id)
         bar = output.Progress(status.spec.budget.max_activated_samples)
         async for event in client.watch(args.search_id):
@@ -44,7 +43,7 @@ async def watch(args: argparse.Namespace) -> int:
 
 
 async def ls(args: argparse.Namespace) -> int:
-    async with SearchClient(args.target) as client:
+    async with connection.client(args) as client:
         searches = await client.list()
     print(f"{'search':<14} {'state':<10} {'space':<26} {'strategy':<10} {'activated':>9} {'best':>8}  name")
     for s in searches:
@@ -56,7 +55,7 @@ async def ls(args: argparse.Namespace) -> int:
 
 
 async def cancel(args: argparse.Namespace) -> int:
-    async with SearchClient(args.target) as client:
+    async with connection.client(args) as client:
         status = await client.cancel(args.search_id)
     print(f"search {status.search_id}: {_state(status)}, {status.activated_samples} activated samples")
     return 0

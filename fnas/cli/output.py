@@ -59,6 +59,37 @@ def print_result(status: search_pb2.SearchStatus, top: list[common_pb2.Sample], 
             f"{rank:>4} {r.value:>8.4f} {r.accuracy:>8.4f} {r.latency_ms:>10.3f} {r.mult_adds:>12,} "
             f"{s.index:>6}  {_short(s.architecture.tokens)}"
         )
+    _print_akp_and_final(status)
+
+
+def _print_akp_and_final(status: search_pb2.SearchStatus) -> None:
+    """The AKP hit ratio (paper 4.3) and the final selection's ranking (paper 6.2), when there are any."""
+    matched, queried = status.pool_blocks_matched, status.pool_blocks_queried
+    if queried:
+        print(f"AKP: {matched}/{queried} blocks initialised from the pool, hit ratio {matched / queried:.3f}")
+    if not status.final_ranking:
+        return
+    print(f"final selection: the top {len(status.final_ranking)} retrained for "
+          f"{status.final_ranking[0].epochs} epochs, ranked by final reward")  # fmt: skip
+    print(f"{'final':>5} {'reward':>8} {'accuracy':>8} {'search':>8} {'sample':>6}  architecture")
+    for c in status.final_ranking:
+        r = c.final_reward
+        figures = f"{'failed':>8} {'':>8}" if c.error else f"{r.value:>8.4f} {r.accuracy:>8.4f}"
+        tokens = _short(c.sample.architecture.tokens)
+        error = f"  {c.error}" if c.error else ""
+        print(f"{c.rank:>5} {figures} {c.sample.reward.value:>8.4f} {c.sample.index:>6}  {tokens}{error}")
+
+
+def _final(c: search_pb2.FinalCandidate) -> dict:
+    return {
+        "rank": c.rank,
+        "final_reward": c.final_reward.value,
+        "final_accuracy": c.final_reward.accuracy,
+        "epochs": c.epochs,
+        "seed": c.seed,
+        "error": c.error,
+        "search_sample": _sample(c.sample),
+    }
 
 
 def _short(tokens) -> str:
@@ -83,6 +114,14 @@ def result_dict(
         "failed_samples": status.failed_samples,
         "updates": status.updates,
         "top": [_sample(s) for s in top],
+        "akp": {
+            "blocks_queried": status.pool_blocks_queried,
+            "blocks_matched": status.pool_blocks_matched,
+            "hit_ratio": (status.pool_blocks_matched / status.pool_blocks_queried)
+            if status.pool_blocks_queried
+            else None,
+        },
+        "final_ranking": [_final(c) for c in status.final_ranking],
         "trajectory": [_sample(s) for s in trajectory],
     }
 

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from fnas.cli import output
+from fnas.cli import connection, output
 from fnas.client import SearchClient
 from fnas.v1 import common_pb2, search_pb2
 
@@ -27,9 +27,7 @@ REWARDS = {
 def add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("search", help="run a search and print its best architectures")
     add_spec_arguments(p)
-    p.add_argument(
-        "--target", help="host:port of a running agent; default: start the cluster in this process"
-    )
+    connection.add_arguments(p, target_required=False)
     p.add_argument("--trainers", type=int, default=2, help="trainer workers of the in-process cluster")
     p.add_argument("--data-dir", type=Path, default=Path("fnas-data"), help="state of the in-process cluster")
     p.add_argument("--json", type=Path, help="write the result (trajectory, best architectures) here")
@@ -69,6 +67,13 @@ def add_spec_arguments(p: argparse.ArgumentParser) -> None:
         help="tabular spaces: emulated training time per sample",
     )
     p.add_argument("--name", default="", help="a label shown by `fnas ls`")
+    p.add_argument("--pool-task", default="", help="AKP transfer: initialise from pool blocks of this task")
+    p.add_argument(
+        "--final-top-k",
+        type=int,
+        help="final selection: architectures retrained at the end (default: 10, tables 0)",
+    )
+    p.add_argument("--final-epochs", type=int, default=0, help="epochs of the final retrain (0: 2 x epochs)")
 
 
 def spec_from_args(args: argparse.Namespace) -> common_pb2.SearchSpec:
@@ -86,7 +91,7 @@ def spec_from_args(args: argparse.Namespace) -> common_pb2.SearchSpec:
         reward.alpha = args.alpha
     if args.beta is not None:
         reward.beta = args.beta
-    return common_pb2.SearchSpec(
+    spec = common_pb2.SearchSpec(
         space=args.space,
         strategy=args.strategy,
         seed=args.seed,
@@ -97,7 +102,12 @@ def spec_from_args(args: argparse.Namespace) -> common_pb2.SearchSpec:
             dataset=args.dataset, epochs=args.epochs, simulated_seconds=args.simulated_seconds
         ),
         name=args.name,
+        pool_task=args.pool_task,
+        final_epochs=args.final_epochs,
     )
+    if args.final_top_k is not None:  # final selection (paper 6.2); unset: the agent's default
+        spec.final_top_k = args.final_top_k
+    return spec
 
 
 def run(args: argparse.Namespace) -> int:
@@ -117,7 +127,8 @@ async def _run(args: argparse.Namespace, spec: common_pb2.SearchSpec) -> int:
 
 
 async def _search(target: str, spec: common_pb2.SearchSpec, args: argparse.Namespace) -> int:
-    async with SearchClient(target) as client:
+    # Token and TLS flags apply to a --target agent; the in-process cluster is plaintext and open.
+    async with connection.client(args) if args.target else SearchClient(target) as client:
         search_id = await client.submit(spec)
         budget = spec.budget.max_activated_samples
         print(f"search {search_id}: {spec.space}, strategy {spec.strategy}, budget {budget}", file=sys.stderr)

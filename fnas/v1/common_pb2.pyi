@@ -132,7 +132,7 @@ class Task(_message.Message):
     def __init__(self, dataset: _Optional[str] = ..., epochs: _Optional[int] = ..., simulated_seconds: _Optional[float] = ...) -> None: ...
 
 class SearchSpec(_message.Message):
-    __slots__ = ("space", "task", "reward", "budget", "modules", "strategy", "seed", "batch_size", "critic_snapshot", "pool_task", "name", "warm_start", "fnas", "critic_history")
+    __slots__ = ("space", "task", "reward", "budget", "modules", "strategy", "seed", "batch_size", "critic_snapshot", "pool_task", "name", "warm_start", "fnas", "critic_history", "final_top_k", "final_epochs")
     SPACE_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     REWARD_FIELD_NUMBER: _ClassVar[int]
@@ -147,6 +147,8 @@ class SearchSpec(_message.Message):
     WARM_START_FIELD_NUMBER: _ClassVar[int]
     FNAS_FIELD_NUMBER: _ClassVar[int]
     CRITIC_HISTORY_FIELD_NUMBER: _ClassVar[int]
+    FINAL_TOP_K_FIELD_NUMBER: _ClassVar[int]
+    FINAL_EPOCHS_FIELD_NUMBER: _ClassVar[int]
     space: str
     task: Task
     reward: RewardSpec
@@ -161,4 +163,6 @@ class SearchSpec(_message.Message):
     warm_start: _containers.RepeatedCompositeFieldContainer[Architecture]
     fnas: FnasOptions
     critic_history: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, space: _Optional[str] = ..., task: _Optional[_Union[Task, _Mapping]] = ..., reward: _Optional[_Union[RewardSpec, _Mapping]] = ..., budget: _Optional[_Union[Budget, _Mapping]] = ..., modules: _Optional[_Union[Modules, _Mapping]] = ..., strategy: _Optional[str] = ..., seed: _Optional[int] = ..., batch_size: _Optional[int] = ..., critic_snapshot: _Optional[str] = ..., pool_task: _Optional[str] = ..., name: _Optional[str] = ..., warm_start: _Optional[_Iterable[_Union[Architecture, _Mapping]]] = ..., fnas: _Optional[_Union[FnasOptions, _Mapping]] = ..., critic_history: _Optional[_Iterable[str]] = ...) -> None: ...
+    final_top_k: int
+    final_epochs: int
+    def __init__(self, space: _Optional[str] = ..., task: _Optional[_Union[Task, _Mapping]] = ..., reward: _Optional[_Union[RewardSpec, _Mapping]] = ..., budget: _Optional[_Union[Budget, _Mapping]] = ..., modules: _Optional[_Union[Modules, _Mapping]] = ..., strategy: _Optional[str] = ..., seed: _Optional[int] = ..., batch_size: _Optional[int] = ..., critic_snapshot: _Optional[str] = ..., pool_task: _Optional[str] = ..., name: _Optional[str] = ..., warm_start: _Optional[_Iterable[_Union[Architecture, _Mapping]]] = ..., fnas: _Optional[_Union[FnasOptions, _Mapping]] = ..., critic_history: _Optional[_Iterable[str]] = ..., final_top_k: _Optional[int] = ..., final_epochs: _Optional[int] = ...) -> None: ...

@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from fnas.v1 import common_pb2 as fnas_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x66nas/v1/queue.proto\x12\x07\x66nas.v1\x1a\x14\x66nas/v1/common.proto\"\x81\x02\n\x08TrainJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tsearch_id\x18\x02 \x01(\t\x12\x14\n\x0csample_index\x18\x03 \x01(\x04\x12+\n\x0c\x61rchitecture\x18\x04 \x01(\x0b\x32\x15.fnas.v1.Architecture\x12\x1b\n\x04task\x18\x05 \x01(\x0b\x32\r.fnas.v1.Task\x12#\n\x06reward\x18\x06 \x01(\x0b\x32\x13.fnas.v1.RewardSpec\x12\x10\n\x08use_pool\x18\x07 \x01(\x08\x12\x11\n\tpool_task\x18\x08 \x01(\t\x12\x0c\n\x04seed\x18\t \x01(\x04\x12\x1a\n\x12\x62\x65haviour_log_prob\x18\n \x01(\x01\"\xcc\x02\n\x0bTrainResult\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tsearch_id\x18\x02 \x01(\t\x12\x14\n\x0csample_index\x18\x03 \x01(\x04\x12+\n\x0c\x61rchitecture\x18\x04 \x01(\x0b\x32\x15.fnas.v1.Architecture\x12\x1f\n\x06reward\x18\x05 \x01(\x0b\x32\x0f.fnas.v1.Reward\x12&\n\x07outcome\x18\x06 \x01(\x0e\x32\x15.fnas.v1.TrainOutcome\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x15\n\rtrain_seconds\x18\x08 \x01(\x01\x12\x12\n\ntrainer_id\x18\t \x01(\t\x12\x1b\n\x13pool_blocks_matched\x18\n \x01(\r\x12\x1b\n\x13pool_blocks_queried\x18\x0b \x01(\r\x12\x1a\n\x12\x62\x65haviour_log_prob\x18\x0c \x01(\x01*]\n\x0cTrainOutcome\x12\x1d\n\x19TRAIN_OUTCOME_UNSPECIFIED\x10\x00\x12\x14\n\x10TRAIN_OUTCOME_OK\x10\x01\x12\x18\n\x14TRAIN_OUTCOME_FAILED\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x66nas/v1/queue.proto\x12\x07\x66nas.v1\x1a\x14\x66nas/v1/common.proto\"\x95\x02\n\x08TrainJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tsearch_id\x18\x02 \x01(\t\x12\x14\n\x0csample_index\x18\x03 \x01(\x04\x12+\n\x0c\x61rchitecture\x18\x04 \x01(\x0b\x32\x15.fnas.v1.Architecture\x12\x1b\n\x04task\x18\x05 \x01(\x0b\x32\r.fnas.v1.Task\x12#\n\x06reward\x18\x06 \x01(\x0b\x32\x13.fnas.v1.RewardSpec\x12\x10\n\x08use_pool\x18\x07 \x01(\x08\x12\x11\n\tpool_task\x18\x08 \x01(\t\x12\x0c\n\x04seed\x18\t \x01(\x04\x12\x1a\n\x12\x62\x65haviour_log_prob\x18\n \x01(\x01\x12\x12\n\nfinal_rank\x18\x1e \x01(\r\"\xe0\x02\n\x0bTrainResult\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tsearch_id\x18\x02 \x01(\t\x12\x14\n\x0csample_index\x18\x03 \x01(\x04\x12+\n\x0c\x61rchitecture\x18\x04 \x01(\x0b\x32\x15.fnas.v1.Architecture\x12\x1f\n\x06reward\x18\x05 \x01(\x0b\x32\x0f.fnas.v1.Reward\x12&\n\x07outcome\x18\x06 \x01(\x0e\x32\x15.fnas.v1.TrainOutcome\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x15\n\rtrain_seconds\x18\x08 \x01(\x01\x12\x12\n\ntrainer_id\x18\t \x01(\t\x12\x1b\n\x13pool_blocks_matched\x18\n \x01(\r\x12\x1b\n\x13pool_blocks_queried\x18\x0b \x01(\r\x12\x1a\n\x12\x62\x65haviour_log_prob\x18\x0c \x01(\x01\x12\x12\n\nfinal_rank\x18\x1e \x01(\r*]\n\x0cTrainOutcome\x12\x1d\n\x19TRAIN_OUTCOME_UNSPECIFIED\x10\x00\x12\x14\n\x10TRAIN_OUTCOME_OK\x10\x01\x12\x18\n\x14TRAIN_OUTCOME_FAILED\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fnas.v1.queue_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TRAINOUTCOME']._serialized_start=649
-  _globals['_TRAINOUTCOME']._serialized_end=742
+  _globals['_TRAINOUTCOME']._serialized_start=689
+  _globals['_TRAINOUTCOME']._serialized_end=782
   _globals['_TRAINJOB']._serialized_start=55
-  _globals['_TRAINJOB']._serialized_end=312
-  _globals['_TRAINRESULT']._serialized_start=315
-  _globals['_TRAINRESULT']._serialized_end=647
+  _globals['_TRAINJOB']._serialized_end=332
+  _globals['_TRAINRESULT']._serialized_start=335
+  _globals['_TRAINRESULT']._serialized_end=687
 # @@protoc_insertion_point(module_scope)

@@ -17,7 +17,7 @@ TRAIN_OUTCOME_OK: TrainOutcome
 TRAIN_OUTCOME_FAILED: TrainOutcome
 
 class TrainJob(_message.Message):
-    __slots__ = ("job_id", "search_id", "sample_index", "architecture", "task", "reward", "use_pool", "pool_task", "seed", "behaviour_log_prob")
+    __slots__ = ("job_id", "search_id", "sample_index", "architecture", "task", "reward", "use_pool", "pool_task", "seed", "behaviour_log_prob", "final_rank")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -28,6 +28,7 @@ class TrainJob(_message.Message):
     POOL_TASK_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     BEHAVIOUR_LOG_PROB_FIELD_NUMBER: _ClassVar[int]
+    FINAL_RANK_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     search_id: str
     sample_index: int
@@ -38,10 +39,11 @@ class TrainJob(_message.Message):
     pool_task: str
     seed: int
     behaviour_log_prob: float
-    def __init__(self, job_id: _Optional[str] = ..., search_id: _Optional[str] = ..., sample_index: _Optional[int] = ..., architecture: _Optional[_Union[_common_pb2.Architecture, _Mapping]] = ..., task: _Optional[_Union[_common_pb2.Task, _Mapping]] = ..., reward: _Optional[_Union[_common_pb2.RewardSpec, _Mapping]] = ..., use_pool: _Optional[bool] = ..., pool_task: _Optional[str] = ..., seed: _Optional[int] = ..., behaviour_log_prob: _Optional[float] = ...) -> None: ...
+    final_rank: int
+    def __init__(self, job_id: _Optional[str] = ..., search_id: _Optional[str] = ..., sample_index: _Optional[int] = ..., architecture: _Optional[_Union[_common_pb2.Architecture, _Mapping]] = ..., task: _Optional[_Union[_common_pb2.Task, _Mapping]] = ..., reward: _Optional[_Union[_common_pb2.RewardSpec, _Mapping]] = ..., use_pool: _Optional[bool] = ..., pool_task: _Optional[str] = ..., seed: _Optional[int] = ..., behaviour_log_prob: _Optional[float] = ..., final_rank: _Optional[int] = ...) -> None: ...
 
 class TrainResult(_message.Message):
-    __slots__ = ("job_id", "search_id", "sample_index", "architecture", "reward", "outcome", "error", "train_seconds", "trainer_id", "pool_blocks_matched", "pool_blocks_queried", "behaviour_log_prob")
+    __slots__ = ("job_id", "search_id", "sample_index", "architecture", "reward", "outcome", "error", "train_seconds", "trainer_id", "pool_blocks_matched", "pool_blocks_queried", "behaviour_log_prob", "final_rank")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +56,7 @@ class TrainResult(_message.Message):
     POOL_BLOCKS_MATCHED_FIELD_NUMBER: _ClassVar[int]
     POOL_BLOCKS_QUERIED_FIELD_NUMBER: _ClassVar[int]
     BEHAVIOUR_LOG_PROB_FIELD_NUMBER: _ClassVar[int]
+    FINAL_RANK_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     search_id: str
     sample_index: int
@@ -66,4 +69,5 @@ class TrainResult(_message.Message):
     pool_blocks_matched: int
     pool_blocks_queried: int
     behaviour_log_prob: float
-    def __init__(self, job_id: _Optional[str] = ..., search_id: _Optional[str] = ..., sample_index: _Optional[int] = ..., architecture: _Optional[_Union[_common_pb2.Architecture, _Mapping]] = ..., reward: _Optional[_Union[_common_pb2.Reward, _Mapping]] = ..., outcome: _Optional[_Union[TrainOutcome, str]] = ..., error: _Optional[str] = ..., train_seconds: _Optional[float] = ..., trainer_id: _Optional[str] = ..., pool_blocks_matched: _Optional[int] = ..., pool_blocks_queried: _Optional[int] = ..., behaviour_log_prob: _Optional[float] = ...) -> None: ...
+    final_rank: int
+    def __init__(self, job_id: _Optional[str] = ..., search_id: _Optional[str] = ..., sample_index: _Optional[int] = ..., architecture: _Optional[_Union[_common_pb2.Architecture, _Mapping]] = ..., reward: _Optional[_Union[_common_pb2.Reward, _Mapping]] = ..., outcome: _Optional[_Union[TrainOutcome, str]] = ..., error: _Optional[str] = ..., train_seconds: _Optional[float] = ..., trainer_id: _Optional[str] = ..., pool_blocks_matched: _Optional[int] = ..., pool_blocks_queried: _Optional[int] = ..., behaviour_log_prob: _Optional[float] = ..., final_rank: _Optional[int] = ...) -> None: ...

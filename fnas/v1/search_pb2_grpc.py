@@ -27,6 +27,11 @@ if _version_not_supported:
 
 class SearchServiceStub:
     """The agent: runs search jobs (sample -> critic -> train -> PPO update).
+    With authentication on, every call carries "authorization: Bearer <token>"
+    (UNAUTHENTICATED without or with an unknown token); a search belongs to the
+    tenant that submitted it, and any other tenant's Get, Watch, Cancel or
+    GetTopArchitectures of it is PERMISSION_DENIED (List shows only one's own).
+    Limits (budget, running searches per tenant) answer RESOURCE_EXHAUSTED.
     """
 
     def __init__(self, channel):
@@ -69,6 +74,11 @@ class SearchServiceStub:
 
 class SearchServiceServicer:
     """The agent: runs search jobs (sample -> critic -> train -> PPO update).
+    With authentication on, every call carries "authorization: Bearer <token>"
+    (UNAUTHENTICATED without or with an unknown token); a search belongs to the
+    tenant that submitted it, and any other tenant's Get, Watch, Cancel or
+    GetTopArchitectures of it is PERMISSION_DENIED (List shows only one's own).
+    Limits (budget, running searches per tenant) answer RESOURCE_EXHAUSTED.
     """
 
     def SubmitSearch(self, request, context):
@@ -156,6 +166,11 @@ def add_SearchServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class SearchService:
     """The agent: runs search jobs (sample -> critic -> train -> PPO update).
+    With authentication on, every call carries "authorization: Bearer <token>"
+    (UNAUTHENTICATED without or with an unknown token); a search belongs to the
+    tenant that submitted it, and any other tenant's Get, Watch, Cancel or
+    GetTopArchitectures of it is PERMISSION_DENIED (List shows only one's own).
+    Limits (budget, running searches per tenant) answer RESOURCE_EXHAUSTED.
     """
 
     @staticmethod

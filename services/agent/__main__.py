@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
@@ -30,10 +29,8 @@ async def run(cfg: AgentConfig) -> None:
     from services.agent.app import AgentApp  # torch: only when serving, not for --help
 
     app = AgentApp(cfg)
-    server_cfg = serving.ServerConfig(
-        host=cfg.host, port=cfg.port, metrics_port=cfg.metrics_port, grace_s=cfg.grace_s
-    )
-    running = await serving.start([app.register], server_cfg)
+    server_cfg = app.server_config()
+    running = await serving.start([app.register], server_cfg, app.interceptors())
     try:
         await serving.serve(running, app.warm_up, server_cfg)
     finally:
@@ -49,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     logs.setup(cfg.log_level)
-    log.info("agent config %s", {k: str(v) for k, v in dataclasses.asdict(cfg).items()})
+    log.info("agent config %s", config.redacted(cfg))  # secrets masked
     asyncio.run(run(cfg))
     return 0
 

@@ -14,7 +14,7 @@ import logging
 
 import grpc
 
-from fnas import events, queue
+from fnas import auth, events, queue, serving, tenancy
 from fnas.v1 import search_pb2, search_pb2_grpc
 from services.agent.config import AgentConfig
 from services.agent.servicer import SearchServicer
@@ -37,11 +37,20 @@ class AgentApp:
         self.cfg = cfg
         self.store = AgentStore(cfg.data_dir / "agent")
         # The fnas strategies' critic and buffer (DESIGN.md step 2 and 6); channels connect lazily.
-        self.critic = CriticClient(cfg.critic_address) if cfg.critic_address else None
-        self.buffer = BufferClient(cfg.buffer_address) if cfg.buffer_address else None
+        tls = cfg.client_tls()
+        self.critic = CriticClient(cfg.critic_address, tls=tls) if cfg.critic_address else None
+        self.buffer = BufferClient(cfg.buffer_address, tls=tls) if cfg.buffer_address else None
+        limits = tenancy.Limits(cfg.max_searches_per_tenant, cfg.max_budget_samples, cfg.max_budget_seconds)
         self.servicer = SearchServicer(
-            self.store, bus=None, max_searches=cfg.max_searches, critic=self.critic, buffer=self.buffer
+            self.store,
+            bus=None,
+            max_searches=cfg.max_searches,
+            critic=self.critic,
+            buffer=self.buffer,
+            limits=limits,
         )
+        #: Bearer tokens -> tenants; None: SearchService is open (every caller is the anonymous tenant).
+        self.tokens = auth.TokenTable.load(cfg.auth_tokens_file, cfg.auth_tokens)
         self._stop = asyncio.Event()
         self._consumer: asyncio.Task | None = None
         self._bus: queue.Bus | None = None
@@ -50,8 +59,25 @@ class AgentApp:
         search_pb2_grpc.add_SearchServiceServicer_to_server(self.servicer, server)
         return SERVICE_NAME
 
+    def server_config(self, **overrides) -> serving.ServerConfig:
+        """The gRPC server settings of this agent's config (address, TLS, request size limit)."""
+        cfg = self.cfg
+        values = dict(
+            host=cfg.host,
+            port=cfg.port,
+            metrics_port=cfg.metrics_port,
+            grace_s=cfg.grace_s,
+            max_receive_message_bytes=cfg.max_message_bytes,
+            **cfg.server_tls(),
+        )
+        return serving.ServerConfig(**(values | overrides))
+
+    def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
+        """Server interceptors: bearer-token authentication of SearchService when tokens are set."""
+        return [] if self.tokens is None else [auth.BearerAuth(self.tokens, [SERVICE_NAME])]
+
     async def warm_up(self) -> None:
-        self._bus = await queue.connect(self.cfg.nats_url, name="fnas-agent")
+        self._bus = await queue.connect(self.cfg.nats_url, name="fnas-agent", **self.cfg.nats_auth())
         await self._bus.ensure_streams()  # the trainers own their consumer's ack_wait / max_deliver
         self.servicer.bus = self._bus
         self._consumer = asyncio.create_task(

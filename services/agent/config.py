@@ -11,8 +11,8 @@ from fnas import config
 
 
 @dataclass(frozen=True)
-class AgentConfig:
-    """Everything the agent needs to run; validated on construction."""
+class AgentConfig(config.TransportSecurity):
+    """Everything the agent needs to run; validated on construction (TLS and NATS credentials: the base)."""
 
     nats_url: str = "nats://127.0.0.1:4222"
     """JetStream server carrying train jobs, results and events."""
@@ -37,7 +37,25 @@ class AgentConfig:
     buffer_address: str = ""
     """host:port of the BufferService (AEB) the fnas strategies use; empty: none (they are refused)."""
 
+    auth_tokens_file: Path | None = None
+    """File of `tenant:token` lines; set (or auth_tokens), SearchService requires a bearer token."""
+    auth_tokens: str = ""
+    """Comma-separated `tenant:token` entries (use the environment variable, not a flag; never logged)."""
+    max_searches_per_tenant: int = 16
+    """Searches one tenant may run at once; more are refused with RESOURCE_EXHAUSTED."""
+    max_budget_samples: int = 100_000
+    """Largest budget.max_activated_samples / max_policy_samples a search may ask for."""
+    max_budget_seconds: float = 7 * 24 * 3600.0
+    """Largest budget.max_seconds a search may ask for."""
+    max_message_bytes: int = 4 * 1024 * 1024
+    """Largest SearchService request accepted (a SearchSpec is small; this bounds warm_start lists)."""
+
     def __post_init__(self) -> None:
+        super().__post_init__()
+        if min(self.max_searches_per_tenant, self.max_budget_samples, self.max_message_bytes) < 1:
+            raise ValueError("max_searches_per_tenant, max_budget_samples and max_message_bytes must be >= 1")
+        if self.max_budget_seconds <= 0:
+            raise ValueError("max_budget_seconds must be > 0")
         if not 0 <= self.port < 65536:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
         if self.max_searches < 1:

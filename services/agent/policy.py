@@ -59,7 +59,7 @@ class Controller(nn.Module):
         out, log_prob, entropy = [], torch.zeros(n), torch.zeros(n)
         for t, head in enumerate(self.heads):
             hc = self.lstm(x, hc)
-            dist = Categorical(logits=head(hc[0]))
+            dist = Categorical(logits=head(hc[0]), validate_args=False)  # bad tokens fail in gather
             if tokens is None:
                 a = torch.multinomial(dist.probs, 1, generator=generator).squeeze(1)
             else:

@@ -93,11 +93,11 @@ def ppo_update(
     update at once. As in SB3, an epoch whose approx-KL exceeds 1.5 target_kl is
     not taken, and the remaining epochs are skipped.
     """
-    with torch.no_grad():
-        start_log_prob = policy.log_prob(batch.tokens)
     clip_fractions, approx_kl, losses, entropies, n_run = [], 0.0, [], [], 0
-    for _ in range(n_epochs):
+    for epoch in range(n_epochs):
         log_prob, entropy = policy.evaluate_actions(batch.tokens)
+        if epoch == 0:
+            start_log_prob = log_prob.detach()
         policy_loss, ratio = clipped_surrogate(
             log_prob, batch.behaviour_log_prob, batch.advantages, batch.weights, clip_range
         )

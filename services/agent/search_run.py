@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from fnas import spaces
 from fnas.v1 import common_pb2, queue_pb2, search_pb2
-from services.agent import fnas, fnas_run, metrics, strategies
+from services.agent import final_selection, fnas, fnas_run, metrics, strategies
 from services.agent.spec import FNAS_STRATEGIES, modules
 from services.agent.store import AgentStore, LoopState, Pending
 
@@ -233,6 +233,8 @@ class SearchRun:
         return event
 
     async def _finish(self, state: int, error: str = "") -> None:
+        if state == search_pb2.SEARCH_STATE_SUCCEEDED and not await final_selection.run(self):
+            state = search_pb2.SEARCH_STATE_CANCELLED  # cancelled during the final selection (paper 6.2)
         saved = self.store.checkpoint(self.search_id)
         loop = saved[1] if saved else LoopState()
 

@@ -11,22 +11,34 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from fnas import events, spaces
+from fnas import auth, events, spaces, tenancy
 from fnas.v1 import common_pb2, queue_pb2, search_pb2, search_pb2_grpc
-from services.agent import metrics
+from services.agent import final_selection, metrics
 from services.agent.search_run import FINAL_STATES, SearchRun
 from services.agent.spec import SpecError, uses_buffer, uses_critic, validate
 from services.agent.store import AgentStore
 
 log = logging.getLogger(__name__)
 MAX_TOP_K = 1000
+#: Search ids are 12 hex characters; anything much longer is not one (and LMDB keys stop at 511 bytes).
+MAX_SEARCH_ID_CHARS = events.MAX_SEARCH_ID_CHARS
 
 
 class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     """Owns the running searches of this agent and the results consumer that feeds them."""
 
-    def __init__(self, store: AgentStore, bus, max_searches: int = 64, critic=None, buffer=None) -> None:
+    def __init__(
+        self,
+        store: AgentStore,
+        bus,
+        max_searches: int = 64,
+        critic=None,
+        buffer=None,
+        limits: tenancy.Limits | None = None,
+    ) -> None:
         self.store = store
+        # Per-tenant and per-search limits (fnas/tenancy.py); the tenant comes from fnas.auth.
+        self.limits = limits or tenancy.Limits()
         self.bus = bus
         self.max_searches = max_searches
         # Clients of the critic and buffer services, for the fnas strategies (None: not available).
@@ -84,6 +96,10 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     async def on_result(self, data: bytes) -> None:
         """Handler of the durable results consumer: store once, count once, wake the search."""
         result = queue_pb2.TrainResult.FromString(data)
+        if result.final_rank:  # a final-selection retrain (paper 6.2), not a search sample
+            if final_selection.store_result(self.store, result) and result.search_id in self.runs:
+                self.runs[result.search_id].notify()
+            return
         status = self.store.add_result(result)
         if status is None:
             return
@@ -107,16 +123,21 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
                     grpc.StatusCode.FAILED_PRECONDITION,
                     f"strategy: {spec.strategy} needs a {name} service; this agent has none",
                 )
+        tenant = auth.current_tenant()
+        await self._admit(spec, tenant, context)
         if len(self.runs) >= self.max_searches:
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED, f"this agent already runs {self.max_searches} searches"
             )
         search_id = uuid.uuid4().hex[:12]
+        if uses_critic(spec):
+            await self._open_critic(search_id, spec, context)
         now = time.time()
         self.store.put_status(
             search_pb2.SearchStatus(
                 search_id=search_id,
                 spec=spec,
+                tenant=tenant,
                 state=search_pb2.SEARCH_STATE_RUNNING,
                 created_at=now,
                 updated_at=now,
@@ -125,6 +146,25 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         self._launch(search_id)
         log.info("search %s submitted: %s %s", search_id, spec.space, spec.strategy)
         return search_pb2.SubmitSearchResponse(search_id=search_id)
+
+    async def _open_critic(self, search_id: str, spec, context) -> None:
+        """Creates the search's critic now, so a bad snapshot or history is refused, not a failed search."""
+        try:
+            await self.critic.open_search(
+                search_id, spec.space, spec.seed, spec.fnas, spec.critic_snapshot, list(spec.critic_history)
+            )
+        except grpc.aio.AioRpcError as e:
+            # The critic names its own fields; the client knows the SearchSpec's.
+            renamed = (
+                ("snapshot_id:", "critic_snapshot:"),
+                ("history", "critic_history"),
+                ("options.", "fnas."),
+            )
+            details = e.details() or ""
+            for critic_field, spec_field in renamed:
+                if details.startswith(critic_field):
+                    details = spec_field + details[len(critic_field) :]
+            await context.abort(e.code(), details)
 
     async def GetSearch(self, request, context):
         return search_pb2.GetSearchResponse(status=await self._status(request.search_id, context))
@@ -152,7 +192,9 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         return search_pb2.CancelSearchResponse(status=self.store.status(request.search_id))
 
     async def ListSearches(self, request, context):
-        searches = sorted(self.store.statuses(), key=lambda s: s.created_at)
+        tenant = auth.current_tenant()
+        mine = (s for s in self.store.statuses() if tenancy.may_access(s, tenant))
+        searches = sorted(mine, key=lambda s: s.created_at)
         return search_pb2.ListSearchesResponse(searches=searches)
 
     async def GetTopArchitectures(self, request, context):
@@ -164,10 +206,31 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     async def _status(self, search_id: str, context) -> search_pb2.SearchStatus:
         if not search_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "search_id: required")
+        if len(search_id) > MAX_SEARCH_ID_CHARS:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"search_id: longer than {MAX_SEARCH_ID_CHARS} characters"
+            )
         status = self.store.status(search_id)
         if status is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no search {search_id!r}")
+        if not tenancy.may_access(status, auth.current_tenant()):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"search_id: {search_id!r} is not yours")
         return status
+
+    async def _admit(self, spec: common_pb2.SearchSpec, tenant: str, context) -> None:
+        """Refuses a search beyond the limits (RESOURCE_EXHAUSTED) or reading another tenant's results."""
+        refusal = tenancy.budget_refusal(spec, self.limits) or tenancy.concurrency_refusal(
+            tenant, (s.tenant for s in map(self.store.status, list(self.runs)) if s is not None), self.limits
+        )
+        if refusal:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal)
+        for i, other in enumerate(spec.critic_history):
+            # Pre-training on another tenant's results would leak them into this tenant's critic.
+            known = self.store.status(other) if len(other) <= MAX_SEARCH_ID_CHARS else None
+            if known is not None and not tenancy.may_access(known, tenant):
+                await context.abort(
+                    grpc.StatusCode.PERMISSION_DENIED, f"critic_history[{i}]: {other!r} is not yours"
+                )
 
 
 def top(store: AgentStore, status: search_pb2.SearchStatus, k: int) -> list[common_pb2.Sample]:

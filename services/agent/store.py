@@ -102,6 +102,8 @@ class AgentStore:
                 return None
             if result.outcome == queue_pb2.TRAIN_OUTCOME_OK:
                 status.activated_samples += 1
+                status.pool_blocks_queried += result.pool_blocks_queried  # AKP hit ratio (paper 4.3)
+                status.pool_blocks_matched += result.pool_blocks_matched
                 if not status.HasField("best") or result.reward.value > status.best.reward.value:
                     status.best.CopyFrom(
                         common_pb2.Sample(

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fnas.retry import DEFAULT_TIMEOUT_S, channel, retrying
+from fnas.tls import ClientTLS
 from fnas.v1 import buffer_pb2, buffer_pb2_grpc, common_pb2
 from services.buffer.aeb import Entry, Replay
 
@@ -20,10 +21,13 @@ SAMPLE_ATTEMPTS = 30
 class BufferClient:
     """BufferService over one gRPC channel; use as an async context manager."""
 
-    def __init__(self, target: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(
+        self, target: str, timeout_s: float = DEFAULT_TIMEOUT_S, tls: ClientTLS | None = None
+    ) -> None:
+        """`tls`: reach a TLS (or mTLS) server; None: plaintext."""
         self.target = target
         self.timeout_s = timeout_s
-        self._channel = channel(target)
+        self._channel = channel(target, tls=tls)
         self.stub = buffer_pb2_grpc.BufferServiceStub(self._channel)
 
     async def __aenter__(self) -> BufferClient:

@@ -11,8 +11,8 @@ from fnas import config
 
 
 @dataclass(frozen=True)
-class BufferConfig:
-    """Everything the buffer needs to run; validated on construction."""
+class BufferConfig(config.TransportSecurity):
+    """Everything the buffer needs to run; validated on construction (TLS and NATS credentials: the base)."""
 
     nats_url: str = "nats://127.0.0.1:4222"
     """JetStream server carrying the train results (durable consumer "buffer")."""
@@ -32,6 +32,7 @@ class BufferConfig:
     """Seconds in-flight RPCs get on SIGTERM."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not 0 <= self.port < 65536:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
         if self.sample_wait_s <= 0:

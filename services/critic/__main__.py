@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
@@ -31,7 +30,7 @@ async def run(cfg: CriticConfig) -> None:
 
     app = CriticApp(cfg)
     server_cfg = serving.ServerConfig(
-        host=cfg.host, port=cfg.port, metrics_port=cfg.metrics_port, grace_s=cfg.grace_s
+        host=cfg.host, port=cfg.port, metrics_port=cfg.metrics_port, grace_s=cfg.grace_s, **cfg.server_tls()
     )
     running = await serving.start([app.register], server_cfg)
     try:
@@ -49,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     logs.setup(cfg.log_level)
-    log.info("critic config %s", {k: str(v) for k, v in dataclasses.asdict(cfg).items()})
+    log.info("critic config %s", config.redacted(cfg))  # secrets masked
     asyncio.run(run(cfg))
     return 0
 

@@ -46,7 +46,7 @@ class CriticApp:
         return SERVICE_NAME
 
     async def warm_up(self) -> None:
-        self._bus = await queue.connect(self.cfg.nats_url, name="fnas-critic")
+        self._bus = await queue.connect(self.cfg.nats_url, name="fnas-critic", **self.cfg.nats_auth())
         await self._bus.ensure_streams()
         self._consumer = asyncio.create_task(
             # Order does not matter (results are keyed by sample index), so batch for speed.

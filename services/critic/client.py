@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fnas.retry import DEFAULT_TIMEOUT_S, channel, retrying
+from fnas.tls import ClientTLS
 from fnas.v1 import common_pb2, critic_pb2, critic_pb2_grpc
 from services.critic.decision import Prediction
 
@@ -22,10 +23,13 @@ PREDICT_ATTEMPTS = 30
 class CriticClient:
     """CriticService over one gRPC channel; use as an async context manager."""
 
-    def __init__(self, target: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(
+        self, target: str, timeout_s: float = DEFAULT_TIMEOUT_S, tls: ClientTLS | None = None
+    ) -> None:
+        """`tls`: reach a TLS (or mTLS) server; None: plaintext."""
         self.target = target
         self.timeout_s = timeout_s
-        self._channel = channel(target)
+        self._channel = channel(target, tls=tls)
         self.stub = critic_pb2_grpc.CriticServiceStub(self._channel)
 
     async def __aenter__(self) -> CriticClient:

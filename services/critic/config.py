@@ -11,8 +11,8 @@ from fnas import config
 
 
 @dataclass(frozen=True)
-class CriticConfig:
-    """Everything the critic needs to run; validated on construction."""
+class CriticConfig(config.TransportSecurity):
+    """Everything the critic needs to run; validated on construction (TLS and NATS credentials: the base)."""
 
     nats_url: str = "nats://127.0.0.1:4222"
     """JetStream server carrying the train results (durable consumer "critic")."""
@@ -34,6 +34,7 @@ class CriticConfig:
     """Seconds in-flight RPCs get on SIGTERM."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not 0 <= self.port < 65536:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
         if self.torch_threads < 1:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -55,6 +55,21 @@ class Prediction:
 
 class NotReady(Exception):
     """Fewer results observed than the request's min_observed."""
+
+
+def from_options(options, defaults: DecisionConfig | None = None) -> DecisionConfig:
+    """The UAC fields of a fnas.v1.FnasOptions over `defaults`; ValueError 'options.<field>: <reason>'."""
+    defaults = defaults or DecisionConfig()
+    values = {
+        name: getattr(options, name)
+        for name in ("threshold", "target_error", "warmup")
+        if options.HasField(name)
+    }
+    try:
+        return replace(defaults, **values)
+    except ValueError as e:
+        field = next((n for n in values if n in str(e)), "")
+        raise ValueError(f"options.{field}: {e}" if field else f"options: {e}") from None
 
 
 def calibrate(pairs: Sequence[tuple[float, float]], decision: DecisionConfig, scale: float) -> float:

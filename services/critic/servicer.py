@@ -19,22 +19,9 @@ from fnas import spaces
 from fnas.v1 import common_pb2, critic_pb2, critic_pb2_grpc, queue_pb2
 from services.critic import metrics
 from services.critic.core import CriticCore
-from services.critic.decision import DecisionConfig, NotReady
+from services.critic.decision import NotReady, from_options
 
 log = logging.getLogger(__name__)
-
-
-def decision_config(options: common_pb2.FnasOptions, defaults: DecisionConfig) -> DecisionConfig:
-    """The UAC fields of FnasOptions over `defaults`; ValueError '<field>: <reason>'."""
-    values = {}
-    for name in ("threshold", "target_error", "warmup"):
-        if options.HasField(name):
-            values[name] = getattr(options, name)
-    try:
-        return DecisionConfig(**(defaults.__dict__ | values))
-    except ValueError as e:
-        field = next((n for n in values if n in str(e)), "options")
-        raise ValueError(f"options.{field}: {e}") from None
 
 
 class CriticServicer(critic_pb2_grpc.CriticServiceServicer):
@@ -69,7 +56,7 @@ class CriticServicer(critic_pb2_grpc.CriticServiceServicer):
         except spaces.UnknownSpace as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"space: {e}")
         try:
-            decision = decision_config(request.options, self.core.decision)
+            decision = from_options(request.options, self.core.decision)
         except ValueError as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         for i, other in enumerate(request.history):

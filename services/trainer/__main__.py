@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import logging
 import os
 import signal
@@ -42,7 +41,7 @@ async def run(cfg: TrainerConfig, evaluator: Evaluator | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await TrainerWorker(cfg, evaluator or default_evaluator(cfg.heartbeat_s)).run(stop)
+        await TrainerWorker(cfg, evaluator or default_evaluator(cfg.heartbeat_s, cfg)).run(stop)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
@@ -60,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Before anything imports torch: its thread pools size themselves from these on import.
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, str(cfg.torch_threads))
-    log.info("trainer config %s", dataclasses.asdict(cfg))
+    log.info("trainer config %s", config.redacted(cfg))  # secrets masked
     if cfg.metrics_port is not None:
         metrics.start_http(cfg.metrics_port)
     asyncio.run(run(cfg))

@@ -6,6 +6,7 @@ import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fnas import config
@@ -16,8 +17,8 @@ def _default_trainer_id() -> str:
 
 
 @dataclass(frozen=True)
-class TrainerConfig:
-    """Everything one trainer worker needs; validated on construction."""
+class TrainerConfig(config.TransportSecurity):
+    """Everything one trainer worker needs; validated on construction (TLS and NATS credentials: the base)."""
 
     nats_url: str = "nats://127.0.0.1:4222"
     """JetStream server carrying train jobs and results."""
@@ -41,8 +42,41 @@ class TrainerConfig:
     """Seconds between reads of the queue depth for the fnas_trainer_queue_pending gauge."""
     log_level: str = "INFO"
     """Root log level."""
+    # Training of trained spaces (mnas): the proxy task and the AKP pool (paper 4.3).
+    pool_address: str = ""
+    """host:port of the PoolService (AKP); empty: every job trains from scratch."""
+    pool_timeout_s: float = 30.0
+    """Deadline of one pool call; a pool that does not answer means training from scratch, not failing."""
+    device: str = "auto"
+    """Torch device: auto (CUDA when available, else CPU), cpu, cuda, cuda:N (one job per GPU)."""
+    amp: str = "auto"
+    """Mixed precision: auto (bf16 autocast on CUDA), bf16, off."""
+    latency: str = "measured"
+    """Latency figure: measured (whole model, batch 1, median after warm-up), table (per layer), none."""
+    latency_repeats: int = 20
+    """Timed forward passes per latency measurement (after 5 untimed ones)."""
+    width_mult: float = 0.5
+    """Global width multiplier of the trained mnas networks (MobileNetV2's alpha)."""
+    image_side: int = 16
+    """Images are resized to this square side before training (digits: 8 -> 16); 0 keeps them as stored."""
+    batch_size: int = 128
+    """Training batch size; an epoch is floor(train images / batch_size) steps, equal for every sample."""
+    lr: float = 0.01
+    """Peak AdamW learning rate of the one-cycle schedule."""
+    data_seed: int = 0
+    """Seed of the train / validation split: the same split for every sample of every search."""
+    val_fraction: float = 0.2
+    """Share of each class held out for validation (the accuracy of the reward)."""
+    data_dir: Path = Path("fnas-data")
+    """The per-layer latency table lives in <data_dir>/trainer/."""
+    isolation: str = "process"
+    """Where training runs: process (a child process per worker, killable) or thread (in this process)."""
+    job_timeout_s: float = 3600.0
+    """A training job running longer is killed and handed back to the queue."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
+        check_training(self)
         if not self.nats_url:
             raise ValueError("nats_url must not be empty")
         if not self.trainer_id:
@@ -66,3 +100,20 @@ class TrainerConfig:
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> TrainerConfig:
         """Defaults, then FNAS_TRAINER_<FIELD> variables, then explicit (non-None) overrides."""
         return config.from_env(cls, "trainer", environ, **overrides)
+
+
+def check_training(cfg: TrainerConfig) -> None:
+    """ValueError naming the first training field with a bad value."""
+    choices = {"amp": ("auto", "bf16", "off"), "latency": ("measured", "table", "none"),
+               "isolation": ("process", "thread")}  # fmt: skip
+    for name, allowed in choices.items():
+        if getattr(cfg, name) not in allowed:
+            raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(cfg, name)!r}")
+    if not (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:")):
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {cfg.device!r}")
+    positive = ("pool_timeout_s", "latency_repeats", "width_mult", "batch_size", "lr", "job_timeout_s")
+    for name in positive:
+        if not getattr(cfg, name) > 0:
+            raise ValueError(f"{name} must be > 0, got {getattr(cfg, name)}")
+    if cfg.image_side < 0 or not 0 < cfg.val_fraction < 1:
+        raise ValueError("image_side must be >= 0 and val_fraction in (0, 1)")

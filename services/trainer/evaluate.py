@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -19,6 +19,7 @@ from fnas.queue import Heartbeat
 from fnas.reward import RewardFn
 from fnas.spaces import SearchSpace
 from fnas.v1 import common_pb2, queue_pb2
+from services.trainer.config import TrainerConfig
 
 
 @dataclass
@@ -29,6 +30,8 @@ class Evaluation:
     #: AKP (paper 4.3): blocks initialised from the pool / blocks queried; 0 when the pool was not used.
     pool_blocks_matched: int = 0
     pool_blocks_queried: int = 0
+    #: Runs after the result is published and before the job is acked (the trained blocks go to the pool).
+    after_publish: Callable[[], Awaitable[None]] | None = None
 
 
 class Evaluator(Protocol):
@@ -69,7 +72,9 @@ class TabularEvaluator:
         tokens = space.validate(job.architecture.tokens)
         reward_fn = RewardFn.from_spec(job.reward)
         entry = space.lookup(tokens)
-        reward = common_pb2.Reward(accuracy=entry.valid_accuracy, latency_ms=entry.latency_ms, params=entry.params)
+        reward = common_pb2.Reward(
+            accuracy=entry.valid_accuracy, latency_ms=entry.latency_ms, params=entry.params
+        )
         return reward_fn.fill(reward)
 
 
@@ -95,10 +100,22 @@ class SpaceRouter:
             raise ValueError(f"this trainer has no evaluator for the trained space {space.id}")
         return await self.trained.evaluate(job, heartbeat)
 
+    async def close(self) -> None:
+        """Closes the evaluators that hold resources (the training child, the pool channel)."""
+        for evaluator in (self.tabular, self.trained):
+            close = getattr(evaluator, "close", None)
+            if close is not None:
+                await close()
 
-def default_evaluator(heartbeat_s: float) -> Evaluator:
-    """Tabular spaces answer from their table; trained spaces get their evaluator when it exists."""
-    return SpaceRouter(tabular=TabularEvaluator(heartbeat_s=heartbeat_s))
+
+def default_evaluator(heartbeat_s: float, cfg: TrainerConfig | None = None) -> Evaluator:
+    """Tabular spaces answer from their table; trained spaces (mnas) train as `cfg` says (default config)."""
+    from services.trainer.mnas_evaluator import MnasEvaluator
+
+    trained = MnasEvaluator(
+        cfg or TrainerConfig(heartbeat_s=heartbeat_s, ack_wait_s=max(30.0, 6 * heartbeat_s))
+    )
+    return SpaceRouter(tabular=TabularEvaluator(heartbeat_s=heartbeat_s), trained=trained)
 
 
 async def simulate(seconds: float, heartbeat: Heartbeat, heartbeat_s: float) -> None:

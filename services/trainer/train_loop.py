@@ -66,7 +66,7 @@ class TrainStats:
 
 
 def pick_device(spec: str = "auto") -> torch.device:
-    """"auto": the first CUDA device when there is one, else the CPU; otherwise the named torch device."""
+    """The device for `spec`: "auto" is the first CUDA device when there is one, else the CPU."""
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(spec)
@@ -159,7 +159,9 @@ def train(
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, x: torch.Tensor, images: int, bf16: bool = False, batch: int = 256) -> None:
+def recalibrate_bn(
+    model: nn.Module, x: torch.Tensor, images: int, bf16: bool = False, batch: int = 256
+) -> None:
     """Re-estimates BatchNorm running statistics as exact averages over `images` training images.
 
     After a short proxy run the running statistics lag behind the fast-moving weights: measured on digits,
@@ -182,7 +184,9 @@ def recalibrate_bn(model: nn.Module, x: torch.Tensor, images: int, bf16: bool = 
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, bf16: bool = False, batch: int = 512) -> float:
+def accuracy(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, bf16: bool = False, batch: int = 512
+) -> float:
     """Top-1 accuracy of `model` (eval mode) on (x, y)."""
     model.eval()
     correct = 0

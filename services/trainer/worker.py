@@ -13,9 +13,12 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 import prometheus_client
 from google.protobuf.message import DecodeError
+from nats.aio.msg import Msg
+from nats.js import api
 
 from fnas import events, queue
 from fnas.queue import Heartbeat, Poison, StuckMessage
@@ -51,7 +54,9 @@ class TrainerWorker:
 
     async def run(self, stop_event: asyncio.Event) -> None:
         """Works until `stop_event` is set; the job in hand then gets cfg.grace_s to finish."""
-        bus = self._bus = await queue.connect(self.cfg.nats_url, name=f"fnas-trainer-{self.cfg.trainer_id}")
+        bus = self._bus = await queue.connect(
+            self.cfg.nats_url, name=f"fnas-trainer-{self.cfg.trainer_id}", **self.cfg.nats_auth()
+        )
         poller: asyncio.Task[None] | None = None
         try:
             await bus.ensure_streams(ack_wait_s=self.cfg.ack_wait_s, max_deliver=self.cfg.max_deliver)
@@ -65,6 +70,7 @@ class TrainerWorker:
                 stop_event,
                 nak_delay_s=self.cfg.nak_delay_s,
                 grace_s=self.cfg.grace_s,
+                on_poison=self._on_poison,
             )
         finally:
             if poller is not None:
@@ -73,6 +79,9 @@ class TrainerWorker:
                     await poller
             await bus.close()
             self._bus = None
+            close = getattr(self.evaluator, "close", None)
+            if close is not None:  # the training child and the pool channel
+                await close()
             log.info("trainer %s stopped", self.cfg.trainer_id)
 
     async def _handle(self, data: bytes, heartbeat: Heartbeat) -> None:
@@ -87,8 +96,10 @@ class TrainerWorker:
             log.info(
                 "job %s started", job.job_id, extra={"job_id": job.job_id, "trainer": self.cfg.trainer_id}
             )
-            result = await self._evaluate(job, heartbeat)
+            result, after_publish = await self._evaluate(job, heartbeat)
             await self._publish(result)
+            if after_publish is not None:  # AKP: the trained blocks go to the pool once the result is durable
+                await after_publish()
         except (Poison, DecodeError):
             JOBS.labels("poison").inc()
             raise  # Bus.work terminates it
@@ -105,8 +116,11 @@ class TrainerWorker:
             f": {result.error}" if result.error else f", reward {result.reward.value:.4f}",
         )
 
-    async def _evaluate(self, job: queue_pb2.TrainJob, heartbeat: Heartbeat) -> queue_pb2.TrainResult:
+    async def _evaluate(
+        self, job: queue_pb2.TrainJob, heartbeat: Heartbeat
+    ) -> tuple[queue_pb2.TrainResult, Callable[[], Awaitable[None]] | None]:
         result = _result_of(job, self.cfg.trainer_id)
+        after_publish = None
         start = time.perf_counter()
         try:
             evaluation = await self.evaluator.evaluate(job, heartbeat)
@@ -118,9 +132,10 @@ class TrainerWorker:
             result.reward.CopyFrom(evaluation.reward)
             result.pool_blocks_matched = evaluation.pool_blocks_matched
             result.pool_blocks_queried = evaluation.pool_blocks_queried
+            after_publish = evaluation.after_publish
         result.train_seconds = time.perf_counter() - start
         TRAIN_SECONDS.observe(result.train_seconds)
-        return result
+        return result, after_publish
 
     async def _publish(self, result: queue_pb2.TrainResult) -> None:
         if self._bus is None:
@@ -129,6 +144,21 @@ class TrainerWorker:
         await self._bus.publish(
             events.train_result(result.search_id), result, msg_id=events.result_msg_id(result.job_id)
         )
+
+    async def _on_poison(self, msg: Msg, error: BaseException) -> None:
+        """Reports a poison job as a FAILED result when its message id (the job id) says whose it was.
+
+        The agent publishes each job with Nats-Msg-Id = job id = "<search_id>/<index>", so even an
+        undecodable payload can be attributed; the search then counts a failed sample and goes on
+        instead of waiting for a result that would never come.
+        """
+        job = attributed_job(msg.data, (msg.headers or {}).get(api.Header.MSG_ID.value, ""))
+        if job is None:
+            return  # nobody to tell: the poison counter and the log line are all that is left
+        result = _result_of(job, self.cfg.trainer_id)
+        result.outcome = queue_pb2.TRAIN_OUTCOME_FAILED
+        result.error = f"poison job: {error}"[:500]
+        await self._publish(result)
 
     async def _on_exhausted(self, stuck: StuckMessage) -> None:
         # Every trainer gets the advisory: all publish the same msg id (JetStream keeps one result), and
@@ -165,6 +195,29 @@ class TrainerWorker:
                 await asyncio.wait_for(stop_event.wait(), self.cfg.pending_poll_s)
 
 
+def attributed_job(data: bytes, msg_id: str) -> queue_pb2.TrainJob | None:
+    """The job a (possibly undecodable) message was for, from its payload or its "<search>/<index>" id."""
+    try:
+        job = queue_pb2.TrainJob.FromString(data)
+    except DecodeError:
+        job = queue_pb2.TrainJob()
+    job_id = job.job_id or msg_id
+    search_id, _, index = job_id.rpartition("/")
+    if not index.isdigit() or (job.search_id and job.search_id != search_id):
+        return None
+    try:
+        events.train_result(search_id)
+    except ValueError:  # no subject to report on
+        return None
+    return queue_pb2.TrainJob(
+        job_id=job_id,
+        search_id=search_id,
+        sample_index=int(index),
+        architecture=job.architecture,
+        behaviour_log_prob=job.behaviour_log_prob,
+    )
+
+
 def _result_of(job: queue_pb2.TrainJob, trainer_id: str) -> queue_pb2.TrainResult:
     return queue_pb2.TrainResult(
         job_id=job.job_id,
@@ -173,4 +226,5 @@ def _result_of(job: queue_pb2.TrainJob, trainer_id: str) -> queue_pb2.TrainResul
         architecture=job.architecture,
         trainer_id=trainer_id,
         behaviour_log_prob=job.behaviour_log_prob,  # the buffer replays it off-policy (paper 5)
+        final_rank=job.final_rank,  # a final-selection retrain, not a search sample (paper 6.2)
     )

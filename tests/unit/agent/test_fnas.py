@@ -41,7 +41,7 @@ class Pred:
 
 
 class FakeCritic:
-    """Trusts architectures whose index (op1 + 9 op2) is not a multiple of `every`; V = 0.5, U = index / 100."""
+    """Trusts index = op1 + 9 op2 unless it is a multiple of `every`; V = 0.5, U = index / 100."""
 
     def __init__(self, every: int = 4, trust_all: bool = False) -> None:
         self.every, self.trust_all, self.calls = every, trust_all, []

@@ -55,7 +55,10 @@ def test_sample_follows_priorities_and_the_seed():
     assert weights[1] == 1.0 and weights[0] < 1.0  # the rarer draw weighs most
     again = sample(buf, 10, 0.3, np.random.default_rng(7))
     assert again == sample(buf, 10, 0.3, np.random.default_rng(7))
-    assert sample([], 5, 0.5, np.random.default_rng(0)) == [] and sample(buf, 0, 0.5, np.random.default_rng(0)) == []
+    assert (
+        sample([], 5, 0.5, np.random.default_rng(0)) == []
+        and sample(buf, 0, 0.5, np.random.default_rng(0)) == []
+    )
 
 
 def test_history_uses_exactly_the_first_n_results():

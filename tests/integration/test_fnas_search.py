@@ -1,0 +1,145 @@
+"""`fnas` searches through the real services: NATS, agent, critic, buffer and tabular trainers in one process.
+
+Checks that the source accounting adds up, that a seed gives the same
+trajectory twice and the same as the plain in-memory loop (one code path),
+the Prometheus counters, and critic transfer through a snapshot.
+"""
+
+from __future__ import annotations
+
+import urllib.request
+
+import grpc
+import pytest
+import torch
+
+from fnas import spaces
+from fnas.bench import search_bench
+from fnas.bench.fnas_loop import arun_plain_fnas
+from fnas.client import SearchClient
+from fnas.harness import Cluster
+from fnas.v1 import common_pb2, search_pb2
+from services.agent import fnas
+from services.critic.client import CriticClient
+from services.critic.decision import from_options
+
+torch.set_num_threads(1)
+CORA = "nasbench-graph/cora"
+SOURCES = {
+    common_pb2.SAMPLE_SOURCE_TRAINED: "trained",
+    common_pb2.SAMPLE_SOURCE_CRITIC: "critic",
+    common_pb2.SAMPLE_SOURCE_BUFFER: "buffer",
+}
+# A small warm-up and a loose target so that a short search trusts, audits and replays.
+OPTIONS = common_pb2.FnasOptions(warmup=10, target_error=2.0, audit_fraction=0.2)
+
+
+def spec(strategy="fnas", seed=3, budget=60, **kw) -> common_pb2.SearchSpec:
+    kw.setdefault("fnas", OPTIONS)
+    return common_pb2.SearchSpec(
+        space=CORA, strategy=strategy, seed=seed, budget=common_pb2.Budget(max_activated_samples=budget), **kw
+    )
+
+
+@pytest.fixture
+async def cluster(tmp_path):
+    async with Cluster(tmp_path / "data", trainers=2, metrics_port=0) as c:
+        yield c
+
+
+@pytest.fixture
+async def client(cluster):
+    async with SearchClient(cluster.agent_address) as c:
+        yield c
+
+
+async def run_to_end(client, s) -> tuple[search_pb2.SearchStatus, list[common_pb2.Sample]]:
+    search_id = await client.submit(s)
+    samples = [e.sample async for e in client.watch(search_id) if e.HasField("sample")]
+    return await client.get(search_id), samples
+
+
+def as_list(samples) -> list[tuple[str, tuple[int, ...], float]]:
+    return [(SOURCES[s.source], tuple(s.architecture.tokens), s.reward.value) for s in samples]
+
+
+async def test_fnas_search_accounting_adds_up_and_matches_the_plain_loop(cluster, client):
+    status, samples = await run_to_end(client, spec())
+    assert status.state == search_pb2.SEARCH_STATE_SUCCEEDED
+    by_source = {name: sum(SOURCES[s.source] == name for s in samples) for name in SOURCES.values()}
+    assert status.activated_samples == 60
+    assert by_source == {
+        "trained": status.policy_samples_trained,
+        "critic": status.policy_samples_critic,
+        "buffer": status.policy_samples_buffer,
+    }
+    assert by_source["critic"] > 0 and by_source["buffer"] > 0
+    assert status.policy_samples_trained >= status.activated_samples  # in-batch duplicates share a job
+    assert status.sample_speedup == pytest.approx(len(samples) / status.activated_samples)
+    assert status.calibration_samples > 0 and status.HasField("calibration_error")
+    assert sorted(s.index for s in samples) == list(range(len(samples)))
+    trained = [s.reward.value for s in samples if s.source == common_pb2.SAMPLE_SOURCE_TRAINED]
+    assert status.best.reward.value == max(trained)  # predictions never count as the best
+    top = await client.top(status.search_id, k=3)
+    assert top[0].reward.value == status.best.reward.value
+
+    # One code path: the plain in-memory loop gives the same samples, sources and rewards.
+    space = spaces.get(CORA)
+    setup = search_bench.Setup(space, common_pb2.RewardSpec(cost=common_pb2.COST_METRIC_NONE))
+    strategy = fnas.make("fnas", space, 3, 0, fnas.config_from_spec(spec()))
+    plain = await arun_plain_fnas(strategy, search_bench.evaluator(setup), 60, decision=from_options(OPTIONS))
+    assert plain.samples == as_list(samples)
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{cluster.metrics_port}/metrics").read().decode()
+    for line in (
+        'fnas_agent_samples_total{source="critic"}',
+        'fnas_agent_samples_total{source="buffer"}',
+        "fnas_agent_critic_calibration_error",
+        "fnas_agent_sample_speedup_ratio",
+        "fnas_critic_training_rounds_total",
+        "fnas_buffer_replays_total",
+    ):
+        assert line in text, line
+
+
+async def test_same_seed_same_fnas_trajectory_other_seed_differs(client):
+    _, first = await run_to_end(client, spec(seed=5, budget=30))
+    _, second = await run_to_end(client, spec(seed=5, budget=30))
+    _, other = await run_to_end(client, spec(seed=6, budget=30))
+    assert as_list(first) == as_list(second)
+    assert as_list(first) != as_list(other)
+
+
+async def test_one_module_variants_use_only_their_source(client):
+    loose = common_pb2.FnasOptions(warmup=5, threshold=1.0)  # a fixed threshold: trusted at once
+    status, _ = await run_to_end(client, spec("fnas-uac", budget=30, fnas=loose))
+    assert status.policy_samples_buffer == 0 and status.policy_samples_critic > 0
+    status, _ = await run_to_end(client, spec("fnas-aeb", budget=30))
+    assert status.policy_samples_critic == 0 and status.policy_samples_buffer > 0
+    assert status.policy_samples_trained == status.activated_samples == 30
+
+
+async def test_transfer_from_a_snapshot_and_bad_transfer_is_refused(cluster, client):
+    first, _ = await run_to_end(client, spec(budget=30))
+    async with CriticClient(cluster.critic_address) as critic:
+        snapshot_id, weights = await critic.export_snapshot(first.search_id)
+        assert len(weights) > 100_000
+        assert await critic.import_snapshot(weights, "nasbench-graph/citeseer") == snapshot_id
+    citeseer = spec(budget=20, seed=1, critic_snapshot=snapshot_id)
+    citeseer.space = "nasbench-graph/citeseer"
+    status, _ = await run_to_end(client, citeseer)
+    assert status.state == search_pb2.SEARCH_STATE_SUCCEEDED
+    history, _ = await run_to_end(client, spec(budget=20, critic_history=[first.search_id]))
+    assert history.state == search_pb2.SEARCH_STATE_SUCCEEDED
+    before = len(await client.list())
+    for bad, field in (
+        (spec(critic_snapshot="nope"), "critic_snapshot"),
+        (spec("ppo", critic_snapshot=snapshot_id), "critic_snapshot"),
+        (spec(critic_history=["never-ran"]), "critic_history[0]"),
+        (spec(fnas=common_pb2.FnasOptions(max_replay_fraction=1.0)), "fnas.max_replay_fraction"),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await client.submit(bad)
+        assert e.value.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
+        assert e.value.details().startswith(field), e.value.details()
+    assert len(await client.list()) == before
