@@ -44,8 +44,11 @@ async def fetch(sub: JetStreamContext.PullSubscription, batch: int, timeout_s: f
     """Up to `batch` messages of a pull consumer; [] when none came within timeout_s or NATS is away."""
     try:
         return await sub.fetch(batch, timeout=timeout_s)
-    except nats.errors.TimeoutError:
-        return []  # an empty fetch raises by design (nats.py #418)
+    except (nats.errors.TimeoutError, TimeoutError):
+        # An empty fetch raises by design (nats.py #418). nats-py 2.16 raises the builtin TimeoutError,
+        # not its own subclass, when the deadline runs out between its two pull requests (a busy event
+        # loop): uncaught, it silently ended the consumer's task and its service stopped receiving events.
+        return []
     except (
         nats.errors.ConnectionClosedError,
         nats.errors.ConnectionReconnectingError,

@@ -204,6 +204,7 @@ def summarise(cfg: AkpBenchConfig, source: dict, target: dict, stats, seconds: d
         # Agreement of two full trainings with different seeds: the ceiling any short ranking can reach.
         "true_seed_rho": spearman(per_seed[0], per_seed[1]) if cfg.true_seeds > 1 else None,
         "true_accuracy": true,
+        "true_accuracy_per_seed": per_seed,
         "accuracy": {m: {str(e): v for e, v in a.items()} for m, a in acc.items()},
         "archs": [MnasSpace().key(t) for t in plan(cfg)[0]],
         "seconds": {k: round(v, 1) for k, v in seconds.items()},

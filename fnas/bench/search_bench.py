@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from fnas import spaces
+from fnas.bench import fnas_bench
 from fnas.bench.plain_loop import run_plain, samples_to_reach
 from fnas.reward import RewardFn
 from fnas.v1 import common_pb2, queue_pb2
@@ -95,8 +96,13 @@ def run(
     mesh_seeds: int,
     data_dir: Path,
     progress: Callable[[str], None] = print,
+    transfer_from: str | None = None,
 ) -> dict:
-    """Runs the benchmark; returns the JSON-ready result."""
+    """Runs the benchmark; returns the JSON-ready result.
+
+    `transfer_from` (a space id) adds the critic-transfer runs: fnas on each
+    other space, from scratch and from a critic pre-trained on that space.
+    """
     import torch
 
     torch.set_num_threads(1)  # the policy is tiny; more threads only contend (TECH-NOTES, PyTorch)
@@ -123,15 +129,25 @@ def run(
                 base, mine = (ppo or {}).get(target, {}).get("median"), stats[target]["median"]
                 stats[target]["ratio_to_ppo"] = base / mine if base and mine else None
         out["spaces"][space_id] = result
+    if transfer_from:
+        setups = {}
+        for space_id in dict.fromkeys([transfer_from, *space_ids]):
+            setup = Setup(spaces.get(space_id), reward_spec(spaces.get(space_id), reward_kind))
+            setups[space_id] = (setup.space, evaluator(setup), thresholds(setup))
+        out["transfer"] = fnas_bench.transfer(setups, transfer_from, seeds, budget, summarise, progress)
     return out
 
 
 def _strategy(setup, name, seeds, budget, mesh_seeds, data_dir, targets) -> dict:
     evaluate = evaluator(setup)
-    curves, plain_s = [], []
+    curves, plain_s, fnas_runs = [], [], []
     for seed in range(seeds):
         started = time.perf_counter()
-        trajectory = run_plain(strategies.make(name, setup.space, seed=seed), evaluate, budget)
+        if name in fnas_bench.STRATEGIES:  # the agent's batch assembly, critic and buffer in memory
+            fnas_runs.append(fnas_bench.plain(setup.space, evaluate, name, seed, budget))
+            trajectory = fnas_runs[-1].trajectory
+        else:
+            trajectory = run_plain(strategies.make(name, setup.space, seed=seed), evaluate, budget)
         plain_s.append(time.perf_counter() - started)
         curves.append([r for _, r in trajectory])
     stats = {
@@ -141,9 +157,19 @@ def _strategy(setup, name, seeds, budget, mesh_seeds, data_dir, targets) -> dict
         str(n): float(np.median([max(c[:n]) for c in curves])) for n in BEST_AT if n <= budget
     }
     stats["running_best_median"] = np.median(np.maximum.accumulate(np.array(curves), axis=1), axis=0).tolist()
+    if fnas_runs:
+        stats["fnas"] = fnas_bench.summary(fnas_runs)
     if mesh_seeds:
         mesh = asyncio.run(_mesh(setup, name, min(mesh_seeds, seeds), budget, data_dir))
-        stats["mesh_matches_plain"] = all(m[0] == curves[i] for i, m in enumerate(mesh))
+        if fnas_runs:  # every policy sample with its source, not only the trained ones
+            plain_samples = [[(s, r) for s, _, r in run.samples] for run in fnas_runs]
+            stats["mesh_matches_plain"] = all(
+                fnas_bench.mesh_samples(m[0]) == plain_samples[i] for i, m in enumerate(mesh)
+            )
+        else:
+            stats["mesh_matches_plain"] = all(
+                [s.reward.value for s in m[0]] == curves[i] for i, m in enumerate(mesh)
+            )
         per_sample = [(m[1] - plain_s[i]) / budget * 1000 for i, m in enumerate(mesh)]
         stats["overhead_ms_per_sample"] = float(np.median(per_sample))
         stats["mesh_ms_per_sample"] = float(np.median([m[1] / budget * 1000 for m in mesh]))
@@ -151,8 +177,8 @@ def _strategy(setup, name, seeds, budget, mesh_seeds, data_dir, targets) -> dict
     return stats
 
 
-async def _mesh(setup, name, seeds, budget, data_dir) -> list[tuple[list[float], float]]:
-    """Runs seeds 0..seeds-1 through the in-process cluster; (rewards in order, wall seconds) each."""
+async def _mesh(setup, name, seeds, budget, data_dir) -> list[tuple[list[common_pb2.Sample], float]]:
+    """Runs seeds 0..seeds-1 through the in-process cluster; (sample events in order, wall seconds) each."""
     from fnas.client import SearchClient
     from fnas.harness import Cluster
 
@@ -168,8 +194,8 @@ async def _mesh(setup, name, seeds, budget, data_dir) -> list[tuple[list[float],
             )
             started = time.perf_counter()
             search_id = await client.submit(spec)
-            rewards = [e.sample.reward.value async for e in client.watch(search_id) if e.HasField("sample")]
-            runs.append((rewards, time.perf_counter() - started))
+            samples = [e.sample async for e in client.watch(search_id) if e.HasField("sample")]
+            runs.append((samples, time.perf_counter() - started))
     return runs
 
 

@@ -19,7 +19,16 @@ def add(sub: argparse._SubParsersAction) -> None:
         default="nasbench-graph/cora",
         help="comma-separated tabular spaces, e.g. nasbench-graph/cora,nasbench-graph/citeseer",
     )
-    s.add_argument("--strategies", default="ppo,random,evolution", help="comma-separated strategies")
+    s.add_argument(
+        "--strategies",
+        default="ppo,random,evolution",
+        help="comma-separated: ppo, random, evolution, fnas (all modules), fnas-uac, fnas-aeb (one module)",
+    )
+    s.add_argument(
+        "--transfer-from",
+        default=None,
+        help="also run fnas on the other spaces from a critic pre-trained on this one (nasbench-graph/cora)",
+    )
     s.add_argument(
         "--reward",
         choices=("accuracy", "latency"),
@@ -43,7 +52,7 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def search(args: argparse.Namespace) -> int:
-    from fnas.bench import search_bench
+    from fnas.bench import fnas_bench, search_bench
 
     if args.seeds < 1 or args.budget < 1 or args.mesh_seeds < 0:
         raise ValueError("--seeds and --budget must be >= 1, --mesh-seeds >= 0")
@@ -56,8 +65,11 @@ def search(args: argparse.Namespace) -> int:
         args.mesh_seeds,
         args.data_dir,
         progress=lambda line: print(line, file=sys.stderr, flush=True),
+        transfer_from=args.transfer_from,
     )
     print(search_bench.table(result))
+    if extra := fnas_bench.table(result):
+        print(extra)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     json_path, png_path = args.out.with_suffix(".json"), args.out.with_suffix(".png")
     json_path.write_text(json.dumps(result, indent=1) + "\n")

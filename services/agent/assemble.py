@@ -112,26 +112,35 @@ async def plan_batch(
         if len(plan) >= size or n_jobs >= max_trained:
             break
         # Resampling rounds draw a whole batch: few calls even when most draws come back trusted.
-        proposals = strategy.propose(size - len(plan) if round_ == 0 else size)
+        need = size - len(plan) if round_ == 0 else size
+        proposals = strategy.propose(need * cfg.candidates)
         predictions = await critic.predict([p.tokens for p in proposals], observed)
+        untrusted = []
         for p, pred in zip(proposals, predictions, strict=True):
             if len(plan) >= size or n_jobs >= max_trained:
                 break
             key = strategy.space.key(p.tokens)
             if cfg.dedup and key in training:
                 plan.append(_planned(p, pred, TRAINED, copy_of=training[key]))
-                continue
-            if pred.trusted:
-                if n_trusted >= quota:
-                    dropped.append((p, pred))  # paper 4.2: thrown away, resampled
-                    continue
-                if pred.known or not strategy.draw_audit():
-                    plan.append(_planned(p, pred, CRITIC))
-                    n_trusted += 1
-                    continue
+            elif not pred.trusted:
+                untrusted.append((p, pred, key))
+            elif n_trusted >= quota:
+                dropped.append((p, pred))  # paper 4.2: thrown away, resampled
+            elif pred.known or not strategy.draw_audit():
+                plan.append(_planned(p, pred, CRITIC))
+                n_trusted += 1
+            else:
                 training[key] = len(plan)
                 plan.append(_planned(p, pred, TRAINED, audit=True))
                 n_jobs += 1
+        if cfg.candidates > 1:
+            # Several untrusted candidates per slot: train the most promising (highest V + U) first.
+            untrusted.sort(key=lambda c: -(c[1].value + c[1].uncertainty))
+        for p, pred, key in untrusted:
+            if len(plan) >= size or n_jobs >= max_trained:
+                break
+            if cfg.dedup and key in training:
+                plan.append(_planned(p, pred, TRAINED, copy_of=training[key]))
                 continue
             training[key] = len(plan)
             plan.append(_planned(p, pred, TRAINED))

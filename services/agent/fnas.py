@@ -52,6 +52,9 @@ class FnasConfig:
     max_draw_rounds: int = 20
     #: An architecture proposed twice in one batch is trained once; both copies learn its result.
     dedup: bool = True
+    #: Proposals drawn per open slot in each round; with more than one, the untrusted candidates with
+    #: the highest V + U are trained first (the rest are dropped like extra trusted ones).
+    candidates: int = 1
 
     def __post_init__(self) -> None:
         for name in ("max_trusted_fraction", "audit_fraction"):
@@ -61,8 +64,8 @@ class FnasConfig:
             raise ValueError("max_trusted_fraction must be < 1: every batch trains something")
         if not 0.0 <= self.max_replay_fraction < 1.0:
             raise ValueError(f"max_replay_fraction must be in [0, 1), got {self.max_replay_fraction}")
-        if self.buffer_size < 1 or self.max_draw_rounds < 1:
-            raise ValueError("buffer_size and max_draw_rounds must be >= 1")
+        if self.buffer_size < 1 or self.max_draw_rounds < 1 or self.candidates < 1:
+            raise ValueError("buffer_size, max_draw_rounds and candidates must be >= 1")
         if not self.priority_temperature > 0:
             raise ValueError(f"priority_temperature must be > 0, got {self.priority_temperature}")
 

@@ -30,6 +30,8 @@ class DecisionConfig:
     min_calibration: int = 10
     #: Trust predictions above the best trained reward (False: a predicted new best is verified by training).
     trust_above_best: bool = False
+    #: With trust_above_best False, a sample is also verified when V + optimism * U exceeds the best.
+    optimism: float = 0.0
     #: An architecture already trained is predicted as its observed mean reward with U = 0.
     recall: bool = True
 

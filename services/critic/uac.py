@@ -104,7 +104,7 @@ class SearchCritic:
             if known is not None:
                 out.append(Prediction(known[0] / known[1], 0.0, ready, known=True))
                 continue
-            trusted = ready and u < self.threshold() and (d.trust_above_best or v <= t.best)
+            trusted = ready and u < self.threshold() and (d.trust_above_best or v + d.optimism * u <= t.best)
             out.append(Prediction(v, u, trusted))
         return out
 

@@ -141,9 +141,11 @@ class TrainerWorker:
         if self._bus is None:
             raise RuntimeError("trainer is not running")
         # Acked by the stream before Bus.work acks the job: the result is durable first.
-        await self._bus.publish(
+        ack = await self._bus.publish(
             events.train_result(result.search_id), result, msg_id=events.result_msg_id(result.job_id)
         )
+        if ack.duplicate:  # a redelivered job another trainer finished first: JetStream kept that one
+            log.info("result of job %s dropped as a duplicate", result.job_id)
 
     async def _on_poison(self, msg: Msg, error: BaseException) -> None:
         """Reports a poison job as a FAILED result when its message id (the job id) says whose it was.

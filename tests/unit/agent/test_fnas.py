@@ -95,7 +95,16 @@ async def test_audits_train_would_be_trusted_samples_and_measure_the_error():
     rewards = {pos: 0.5 + 0.01 * pos for pos in range(len(plan))}
     fresh = assemble.fresh_feedback(s, plan, rewards)
     assert [f.source for _, f in fresh] == ["trained"] * 10
-    assert s.calibration_error() == pytest.approx(sum(0.01 * pos for pos in range(1, 10)) / 9)
+    audited = [pos for pos, p in enumerate(plan) if p.audit]
+    assert s.calibration_error() == pytest.approx(sum(0.01 * pos for pos in audited) / 9)  # |V - R|, V = 0.5
+
+
+async def test_candidates_train_the_most_promising_untrusted_first():
+    s = strategy(candidates=3)
+    plan = await assemble.plan_batch(s, FakeCritic(every=1), 0, 100)  # nothing trusted
+    assert s.n_proposed == 30 and all(p.trains for p in plan)
+    # U = index / 100 and V = 0.5 for all: the 10 highest indices of the 30 drawn, best first.
+    assert [p.tokens[1] + 9 * p.tokens[2] for p in plan] == list(range(29, 19, -1))
 
 
 async def test_a_duplicate_in_a_batch_is_trained_once_and_shares_its_result():
