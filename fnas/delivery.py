@@ -97,7 +97,9 @@ async def run_work(
     exc = asyncio.CancelledError() if task.cancelled() else task.exception()
     if exc is None:
         try:
-            await msg.ack_sync()
+            # No round trip: the result is already published, so a lost ack only means one
+            # redelivery, whose result JetStream and the agent de-duplicate.
+            await msg.ack()
         except nats.errors.Error as e:  # the message comes back after ack_wait; the result is de-duplicated
             log.warning("ack of message %d failed: %s", seq, e)
     elif isinstance(exc, Poison | DecodeError):

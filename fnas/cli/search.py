@@ -40,7 +40,23 @@ def add(sub: argparse._SubParsersAction) -> None:
 def add_spec_arguments(p: argparse.ArgumentParser) -> None:
     """The SearchSpec flags, shared with `fnas bench search`."""
     p.add_argument("--space", required=True, help="space id, see `fnas spaces`")
-    p.add_argument("--strategy", default="ppo", help="ppo, random or evolution (default ppo)")
+    p.add_argument(
+        "--strategy",
+        default="ppo",
+        help="ppo, random, evolution, fnas (PPO + the modules), fnas-uac or fnas-aeb (default ppo)",
+    )
+    for module, what in (
+        ("uac", "critic (paper 4.2)"),
+        ("aeb", "experience buffer (5)"),
+        ("akp", "pool (4.3)"),
+    ):
+        p.add_argument(f"--no-{module}", action="store_true", help=f"fnas: switch the {what} off")
+    p.add_argument("--critic-snapshot", default="", help="fnas: start the critic from this snapshot id")
+    p.add_argument(
+        "--critic-history",
+        default="",
+        help="fnas: pre-train the critic on these searches (comma-separated ids)",
+    )
     p.add_argument("--budget", type=int, default=200, help="activated (trained) samples")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -105,6 +121,11 @@ def spec_from_args(args: argparse.Namespace) -> common_pb2.SearchSpec:
         pool_task=args.pool_task,
         final_epochs=args.final_epochs,
     )
+    for module in ("uac", "aeb", "akp"):  # unset means on; only a switched-off module is written
+        if getattr(args, f"no_{module}", False):
+            setattr(spec.modules, module, False)
+    spec.critic_snapshot = getattr(args, "critic_snapshot", "")
+    spec.critic_history.extend(h for h in getattr(args, "critic_history", "").split(",") if h)
     if args.final_top_k is not None:  # final selection (paper 6.2); unset: the agent's default
         spec.final_top_k = args.final_top_k
     return spec

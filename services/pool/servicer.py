@@ -84,12 +84,13 @@ def check_put(request: pool_pb2.PutBlocksRequest) -> tuple[str, list[NewBlock]]:
             raise BadRequest(f"{field}.embedding", f"does not match block {block.position} of the architecture")
         if block.iterations == 0:
             raise BadRequest(f"{field}.iterations", "must be > 0")
-        _check_weights(f"{field}.weights", block.weights)
-        out.append(NewBlock(block.position, embedding.tolist(), block.iterations, block.weights))
+        shapes = _check_weights(f"{field}.weights", block.weights)
+        out.append(NewBlock(block.position, embedding.tolist(), block.iterations, block.weights, shapes))
     return space.id, out
 
 
-def _check_weights(field: str, data: bytes) -> None:
+def _check_weights(field: str, data: bytes) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor of a safetensors payload; BadRequest if it is not a usable one."""
     if not data:
         raise BadRequest(field, "required (the block's state_dict as safetensors)")
     try:
@@ -101,6 +102,7 @@ def _check_weights(field: str, data: bytes) -> None:
     for name, a in arrays.items():
         if a.dtype.name not in DTYPES:
             raise BadRequest(field, f"tensor {name!r} has dtype {a.dtype.name}; allowed: {', '.join(DTYPES)}")
+    return {name: a.shape for name, a in arrays.items()}
 
 
 def check_query(request: pool_pb2.QueryBlocksRequest, max_elements: int) -> list[tuple[int, list[TensorSpec]]]:
@@ -191,6 +193,7 @@ class PoolServicer(pool_pb2_grpc.PoolServiceServicer):
                 request.task,
                 request.iterations,
                 request.min_similarity,
+                {s.name: s.shape for s in specs},
             )
             if found is None:
                 continue

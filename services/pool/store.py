@@ -19,8 +19,8 @@ import hashlib
 import json
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -44,6 +44,13 @@ class Entry:
     source_job_id: str
     seq: int
     embedding: tuple[float, ...]
+    #: (name, shape) of every stored tensor: ties in similarity go to the block that needs least adapting.
+    shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
+
+    def mismatches(self, layout: Mapping[str, Sequence[int]]) -> int:
+        """Tensors of `layout` this block lacks or holds in another shape."""
+        mine = dict(self.shapes)
+        return sum(mine.get(name) != tuple(shape) for name, shape in layout.items())
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,7 @@ class NewBlock:
     embedding: Sequence[float]
     iterations: int
     weights: bytes
+    shapes: Mapping[str, Sequence[int]] = field(default_factory=dict)
 
 
 def entry_key(space: str, position: int, task: str, iterations: int, embedding: Sequence[float]) -> bytes:
@@ -198,11 +206,14 @@ class PoolStore:
         task: str = "",
         iterations: int = 0,
         min_similarity: float = 0.0,
+        layout: Mapping[str, Sequence[int]] | None = None,
     ) -> tuple[Entry, float] | None:
         """The stored block most similar to `embedding` at (space, position), with its cosine similarity.
 
         `task` ("" = any) filters; when `iterations` > 0 and some candidates trained exactly that long, only
-        they compete (fairness, paper 4.3); ties go to the most recently stored block.
+        they compete (fairness, paper 4.3). Ties in similarity (one-hot embeddings take few values) go to the
+        block with the fewest tensors whose shape differs from `layout` (the query's), then to the most
+        recently stored one.
         """
         with self._index_lock:
             bucket = self._buckets.get((space, position))
@@ -219,8 +230,9 @@ class PoolStore:
         norm = np.linalg.norm(q)
         sims = matrix @ (q / norm) if norm > 0 else np.zeros(len(entries))
         seqs = np.array([e.seq for e in entries])
-        # Rank by similarity (rounded: float noise must not beat recency), then by insertion order.
-        i = int(np.lexsort((seqs, np.where(keep, np.round(sims, 9), -np.inf)))[-1])
+        fit = np.array([-e.mismatches(layout) if layout else 0 for e in entries])
+        # Rank by similarity (rounded: float noise must not decide), then shape fit, then insertion order.
+        i = int(np.lexsort((seqs, fit, np.where(keep, np.round(sims, 9), -np.inf)))[-1])
         if sims[i] < min_similarity - 1e-9:
             return None
         return entries[i], float(np.clip(sims[i], -1.0, 1.0))
@@ -261,8 +273,9 @@ class PoolStore:
         for block in blocks:
             seq += 1
             key = entry_key(space, block.position, task, block.iterations, block.embedding)
+            shapes = tuple(sorted((name, tuple(int(d) for d in shape)) for name, shape in block.shapes.items()))
             e = Entry(key, space, block.position, task, block.iterations, source_job_id, seq,
-                      tuple(float(x) for x in block.embedding))
+                      tuple(float(x) for x in block.embedding), shapes)
             txn.put(key, block.weights, db=self.db["blocks"])
             txn.put(key, json.dumps({k: v for k, v in vars(e).items() if k != "key"}).encode(), db=self.db["meta"])
             entries.append(e)
@@ -282,4 +295,4 @@ class PoolStore:
 def _entry(key: bytes, raw: bytes) -> Entry:
     m = json.loads(raw)
     return Entry(bytes(key), m["space"], m["position"], m["task"], m["iterations"], m["source_job_id"],
-                 m["seq"], tuple(m["embedding"]))
+                 m["seq"], tuple(m["embedding"]), tuple((n, tuple(s)) for n, s in m.get("shapes", ())))

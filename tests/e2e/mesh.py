@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -21,14 +22,33 @@ from pathlib import Path
 import nats
 
 from fnas import events, serving
+from fnas.cli.cluster import SERVICES
 from fnas.client import SearchClient
 from fnas.nats_server import EmbeddedNats
 from fnas.tls import ClientTLS
 from fnas.v1 import common_pb2, queue_pb2, search_pb2
 
 TOKEN = "e2e-tenant-token-0123456789"
+SPACE = "nasbench-graph/cora"
 NATS_USER, NATS_PASSWORD = "fnas", "e2e-nats-password-0123456789"
 SEARCH_SERVICE = "fnas.v1.SearchService"
+
+
+def spec(budget: int, simulated_s: float, seed: int = 7) -> common_pb2.SearchSpec:
+    return common_pb2.SearchSpec(
+        space=SPACE,
+        strategy="ppo",
+        seed=seed,
+        budget=common_pb2.Budget(max_activated_samples=budget),
+        task=common_pb2.Task(simulated_seconds=simulated_s),
+    )
+
+
+def jobs_in_hand(proc: Proc) -> set[str]:
+    """Jobs the trainer started and has not yet finished, from its log."""
+    text = proc.text()
+    started = set(re.findall(r"job (\S+) started", text))
+    return started - set(re.findall(r"job (\S+) (?:ok|failed) in", text))
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -87,7 +107,10 @@ class Mesh:
 
     def _spawn(self, name: str, service: str, args: list[str], prefix: list[str] = ()) -> Proc:
         log = self.logs / f"{name}.log"
-        cmd = [*prefix, sys.executable, "-m", "fnas", "serve", service, "--nats-url", self.nats.url, *args]
+        # `fnas serve NAME` where the CLI has it, `python -m services.NAME` otherwise: the same main().
+        serve = ["fnas", "serve", service] if service in SERVICES else [f"services.{service}"]
+        nats_url = ["--nats-url", self.nats.url] if service != "pool" else []
+        cmd = [*prefix, sys.executable, "-m", *serve, *nats_url, *args]
         with open(log, "ab") as out:
             popen = subprocess.Popen(
                 cmd, stdout=out, stderr=out, stdin=subprocess.DEVNULL, env=self._env(service)
@@ -115,6 +138,11 @@ class Mesh:
         args = ["--trainer-id", name, "--ack-wait-s", str(ack_wait_s), "--heartbeat-s", str(heartbeat_s)]
         args += ["--max-deliver", "5", "--grace-s", "1", "--nak-delay-s", "0.2", *extra]
         return self._spawn(name, "trainer", args, prefix)
+
+    def start_pool(self, port: int) -> Proc:
+        """The PoolService on `port`, its LMDB under the mesh's data dir (fsync per put: the default)."""
+        args = ["--port", str(port), "--data-dir", str(self.root / "data"), "--grace-s", "1"]
+        return self._spawn("pool", "pool", args)
 
     def tls(self) -> ClientTLS | None:
         """How a client reaches the agent (mTLS when secure)."""

@@ -1,0 +1,75 @@
+"""A real mnas search through the in-process cluster: torch training in the trainers' child processes,
+final selection (paper 6.2) and `fnas export` of the winner."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+
+import pytest
+
+from fnas import cli
+from fnas.client import SearchClient
+from fnas.harness import Cluster
+from fnas.v1 import common_pb2, search_pb2
+
+pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
+
+
+async def test_small_mnas_search_final_selection_and_export(tmp_path):
+    spec = common_pb2.SearchSpec(
+        space="mnas",
+        strategy="ppo",
+        seed=3,
+        budget=common_pb2.Budget(max_activated_samples=6),
+        task=common_pb2.Task(dataset="digits", epochs=1),
+        final_top_k=2,
+        final_epochs=2,
+    )
+    async with (
+        Cluster(tmp_path / "data", trainers=2) as cluster,
+        SearchClient(cluster.agent_address) as client,
+    ):
+        search_id = await client.submit(spec)
+        trajectory = [e.sample async for e in client.watch(search_id) if e.HasField("sample")]
+        status = await client.get(search_id)
+        out = tmp_path / "export"
+        # Export in this thread while the agent runs: asyncio.run inside the CLI needs its own thread.
+        code = await asyncio.to_thread(
+            cli.main,
+            [
+                "export",
+                "--target",
+                cluster.agent_address,
+                "--search",
+                search_id,
+                "--rank",
+                "1",
+                "--out",
+                str(out),
+            ],
+        )
+    assert status.state == search_pb2.SEARCH_STATE_SUCCEEDED, status.error
+    assert status.activated_samples == 6 and status.failed_samples == 0  # retrains are no samples
+    assert len(trajectory) == 6
+    for s in trajectory:
+        assert 0 < s.reward.accuracy <= 1 and s.reward.value == s.reward.accuracy  # accuracy-only reward
+        assert s.reward.mult_adds > 0 and s.reward.params > 0 and s.reward.latency_ms > 0
+    final = status.final_ranking
+    assert [c.rank for c in final] == [1, 2] and all(c.epochs == 2 and not c.error for c in final)
+    assert final[0].final_reward.value >= final[1].final_reward.value
+    best_two = sorted((s.reward.value for s in trajectory), reverse=True)[:2]
+    assert sorted(c.sample.reward.value for c in final) == sorted(best_two)
+
+    assert code == 0
+    meta = json.loads((out / "architecture.json").read_text())
+    assert meta["tokens"] == list(final[0].sample.architecture.tokens)
+    # The retrain repeats the final selection's (same seed, split and recipe; CPU is deterministic).
+    assert meta["accuracy"] == pytest.approx(final[0].final_reward.accuracy, abs=1e-9)
+    check = "import model, torch; print(tuple(model.load().eval()(torch.zeros(1, *model.INPUT_SHAPE)).shape))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", check], cwd=out, capture_output=True, text=True, timeout=60
+    )
+    assert loaded.stdout.strip() == "(1, 10)", loaded.stderr
