@@ -23,6 +23,8 @@ from services.buffer.app import BufferApp
 from services.buffer.config import BufferConfig
 from services.critic.app import CriticApp
 from services.critic.config import CriticConfig
+from services.pool.app import PoolApp
+from services.pool.config import PoolConfig
 from services.trainer.config import TrainerConfig
 from services.trainer.evaluate import default_evaluator
 from services.trainer.worker import TrainerWorker
@@ -31,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 class Cluster:
-    """NATS + agent + critic + buffer + trainers in this process; an async context manager."""
+    """NATS + agent + critic + buffer + pool + trainers in this process; an async context manager."""
 
     def __init__(
         self,
@@ -51,6 +53,9 @@ class Cluster:
         self.critic: CriticApp | None = None
         self.buffer: BufferApp | None = None
         self.critic_address = self.buffer_address = ""
+        # The AKP pool (paper 4.3) shares that server; the trainers initialise their models from it.
+        self.pool: PoolApp | None = None
+        self.pool_address = ""
         self.workers: list[TrainerWorker] = []
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -70,8 +75,9 @@ class Cluster:
             self.metrics_port = metrics.start_http(self.metrics_port, addr="127.0.0.1")
         self.critic = CriticApp(CriticConfig(nats_url=self.nats_url, data_dir=self.data_dir, port=0))
         self.buffer = BufferApp(BufferConfig(nats_url=self.nats_url, data_dir=self.data_dir, port=0))
-        address, helpers_ready = await self._serve_helpers([self.critic, self.buffer])
-        self.critic_address = self.buffer_address = address
+        self.pool = PoolApp(PoolConfig(data_dir=self.data_dir, port=0))
+        address, helpers_ready = await self._serve_helpers([self.critic, self.buffer, self.pool])
+        self.critic_address = self.buffer_address = self.pool_address = address
         agent_cfg = AgentConfig(
             nats_url=self.nats_url,
             data_dir=self.data_dir,
@@ -91,7 +97,10 @@ class Cluster:
 
         self._tasks.append(asyncio.create_task(serving.serve(running, warm_up, server_cfg, self._stop)))
         for i in range(self.n_trainers):
-            cfg = TrainerConfig(nats_url=self.nats_url, trainer_id=f"trainer-{i}", data_dir=self.data_dir)
+            cfg = TrainerConfig(
+                nats_url=self.nats_url, trainer_id=f"trainer-{i}", data_dir=self.data_dir,
+                pool_address=self.pool_address,
+            )  # fmt: skip
             worker = TrainerWorker(cfg, default_evaluator(cfg.heartbeat_s, cfg))
             self.workers.append(worker)
             self._tasks.append(asyncio.create_task(worker.run(self._stop), name=f"trainer-{i}"))
@@ -106,7 +115,7 @@ class Cluster:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.agent is not None:
             await self.agent.close()
-        for app in (self.critic, self.buffer):
+        for app in (self.critic, self.buffer, self.pool):
             if app is not None:
                 await app.close()
         if self.nats is not None:

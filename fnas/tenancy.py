@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from fnas.auth import ANONYMOUS
 from fnas.v1 import common_pb2, search_pb2
 
 
@@ -25,7 +26,7 @@ class Limits:
     """The SearchService's per-search and per-tenant limits."""
 
     max_searches_per_tenant: int = 16
-    """Running searches one tenant may have at once."""
+    """Running searches one authenticated tenant may have at once."""
     max_budget_samples: int = 100_000
     """Largest budget.max_activated_samples and budget.max_policy_samples."""
     max_budget_seconds: float = 7 * 24 * 3600.0
@@ -52,11 +53,16 @@ def budget_refusal(spec: common_pb2.SearchSpec, limits: Limits) -> str | None:
 
 
 def concurrency_refusal(tenant: str, running_tenants: Iterable[str], limits: Limits) -> str | None:
-    """Why `tenant` may not start another search now, or None."""
+    """Why `tenant` may not start another search now, or None.
+
+    Only authenticated tenants have a share: without authentication every caller
+    is the one anonymous tenant, and the agent's max_searches is the bound.
+    """
+    if tenant == ANONYMOUS:
+        return None
     running = sum(1 for t in running_tenants if t == tenant)
     if running >= limits.max_searches_per_tenant:
-        who = f"tenant {tenant!r}" if tenant else "this tenant"
-        return f"{who} already runs {running} searches (limit {limits.max_searches_per_tenant})"
+        return f"tenant {tenant!r} already runs {running} searches (limit {limits.max_searches_per_tenant})"
     return None
 
 

@@ -13,6 +13,12 @@ right sooner? The paper's Fig. 3c, measured.
 Every run uses the trainer's recipe (one-cycle AdamW, BN recalibration; services/trainer/train_loop.py) with
 a fixed step count per task, as in a search. Runs spread over `workers` processes of one torch thread each.
 Seeds fixed: the same settings give the same figures.
+
+Tasks: a dataset name (fnas.datasets), optionally "@LO-HI" to keep classes LO..HI. The default source task,
+digits@0-4 (5-way: digits 0-4), differs from the target (10-way digits) in its labels, and it trains on the
+0-4 images of the target's training split, never on validation images. Only the 7 searched blocks come from
+the pool; stem, head and classifier start fresh. With the defaults the pool is built from other
+architectures than the ranked ones, so most matches are adapted (kernels, channels, layers).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,9 +48,9 @@ class AkpBenchConfig:
     true_epochs: int = 24
     true_seeds: int = 1
     task: str = "digits"
-    source_task: str = "synthetic"
+    source_task: str = "digits@0-4"
     source_archs: int = 30
-    source_epochs: int = 8
+    source_epochs: int = 16
     width: float = 0.25
     image_side: int = 8
     batch_size: int = 128
@@ -91,10 +98,22 @@ def plan(cfg: AkpBenchConfig) -> tuple[list[tuple[int, ...]], list[dict], list[d
     rng = np.random.default_rng(cfg.seed)
     targets = [space.random_tokens(rng) for _ in range(cfg.archs)]
     sources = [space.random_tokens(rng) for _ in range(cfg.source_archs)]
-    common = {"width": cfg.width, "image_side": cfg.image_side, "batch_size": cfg.batch_size, "split_seed": cfg.seed}
+    common = {
+        "width": cfg.width,
+        "image_side": cfg.image_side,
+        "batch_size": cfg.batch_size,
+        "split_seed": cfg.seed,
+    }
     source_jobs = [
-        {**common, "id": f"source/{i}", "tokens": t, "task": cfg.source_task, "epochs": cfg.source_epochs,
-         "seed": cfg.seed * 100_003 + 50_000 + i, "put_job_id": f"akp-bench-source/{i}"}
+        {
+            **common,
+            "id": f"source/{i}",
+            "tokens": t,
+            "task": cfg.source_task,
+            "epochs": cfg.source_epochs,
+            "seed": cfg.seed * 100_003 + 50_000 + i,
+            "put_job_id": f"akp-bench-source/{i}",
+        }
         for i, t in enumerate(sources)
     ]
     pool_iterations = steps(cfg.source_task, cfg.seed, cfg.source_epochs, cfg.batch_size)
@@ -104,16 +123,28 @@ def plan(cfg: AkpBenchConfig) -> tuple[list[tuple[int, ...]], list[dict], list[d
         job = {**common, "tokens": t, "task": cfg.task}
         # True runs get their own seeds: their init and data order must not favour the scratch runs.
         for k in range(cfg.true_seeds):
-            target_jobs.append({**job, "id": f"true/{k}/{i}", "epochs": cfg.true_epochs, "seed": seed + 20_000 * (k + 1)})
+            target_jobs.append(
+                {**job, "id": f"true/{k}/{i}", "epochs": cfg.true_epochs, "seed": seed + 20_000 * (k + 1)}
+            )
         for e in cfg.epochs:
             target_jobs.append({**job, "id": f"scratch/{e}/{i}", "epochs": e, "seed": seed})
-            target_jobs.append({**job, "id": f"pool/{e}/{i}", "epochs": e, "seed": seed,
-                                "pool_task": cfg.source_task, "pool_iterations": pool_iterations})
+            target_jobs.append(
+                {
+                    **job,
+                    "id": f"pool/{e}/{i}",
+                    "epochs": e,
+                    "seed": seed,
+                    "pool_task": cfg.source_task,
+                    "pool_iterations": pool_iterations,
+                }
+            )
     target_jobs.sort(key=lambda j: -j["epochs"])
     return targets, source_jobs, target_jobs
 
 
-async def _run_jobs(jobs: list[dict], workers: list[asyncio.subprocess.Process], label: str) -> dict[str, dict]:
+async def _run_jobs(
+    jobs: list[dict], workers: list[asyncio.subprocess.Process], label: str
+) -> dict[str, dict]:
     todo = list(jobs)
     results: dict[str, dict] = {}
 
@@ -143,8 +174,6 @@ async def _bench(cfg: AkpBenchConfig, data_dir: Path) -> dict:
     from services.pool.config import PoolConfig
 
     pool = PoolApp(PoolConfig(data_dir=data_dir, port=0, sync=False))
-    if pool.store.stats()[0]:
-        raise ValueError(f"{data_dir / 'pool'} already holds blocks; give --data-dir a fresh folder")
     server_cfg = serving.ServerConfig(port=0, grace_s=1.0)
     running = await serving.start([pool.register], server_cfg)
     stop = asyncio.Event()
@@ -152,8 +181,13 @@ async def _bench(cfg: AkpBenchConfig, data_dir: Path) -> dict:
     address = f"127.0.0.1:{running.port}"
     workers = [
         await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "fnas.bench.akp_worker", "--pool", address,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "fnas.bench.akp_worker",
+            "--pool",
+            address,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
         )
         for _ in range(cfg.workers)
     ]
@@ -181,8 +215,10 @@ def summarise(cfg: AkpBenchConfig, source: dict, target: dict, stats, seconds: d
     n = cfg.archs
     per_seed = [[target[f"true/{k}/{i}"]["accuracy"] for i in range(n)] for k in range(cfg.true_seeds)]
     true = np.mean(per_seed, axis=0).tolist()  # the true ranking: mean accuracy over the true seeds
-    acc = {m: {e: [target[f"{m}/{e}/{i}"]["accuracy"] for i in range(n)] for e in cfg.epochs}
-           for m in ("scratch", "pool")}
+    acc = {
+        m: {e: [target[f"{m}/{e}/{i}"]["accuracy"] for i in range(n)] for e in cfg.epochs}
+        for m in ("scratch", "pool")
+    }
     rho = {m: {e: spearman(acc[m][e], true) for e in cfg.epochs} for m in acc}
     reach = {m: epochs_to(rho[m]) for m in rho}
     pool_runs = [r for k, r in target.items() if k.startswith("pool/")]
@@ -208,93 +244,20 @@ def summarise(cfg: AkpBenchConfig, source: dict, target: dict, stats, seconds: d
         "accuracy": {m: {str(e): v for e, v in a.items()} for m, a in acc.items()},
         "archs": [MnasSpace().key(t) for t in plan(cfg)[0]],
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
-        "cpu_seconds": round(sum(r["seconds"] for r in (*source.values(), *target.values())), 1),
+        "job_seconds": round(sum(r["seconds"] for r in (*source.values(), *target.values())), 1),
+        "cpu_seconds": round(sum(r.get("cpu_seconds", 0.0) for r in (*source.values(), *target.values())), 1),
     }
 
 
 def run(cfg: AkpBenchConfig, data_dir: Path) -> dict:
-    """Runs the benchmark (blocking); its pool's LMDB goes to <data_dir>/pool, which must be fresh."""
-    return asyncio.run(_bench(cfg, data_dir))
-
-
-def plot(result: dict, path: Path) -> None:
-    """Spearman rho against proxy epochs, from scratch and with the pool (the paper's Fig. 3c)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for mode, style in (("scratch", "o--"), ("pool", "s-")):
-        xs = [int(e) for e in result["rho"][mode]]
-        ax.plot(xs, list(result["rho"][mode].values()), style, label=f"{mode} (rho >= 0.8 at "
-                f"{result['epochs_to_rho_0.8'][mode] or 'none'})")
-    ax.axhline(THRESHOLD, color="grey", lw=0.8)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("proxy epochs per architecture")
-    ax.set_ylabel("Spearman rho vs the fully trained ranking")
-    cfg = result["config"]
-    ax.set_title(f"AKP on {cfg['task']} from a pool on {cfg['source_task']} ({cfg['archs']} archs)", fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    """Runs the benchmark (blocking) with a fresh pool in a temporary folder under data_dir."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="akp-", dir=data_dir) as tmp:
+        return asyncio.run(_bench(cfg, Path(tmp)))
 
 
 def add_parser(sub) -> None:
-    """Registers `fnas bench akp` on the `fnas bench` subparsers."""
-    d = AkpBenchConfig()
-    p = sub.add_parser("akp", help="AKP: epochs to rank architectures right, from scratch vs pool (Fig. 3c)",
-                       description=__doc__)
-    p.add_argument("--archs", type=int, default=d.archs, help="target architectures ranked")
-    p.add_argument("--epochs", default=",".join(map(str, d.epochs)), help="proxy epochs compared")
-    p.add_argument("--true-epochs", type=int, default=d.true_epochs, help="epochs of the true ranking")
-    p.add_argument("--true-seeds", type=int, default=d.true_seeds, help="full trainings averaged per architecture")
-    p.add_argument("--task", default=d.task, help="target task (a dataset; NAME@LO-HI keeps classes LO..HI)")
-    p.add_argument("--source-task", default=d.source_task, help="task the pool is built on")
-    p.add_argument("--source-archs", type=int, default=d.source_archs, help="architectures that fill the pool")
-    p.add_argument("--source-epochs", type=int, default=d.source_epochs, help="their epochs (the pool's fairness count)")
-    p.add_argument("--width", type=float, default=d.width, help="width multiplier of every network")
-    p.add_argument("--image-side", type=int, default=d.image_side, help="images are resized to this side")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--workers", type=int, default=d.workers, help="training processes (one torch thread each)")
-    p.add_argument("--data-dir", type=Path, default=Path("fnas-data/bench-akp"), help="the pool's LMDB (fresh)")
-    p.add_argument("--out", type=Path, default=Path("bench-out/akp"), help="writes OUT.json and OUT.png")
-    p.set_defaults(func=main)
+    """Registers `fnas bench akp` (flags and output live in fnas.bench.akp_report)."""
+    from fnas.bench import akp_report
 
-
-def main(args) -> int:
-    """`fnas bench akp`: runs, prints the figures, writes the JSON and the PNG."""
-    try:
-        epochs = tuple(int(e) for e in args.epochs.split(",") if e.strip())
-    except ValueError:
-        raise ValueError(f"--epochs must be comma-separated integers, got {args.epochs!r}") from None
-    cfg = AkpBenchConfig(
-        archs=args.archs, epochs=epochs, true_epochs=args.true_epochs, true_seeds=args.true_seeds, task=args.task,
-        source_task=args.source_task, source_archs=args.source_archs, source_epochs=args.source_epochs,
-        width=args.width, image_side=args.image_side, batch_size=args.batch_size, seed=args.seed,
-        workers=args.workers,
-    )
-    result = run(cfg, args.data_dir)
-    print(table(result))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    json_path, png_path = args.out.with_suffix(".json"), args.out.with_suffix(".png")
-    json_path.write_text(json.dumps(result, indent=1) + "\n")
-    plot(result, png_path)
-    print(f"wrote {json_path} and {png_path}", file=sys.stderr)
-    return 0
-
-
-def table(result: dict) -> str:
-    """The figures as text: rho per epoch count, epochs to rho >= 0.8, speedup, hit ratio."""
-    lines = ["epochs   rho scratch   rho pool"]
-    for e in result["rho"]["scratch"]:
-        lines.append(f"{e:>6}   {result['rho']['scratch'][e]:>11.3f}   {result['rho']['pool'][e]:>8.3f}")
-    reach, speedup = result["epochs_to_rho_0.8"], result["epoch_speedup"]
-    lines.append(f"epochs to rho >= 0.8: scratch {reach['scratch'] or 'not reached'}, pool {reach['pool'] or 'not reached'}"
-                 f"; epoch speedup {f'{speedup:.2f}x' if speedup else 'n/a'}")
-    lines.append(f"hit ratio {result['hit_ratio']:.3f} ({result['blocks_matched']}/{result['blocks_queried']} blocks, "
-                 f"mean similarity {result['mean_similarity']:.2f}, {result['adapted_fraction']:.0%} adapted)")
-    lines.append(f"{result['seconds']['total']:.0f} s wall, {result['cpu_seconds']:.0f} s of training")
-    return "\n".join(lines)
+    akp_report.add_parser(sub)

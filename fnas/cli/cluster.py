@@ -8,7 +8,7 @@ import importlib
 import signal
 from pathlib import Path
 
-SERVICES = ("agent", "critic", "buffer", "trainer")  # pool joins with its issue
+SERVICES = ("agent", "critic", "pool", "buffer", "trainer")
 
 
 def add(sub: argparse._SubParsersAction) -> None:

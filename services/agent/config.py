@@ -42,7 +42,7 @@ class AgentConfig(config.TransportSecurity):
     auth_tokens: str = ""
     """Comma-separated `tenant:token` entries (use the environment variable, not a flag; never logged)."""
     max_searches_per_tenant: int = 16
-    """Searches one tenant may run at once; more are refused with RESOURCE_EXHAUSTED."""
+    """Searches one authenticated tenant may run at once (more: RESOURCE_EXHAUSTED); no auth: max_searches."""
     max_budget_samples: int = 100_000
     """Largest budget.max_activated_samples / max_policy_samples a search may ask for."""
     max_budget_seconds: float = 7 * 24 * 3600.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
-from services.buffer.aeb import DEFAULT_CAPACITY, Entry, History, Replay
+from services.buffer.aeb import DEFAULT_CAPACITY, Entry, History, Replay, select
 
 
 class Store(Protocol):
@@ -13,6 +13,10 @@ class Store(Protocol):
 
     def put_entry(self, search_id: str, entry: Entry) -> None: ...
     def entries(self, search_id: str) -> Iterable[Entry]: ...
+
+
+class NotReady(Exception):
+    """Fewer results observed than the request's min_observed."""
 
 
 class BufferCore:
@@ -60,13 +64,7 @@ class BufferCore:
 
     def size(self, search_id: str, min_observed: int, capacity: int = DEFAULT_CAPACITY) -> int:
         """How many samples the buffer holds after the first min_observed results."""
-        from services.buffer.aeb import select
-
         return len(select(self.history(search_id).first(min_observed), capacity))
-
-
-class NotReady(Exception):
-    """Fewer results observed than the request's min_observed."""
 
 
 class LocalBuffer:

@@ -71,6 +71,8 @@ class SearchCritic:
         self.trained = _Trained()
         self._known: dict[str, tuple[float, int]] = {}
         self.last_fit: dict[str, float] = {}
+        #: Started from a snapshot or earlier histories (paper 3.1): its first predictions already count.
+        self.pretrained = model is not None
         # observe() runs on the event loop while a training round runs in a worker thread.
         self._lock = threading.Lock()
 
@@ -127,7 +129,7 @@ class SearchCritic:
             values, uncertainties = self.model.predict(x_new)
             for (i, o), v, u in zip(fresh, values.tolist(), uncertainties.tolist(), strict=True):
                 t.arrival[i] = (v, u)
-                if t.n_trained:  # an untrained net's errors say nothing about the threshold
+                if t.n_trained or self.pretrained:  # an untrained net's errors say nothing about U
                     t.pairs.append((u, abs(v - o.reward)))
             del t.pairs[: -self.decision.calibration_window]
         x = torch.from_numpy(np.stack([self.space.embedding(o.tokens) for _, o in data]))
@@ -145,6 +147,7 @@ class SearchCritic:
     def reset_for_transfer(self) -> None:
         """Keeps the nets, forgets this history: the start of a search from a pre-trained critic."""
         self.observations, self.trained, self._known = {}, _Trained(), {}
+        self.pretrained = True
 
     # state
     def state(self) -> bytes:
@@ -161,6 +164,7 @@ class SearchCritic:
             "fit": asdict(self.fit_config),
             "space": self.space.id,
             "seed": self.seed,
+            "pretrained": self.pretrained,
         }
         return safetensors.torch.save(self.model.tensors(), metadata={"fnas": json.dumps(meta)})
 
@@ -172,6 +176,7 @@ class SearchCritic:
         t.arrival = {int(i): (v, u) for i, v, u in meta["arrival"]}
         t.pairs = [tuple(p) for p in meta["pairs"]]
         t.n_trained, t.threshold = int(meta["n_trained"]), float(meta["threshold"])
+        self.pretrained = bool(meta.get("pretrained", False))
         t.best = float("-inf") if meta["best"] is None else float(meta["best"])
         with self._lock:
             data_ = sorted(self.observations.items())[: t.n_trained]

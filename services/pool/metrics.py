@@ -9,7 +9,9 @@ PUTS = Counter("fnas_pool_puts_total", "PutBlocks calls accepted, by result (sto
 QUERIES = Counter("fnas_pool_queries_total", "QueryBlocks calls answered.")
 QUERIED = Counter("fnas_pool_blocks_queried_total", "Blocks asked for by QueryBlocks.")
 MATCHED = Counter("fnas_pool_blocks_matched_total", "Queried blocks that got a match (paper 4.3 hits).")
-ADAPTED = Counter("fnas_pool_blocks_adapted_total", "Matched blocks whose weights had to be cropped or padded.")
+ADAPTED = Counter(
+    "fnas_pool_blocks_adapted_total", "Matched blocks whose weights had to be cropped or padded."
+)
 HIT_RATIO = Gauge("fnas_pool_hit_ratio", "Matched / queried blocks since the service started (paper 4.3).")
 SIMILARITY = Histogram(
     "fnas_pool_match_similarity",

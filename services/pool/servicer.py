@@ -7,7 +7,9 @@ LMDB writes, weight decoding and shape adaptation run in worker threads so the e
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import struct
 import threading
 
 import grpc
@@ -23,6 +25,17 @@ from services.pool.store import NewBlock, PoolStore
 
 log = logging.getLogger(__name__)
 MAX_TASK_CHARS = 1024
+MAX_JOB_ID_BYTES = 256
+#: safetensors dtype codes -> numpy names (bfloat16 has none: trainers send their float32 master weights).
+_SAFETENSORS_DTYPES = {
+    "F16": "float16",
+    "F32": "float32",
+    "F64": "float64",
+    "I32": "int32",
+    "I64": "int64",
+    "U8": "uint8",
+    "BOOL": "bool",
+}
 
 
 class BadRequest(ValueError):
@@ -71,6 +84,8 @@ def check_put(request: pool_pb2.PutBlocksRequest) -> tuple[str, list[NewBlock]]:
     _task(request.task, required=True)
     if not request.source_job_id:
         raise BadRequest("source_job_id", "required (a repeated put with the same id is ignored)")
+    if len(request.source_job_id.encode()) > MAX_JOB_ID_BYTES:  # it is an LMDB key: at most 511 bytes
+        raise BadRequest("source_job_id", f"longer than {MAX_JOB_ID_BYTES} bytes")
     if not request.blocks:
         raise BadRequest("blocks", "required: at least one block")
     out, seen = [], set()
@@ -81,7 +96,9 @@ def check_put(request: pool_pb2.PutBlocksRequest) -> tuple[str, list[NewBlock]]:
         if block.embedding and (
             len(block.embedding) != len(embedding) or not np.allclose(block.embedding, embedding)
         ):
-            raise BadRequest(f"{field}.embedding", f"does not match block {block.position} of the architecture")
+            raise BadRequest(
+                f"{field}.embedding", f"does not match block {block.position} of the architecture"
+            )
         if block.iterations == 0:
             raise BadRequest(f"{field}.iterations", "must be > 0")
         shapes = _check_weights(f"{field}.weights", block.weights)
@@ -93,19 +110,27 @@ def _check_weights(field: str, data: bytes) -> dict[str, tuple[int, ...]]:
     """The shape of every tensor of a safetensors payload; BadRequest if it is not a usable one."""
     if not data:
         raise BadRequest(field, "required (the block's state_dict as safetensors)")
+    try:  # the header first: it names dtypes numpy lacks (bfloat16), which numpy's loader cannot report
+        (size,) = struct.unpack("<Q", data[:8])
+        header = json.loads(data[8 : 8 + size])
+        dtypes = {k: v["dtype"] for k, v in header.items() if k != "__metadata__"}
+    except Exception as e:  # struct, JSON and key errors all mean "not safetensors"
+        raise BadRequest(field, f"not a safetensors file ({type(e).__name__}: {e})") from None
+    for name, dtype in dtypes.items():
+        if _SAFETENSORS_DTYPES.get(dtype) not in DTYPES:
+            raise BadRequest(field, f"tensor {name!r} has dtype {dtype}; send one of {', '.join(DTYPES)}")
     try:
         arrays = safetensors.numpy.load(data)
-    except Exception as e:  # safetensors raises several types for malformed headers
-        raise BadRequest(field, f"not a safetensors file ({e})") from None
+    except Exception as e:  # safetensors raises several types for malformed payloads
+        raise BadRequest(field, f"not a safetensors file ({type(e).__name__}: {e})") from None
     if not arrays:
         raise BadRequest(field, "holds no tensors")
-    for name, a in arrays.items():
-        if a.dtype.name not in DTYPES:
-            raise BadRequest(field, f"tensor {name!r} has dtype {a.dtype.name}; allowed: {', '.join(DTYPES)}")
     return {name: a.shape for name, a in arrays.items()}
 
 
-def check_query(request: pool_pb2.QueryBlocksRequest, max_elements: int) -> list[tuple[int, list[TensorSpec]]]:
+def check_query(
+    request: pool_pb2.QueryBlocksRequest, max_elements: int
+) -> list[tuple[int, list[TensorSpec]]]:
     """(position, target tensor layout) per queried block; BadRequest on any bad field."""
     space, _ = _space(request.architecture)
     _task(request.task, required=False)

@@ -47,6 +47,16 @@ class Entry:
     #: (name, shape) of every stored tensor: ties in similarity go to the block that needs least adapting.
     shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
+    def to_json(self) -> bytes:
+        """The metadata record ("meta" db): every field but the key."""
+        return json.dumps({k: v for k, v in vars(self).items() if k != "key"}).encode()
+
+    @classmethod
+    def from_json(cls, key: bytes, raw: bytes) -> Entry:
+        m = json.loads(raw)
+        shapes = tuple((n, tuple(s)) for n, s in m.pop("shapes", ()))
+        return cls(key=bytes(key), embedding=tuple(m.pop("embedding")), shapes=shapes, **m)
+
     def mismatches(self, layout: Mapping[str, Sequence[int]]) -> int:
         """Tensors of `layout` this block lacks or holds in another shape."""
         mine = dict(self.shapes)
@@ -169,7 +179,7 @@ class PoolStore:
         """Reloads the index from the "meta" db; returns the number of entries."""
 
         def scan(txn: lmdb.Transaction) -> list[Entry]:
-            return [_entry(k, v) for k, v in txn.cursor(db=self.db["meta"])]
+            return [Entry.from_json(k, v) for k, v in txn.cursor(db=self.db["meta"])]
 
         entries = self._read(scan)
         buckets: dict[tuple[str, int], _Bucket] = {}
@@ -273,11 +283,11 @@ class PoolStore:
         for block in blocks:
             seq += 1
             key = entry_key(space, block.position, task, block.iterations, block.embedding)
-            shapes = tuple(sorted((name, tuple(int(d) for d in shape)) for name, shape in block.shapes.items()))
-            e = Entry(key, space, block.position, task, block.iterations, source_job_id, seq,
-                      tuple(float(x) for x in block.embedding), shapes)
+            shapes = tuple(sorted((n, tuple(map(int, shape))) for n, shape in block.shapes.items()))
+            emb = tuple(map(float, block.embedding))
+            e = Entry(key, space, block.position, task, block.iterations, source_job_id, seq, emb, shapes)
             txn.put(key, block.weights, db=self.db["blocks"])
-            txn.put(key, json.dumps({k: v for k, v in vars(e).items() if k != "key"}).encode(), db=self.db["meta"])
+            txn.put(key, e.to_json(), db=self.db["meta"])
             entries.append(e)
         record = {"task": task, "space": space, "blocks": len(entries)}
         txn.put(source_job_id.encode(), json.dumps(record).encode(), db=self.db["jobs"])
@@ -290,9 +300,3 @@ class PoolStore:
             raise lmdb.MapFullError(f"pool map at {size} bytes; max_map_size {self.max_map_size} reached")
         with self._gate.exclusive():
             self.env.set_mapsize(size * 2)
-
-
-def _entry(key: bytes, raw: bytes) -> Entry:
-    m = json.loads(raw)
-    return Entry(bytes(key), m["space"], m["position"], m["task"], m["iterations"], m["source_job_id"],
-                 m["seq"], tuple(m["embedding"]), tuple((n, tuple(s)) for n, s in m.get("shapes", ())))

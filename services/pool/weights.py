@@ -41,7 +41,9 @@ def tensor_specs(module: nn.Module) -> list[pool_pb2.TensorSpec]:
     ]
 
 
-def block_queries(blocks: Sequence[nn.Module], positions: Iterable[int] | None = None) -> list[pool_pb2.BlockQuery]:
+def block_queries(
+    blocks: Sequence[nn.Module], positions: Iterable[int] | None = None
+) -> list[pool_pb2.BlockQuery]:
     """One BlockQuery per block (all positions by default)."""
     chosen = range(len(blocks)) if positions is None else positions
     return [pool_pb2.BlockQuery(position=i, tensors=tensor_specs(blocks[i])) for i in chosen]
@@ -49,7 +51,10 @@ def block_queries(blocks: Sequence[nn.Module], positions: Iterable[int] | None =
 
 def put_blocks(blocks: Sequence[nn.Module], iterations: int) -> list[pool_pb2.Block]:
     """Every block's weights for PutBlocks; the pool derives the embeddings from the architecture."""
-    return [pool_pb2.Block(position=i, weights=state_bytes(b), iterations=iterations) for i, b in enumerate(blocks)]
+    return [
+        pool_pb2.Block(position=i, weights=state_bytes(b), iterations=iterations)
+        for i, b in enumerate(blocks)
+    ]
 
 
 def load_matches(blocks: Sequence[nn.Module], matches: Iterable[pool_pb2.BlockMatch]) -> list[int]:

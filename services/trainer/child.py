@@ -122,28 +122,35 @@ class ChildProcess:
         proc.stdin.write(encode(header, blobs))
         await proc.stdin.drain()
 
-    async def run(self, job: queue_pb2.TrainJob, query: AsyncQuery | None) -> tuple[dict, list[bytes]]:
-        """Runs one job in the child; answers its pool query with `query`. Kills the child if interrupted."""
+    async def run(
+        self, job: queue_pb2.TrainJob, query: AsyncQuery | None, timeout_s: float | None = None
+    ) -> tuple[dict, list[bytes]]:
+        """Runs one job in the child; answers its pool query with `query`. Kills the child if interrupted.
+
+        `timeout_s` bounds the job itself (TimeoutError); starting the child is bounded by start_timeout_s.
+        """
         async with self._lock:
             try:
                 if self.proc is None or self.proc.returncode is not None:
                     self.proc = await self._start()
-                proc = self.proc
-                await self._send(
-                    proc, {"op": "train", "use_pool": query is not None}, [job.SerializeToString()]
-                )
-                while True:
-                    header, blobs = await read_frame_async(proc.stdout)
-                    if header.get("op") != "query":
-                        return header, blobs
-                    response = await query(pool_pb2.QueryBlocksRequest.FromString(blobs[0]))
-                    await self._send(proc, {"op": "matches"}, [response.SerializeToString()])
+                return await asyncio.wait_for(self._exchange(self.proc, job, query), timeout_s)
             except (EOFError, ConnectionError, ValueError) as e:
                 await self.kill()
                 raise ChildError(f"training child failed: {e}") from e
             except BaseException:  # cancelled (job timeout, shutdown): the child's state is unknown
                 await self.kill()
                 raise
+
+    async def _exchange(
+        self, proc: asyncio.subprocess.Process, job: queue_pb2.TrainJob, query: AsyncQuery | None
+    ) -> tuple[dict, list[bytes]]:
+        await self._send(proc, {"op": "train", "use_pool": query is not None}, [job.SerializeToString()])
+        while True:
+            header, blobs = await read_frame_async(proc.stdout)
+            if header.get("op") != "query":
+                return header, blobs
+            response = await query(pool_pb2.QueryBlocksRequest.FromString(blobs[0]))
+            await self._send(proc, {"op": "matches"}, [response.SerializeToString()])
 
     async def kill(self) -> None:
         """Kills the child now (SIGKILL); the next job starts a fresh one."""

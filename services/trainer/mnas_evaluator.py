@@ -17,10 +17,11 @@ from typing import Any
 import grpc
 import prometheus_client
 
-from fnas import datasets, retry, spaces
+from fnas import datasets, spaces
 from fnas.queue import Heartbeat
 from fnas.reward import RewardFn
-from fnas.v1 import common_pb2, pool_pb2, pool_pb2_grpc, queue_pb2
+from fnas.v1 import common_pb2, pool_pb2, queue_pb2
+from services.pool.client import PoolClient
 from services.trainer.child import AsyncQuery, ChildError, ChildProcess
 from services.trainer.config import TrainerConfig
 from services.trainer.evaluate import Evaluation
@@ -56,40 +57,14 @@ def settings_of(cfg: TrainerConfig) -> dict[str, Any]:
     }  # fmt: skip
 
 
-class PoolLink:
-    """The trainer's two pool calls, with deadlines; both retried (query reads, put is idempotent by job)."""
-
-    def __init__(self, address: str, timeout_s: float, tls: Any = None) -> None:
-        self.address = address
-        self.timeout_s = timeout_s
-        self._channel = retry.channel(address, tls=tls)
-        self._stub = pool_pb2_grpc.PoolServiceStub(self._channel)
-
-    async def query(self, request: pool_pb2.QueryBlocksRequest) -> pool_pb2.QueryBlocksResponse:
-        async for attempt in retry.retrying(attempts=3):
-            with attempt:
-                return await self._stub.QueryBlocks(request, timeout=self.timeout_s)
-        raise AssertionError("unreachable: retrying() reraises")
-
-    async def put(self, request: pool_pb2.PutBlocksRequest) -> pool_pb2.PutBlocksResponse:
-        # PutBlocks is idempotent by source_job_id, so a retry cannot store a block twice.
-        async for attempt in retry.retrying(attempts=3):
-            with attempt:
-                return await self._stub.PutBlocks(request, timeout=self.timeout_s)
-        raise AssertionError("unreachable: retrying() reraises")
-
-    async def close(self) -> None:
-        await self._channel.close()
-
-
 class MnasEvaluator:
     """Trains `mnas` jobs; one job at a time per worker (one child, one GPU)."""
 
-    def __init__(self, cfg: TrainerConfig, pool: PoolLink | None = None) -> None:
+    def __init__(self, cfg: TrainerConfig) -> None:
         self.cfg = cfg
-        if pool is None and cfg.pool_address:
-            pool = PoolLink(cfg.pool_address, cfg.pool_timeout_s, tls=cfg.client_tls())
-        self.pool = pool
+        self.pool = None
+        if cfg.pool_address:  # the pool's own client: deadlines, and retries of its idempotent calls
+            self.pool = PoolClient(cfg.pool_address, cfg.pool_timeout_s, tls=cfg.client_tls(), attempts=3)
         self.settings = settings_of(cfg)
         self.child = ChildProcess(self.settings) if cfg.isolation == "process" else None
         self._runner = None  # the in-process JobRunner (isolation = "thread"), made on first use
@@ -103,9 +78,7 @@ class MnasEvaluator:
         if job.task.epochs < 1:
             raise ValueError(f"task.epochs must be >= 1, got {job.task.epochs}")
         query = self._query if (job.use_pool and self.pool is not None) else None
-        header, blobs = await _with_heartbeat(
-            asyncio.wait_for(self._run(job, query), self.cfg.job_timeout_s), heartbeat, self.cfg.heartbeat_s
-        )
+        header, blobs = await _with_heartbeat(self._run(job, query), heartbeat, self.cfg.heartbeat_s)
         if header.get("op") == "error":
             if header.get("invalid"):
                 raise ValueError(header.get("message", "invalid job"))
@@ -133,8 +106,8 @@ class MnasEvaluator:
 
     async def _run(self, job: queue_pb2.TrainJob, query: AsyncQuery | None) -> tuple[dict, list[bytes]]:
         if self.child is not None:
-            return await self.child.run(job, query)
-        return await self._run_in_thread(job, query)
+            return await self.child.run(job, query, self.cfg.job_timeout_s)
+        return await asyncio.wait_for(self._run_in_thread(job, query), self.cfg.job_timeout_s)
 
     async def _run_in_thread(
         self, job: queue_pb2.TrainJob, query: AsyncQuery | None
@@ -161,7 +134,9 @@ class MnasEvaluator:
     async def _query(self, request: pool_pb2.QueryBlocksRequest) -> pool_pb2.QueryBlocksResponse:
         """The pool's answer; an empty one (train from scratch) when the pool fails."""
         try:
-            return await self.pool.query(request)
+            return await self.pool.query(
+                request.architecture, request.blocks, request.task, request.iterations, seed=request.seed
+            )
         except grpc.aio.AioRpcError as e:
             POOL_ERRORS.labels("query").inc()
             log.warning("pool query failed (%s: %s); training from scratch", e.code().name, e.details())
@@ -170,7 +145,9 @@ class MnasEvaluator:
     def _putter(self, request: pool_pb2.PutBlocksRequest) -> Callable[[], Awaitable[None]]:
         async def put() -> None:
             try:
-                response = await self.pool.put(request)
+                response = await self.pool.put(
+                    request.architecture, request.task, request.source_job_id, request.blocks
+                )
             except grpc.aio.AioRpcError as e:  # the result is published already; the blocks are a cache
                 POOL_ERRORS.labels("put").inc()
                 log.warning(

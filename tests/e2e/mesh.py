@@ -239,7 +239,8 @@ async def counted_once(
     assert status.failed_samples == failed
     indices = [s.index for s in trajectory]
     assert len(indices) == len(set(indices)) == budget, "a sample was learned from twice, or lost"
-    results = await stream_results(mesh, search_id)
+    # Final-selection retrains (paper 6.2) travel as results too, but are no samples.
+    results = [r for r in await stream_results(mesh, search_id) if not r.final_rank]
     by_job: dict[str, list[queue_pb2.TrainResult]] = {}
     for r in results:
         by_job.setdefault(r.job_id, []).append(r)

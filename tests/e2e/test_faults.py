@@ -157,6 +157,7 @@ async def test_pool_sigkill_and_restart_mid_search_keeps_every_committed_block(m
         batch_size=4,
         budget=common_pb2.Budget(max_activated_samples=8),
         task=common_pb2.Task(dataset="digits", epochs=1),
+        final_top_k=0,  # no final retrains: this case is about the pool
     )
     async with mesh.client() as client:
         search_id = await client.submit(mnas)

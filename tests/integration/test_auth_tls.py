@@ -8,7 +8,7 @@ import logging
 import grpc
 import pytest
 
-from fnas import serving
+from fnas import cli, serving
 from fnas.client import SearchClient
 from fnas.tls import ClientTLS
 from fnas.v1 import common_pb2, search_pb2
@@ -153,3 +153,18 @@ async def test_limits_answer_resource_exhausted_with_the_reason(agent):
         code, _ = await code_of(alice.submit(huge))
         assert code == grpc.StatusCode.RESOURCE_EXHAUSTED  # bigger than max_message_bytes
     assert len(app.store.statuses()) == 4
+
+
+async def test_cli_sends_the_token_and_client_certificate(agent, pki, capsys, monkeypatch):
+    _app, address, tls = agent
+    async with SearchClient(address, token=ALICE, tls=tls) as alice:
+        mine = await alice.submit(spec(name="from-python"))
+    files = ["--tls-ca", str(pki.ca), "--tls-cert", str(pki.client_cert), "--tls-key", str(pki.client_key)]
+    monkeypatch.delenv("FNAS_TOKEN", raising=False)
+    assert await asyncio.to_thread(cli.main, ["ls", "--target", address, *files, "--token", ALICE]) == 0
+    assert mine in capsys.readouterr().out
+    assert await asyncio.to_thread(cli.main, ["ls", "--target", address, *files]) == 1
+    assert "UNAUTHENTICATED" in capsys.readouterr().err
+    monkeypatch.setenv("FNAS_TOKEN", BOB)  # the variable works too; bob sees none of alice's searches
+    assert await asyncio.to_thread(cli.main, ["cancel", "--target", address, *files, mine]) == 1
+    assert "PERMISSION_DENIED" in capsys.readouterr().err

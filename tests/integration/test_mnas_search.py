@@ -1,5 +1,5 @@
 """A real mnas search through the in-process cluster: torch training in the trainers' child processes,
-final selection (paper 6.2) and `fnas export` of the winner."""
+AKP initialisation from the pool, final selection (paper 6.2) and `fnas export` of the winner."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from fnas import cli
 from fnas.client import SearchClient
 from fnas.harness import Cluster
 from fnas.v1 import common_pb2, search_pb2
+from services.pool.client import PoolClient
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 
@@ -35,6 +36,8 @@ async def test_small_mnas_search_final_selection_and_export(tmp_path):
         search_id = await client.submit(spec)
         trajectory = [e.sample async for e in client.watch(search_id) if e.HasField("sample")]
         status = await client.get(search_id)
+        async with PoolClient(cluster.pool_address) as pool:
+            pool_stats = await pool.stats()
         out = tmp_path / "export"
         # Export in this thread while the agent runs: asyncio.run inside the CLI needs its own thread.
         code = await asyncio.to_thread(
@@ -57,6 +60,9 @@ async def test_small_mnas_search_final_selection_and_export(tmp_path):
     for s in trajectory:
         assert 0 < s.reward.accuracy <= 1 and s.reward.value == s.reward.accuracy  # accuracy-only reward
         assert s.reward.mult_adds > 0 and s.reward.params > 0 and s.reward.latency_ms > 0
+    # AKP: every sample queried its 7 blocks; all but the first one per trainer found them (paper 4.3).
+    assert status.pool_blocks_queried == 6 * 7 and status.pool_blocks_matched >= 4 * 7
+    assert pool_stats.blocks == 6 * 7  # the final retrains (from scratch) put nothing
     final = status.final_ranking
     assert [c.rank for c in final] == [1, 2] and all(c.epochs == 2 and not c.error for c in final)
     assert final[0].final_reward.value >= final[1].final_reward.value

@@ -1,4 +1,4 @@
-"""Pool fixtures: pool_dir -> pool_server (a real gRPC server on 127.0.0.1:0 over real LMDB) -> pool (client)."""
+"""Pool fixtures: pool_dir -> pool_server (real gRPC on 127.0.0.1:0, real LMDB) -> pool (a client)."""
 
 from __future__ import annotations
 

@@ -155,3 +155,25 @@ async def test_bad_dataset_becomes_a_failed_result_and_the_child_survives(
     assert evaluator.child.proc is None  # closed with the worker
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+async def test_a_job_over_its_time_is_killed_and_the_next_one_runs(tmp_path):
+    cfg = TrainerConfig(
+        heartbeat_s=0.2, width_mult=0.25, image_side=8, batch_size=64, latency="none", job_timeout_s=4.0,
+        data_dir=tmp_path,
+    )  # fmt: skip
+    evaluator = MnasEvaluator(cfg)
+    beats = 0
+
+    async def heartbeat() -> None:
+        nonlocal beats
+        beats += 1
+
+    try:
+        with pytest.raises(TimeoutError):  # transient: the worker hands the job back to the queue
+            await evaluator.evaluate(mnas_job(0, epochs=500), heartbeat)
+        assert evaluator.child.proc is None and beats >= 5  # killed; heartbeats flowed meanwhile
+        done = await evaluator.evaluate(mnas_job(1, epochs=1), heartbeat)  # a fresh child takes the next job
+        assert 0 < done.reward.accuracy <= 1 and evaluator.child.proc is not None
+    finally:
+        await evaluator.close()
