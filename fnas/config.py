@@ -124,8 +124,18 @@ def redacted(cfg: Any) -> dict[str, str]:
         if _SECRET.search(f.name) and value:
             out[f.name] = "***"
         else:
-            out[f.name] = re.sub(r"(//[^/@\s]*?:)[^/@\s]*@", r"\1***@", str(value))
+            out[f.name] = redact_url(str(value))
     return out
+
+
+def redact_url(text: str) -> str:
+    """`text` with the credentials of any URL in it masked: nats://user:***@host, tls://***@host (a token)."""
+
+    def mask(m: re.Match[str]) -> str:
+        user, password = m.group(1), m.group(2)
+        return f"//{user}:***@" if password is not None else "//***@"
+
+    return re.sub(r"//([^/@\s:]*)(?::([^/@\s]*))?@", mask, text)
 
 
 @dataclass(frozen=True)

@@ -117,7 +117,7 @@ def synthetic(
     y = np.arange(n) % classes
     shifts = rng.integers(-2, 3, size=(n, 2))
     x = np.stack([np.roll(templates[c], tuple(s), axis=(1, 2)) for c, s in zip(y, shifts, strict=True)])
-    x = x + 1.5 * rng.standard_normal(x.shape)
+    x = x + 1.0 * rng.standard_normal(x.shape)
     return x.astype(np.float32), y.astype(np.int64)
 
 

@@ -51,6 +51,14 @@ def print_result(status: search_pb2.SearchStatus, top: list[common_pb2.Sample], 
     )
     if status.error:
         print(f"error: {status.error}")
+    if status.policy_samples_critic or status.policy_samples_buffer:  # the fnas modules (paper 4.2, 5)
+        cal = f"{status.calibration_error:.4f}" if status.HasField("calibration_error") else "-"
+        print(
+            f"policy samples: {status.policy_samples_trained} trained, "
+            f"{status.policy_samples_critic} critic, {status.policy_samples_buffer} buffer; "
+            f"sample speedup {status.sample_speedup:.2f}x; "
+            f"critic calibration error {cal} on {status.calibration_samples} audited"
+        )
     header = f"{'rank':>4} {'reward':>8} {'accuracy':>8} {'latency_ms':>10} {'mult_adds':>12} {'sample':>6}"
     print(f"{header}  architecture")
     for rank, s in enumerate(top, 1):
@@ -111,6 +119,10 @@ def result_dict(
             "critic": status.policy_samples_critic,
             "buffer": status.policy_samples_buffer,
         },
+        # FNAS accounting: policy samples per activated sample, and the UAC calibration check.
+        "sample_speedup": status.sample_speedup,
+        "calibration_error": status.calibration_error if status.HasField("calibration_error") else None,
+        "calibration_samples": status.calibration_samples,
         "failed_samples": status.failed_samples,
         "updates": status.updates,
         "top": [_sample(s) for s in top],

@@ -118,15 +118,15 @@ def spec_from_args(args: argparse.Namespace) -> common_pb2.SearchSpec:
             dataset=args.dataset, epochs=args.epochs, simulated_seconds=args.simulated_seconds
         ),
         name=args.name,
-        pool_task=args.pool_task,
-        final_epochs=args.final_epochs,
+        pool_task=getattr(args, "pool_task", ""),
+        final_epochs=getattr(args, "final_epochs", 0),
     )
     for module in ("uac", "aeb", "akp"):  # unset means on; only a switched-off module is written
         if getattr(args, f"no_{module}", False):
             setattr(spec.modules, module, False)
     spec.critic_snapshot = getattr(args, "critic_snapshot", "")
     spec.critic_history.extend(h for h in getattr(args, "critic_history", "").split(",") if h)
-    if args.final_top_k is not None:  # final selection (paper 6.2); unset: the agent's default
+    if getattr(args, "final_top_k", None) is not None:  # final selection (paper 6.2); unset: the default
         spec.final_top_k = args.final_top_k
     return spec
 

@@ -59,7 +59,7 @@ class FnasConfig:
     dedup: bool = True
     #: Proposals drawn per open slot in each round; with more than one, the untrusted candidates with
     #: the highest V + U are trained first (the rest are dropped like extra trusted ones).
-    candidates: int = 1
+    candidates: int = 4
 
     def __post_init__(self) -> None:
         for name in ("max_trusted_fraction", "audit_fraction"):

@@ -21,6 +21,7 @@ from nats.aio.msg import Msg
 from nats.js import api
 
 from fnas import events, queue
+from fnas.config import redact_url
 from fnas.queue import Heartbeat, Poison, StuckMessage
 from fnas.v1 import queue_pb2
 from services.trainer.config import TrainerConfig
@@ -62,7 +63,7 @@ class TrainerWorker:
             await bus.ensure_streams(ack_wait_s=self.cfg.ack_wait_s, max_deliver=self.cfg.max_deliver)
             await bus.on_max_deliveries(events.JOBS, events.TRAINER, self._on_exhausted)
             poller = asyncio.create_task(self._poll_pending(bus, stop_event), name="trainer-pending")
-            log.info("trainer %s working on %s", self.cfg.trainer_id, self.cfg.nats_url)
+            log.info("trainer %s working on %s", self.cfg.trainer_id, redact_url(self.cfg.nats_url))
             await bus.work(
                 events.TRAIN_JOB,
                 events.TRAINER,

@@ -13,7 +13,7 @@ from fnas.client import SearchClient
 from fnas.v1 import common_pb2
 
 pytestmark = pytest.mark.e2e
-BUDGET = 120
+BUDGET = 80
 
 
 async def trajectory(client: SearchClient, search_id: str) -> list[tuple[int, tuple[int, ...], float]]:
@@ -41,7 +41,7 @@ async def test_agent_sigkill_mid_search_resumes_and_counts_once(tmp_path):
         )
         async with mesh.client() as client:
             search_id = await client.submit(spec)
-            await wait_activated(client, search_id, 40)
+            await wait_activated(client, search_id, 30)
         agent.kill(signal.SIGKILL)  # mid-batch: jobs in flight, results unconsumed
 
         agent = mesh.start_agent()

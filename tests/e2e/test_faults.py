@@ -68,10 +68,10 @@ async def kill_mid_job(victim: Proc, timeout_s: float = 30.0) -> str:
 async def test_trainer_sigkill_mid_search(mesh):
     _agent, (t0, _t1) = await start(mesh, 2)
     async with mesh.client() as client:
-        search_id = await client.submit(spec(budget=30, simulated_s=0.3))
-        await wait_activated(client, search_id, 6)
+        search_id = await client.submit(spec(budget=20, simulated_s=0.2))
+        await wait_activated(client, search_id, 4)
         lost = await kill_mid_job(t0)
-        await counted_once(mesh, client, search_id, budget=30)
+        await counted_once(mesh, client, search_id, budget=20)
     (result,) = [r for r in await stream_results(mesh, search_id) if r.job_id == lost]
     assert result.trainer_id == "t1"  # redelivered after ack_wait and finished by the survivor
 

@@ -81,13 +81,13 @@ async def test_trainer_cut_off_from_the_network_mid_job(tmp_path, netns):
         for proc in (local, remote):
             await wait_logged(proc, "working on")
         async with mesh.client() as client:
-            search_id = await client.submit(spec(budget=16, simulated_s=0.5))
+            search_id = await client.submit(spec(budget=10, simulated_s=0.4))
             deadline = asyncio.get_running_loop().time() + 60
             while not (held := jobs_in_hand(remote)):
                 assert asyncio.get_running_loop().time() < deadline, "the remote trainer never got a job"
                 await asyncio.sleep(0.01)
             netns.link("down")  # mid-job: its heartbeats, result and ack can no longer reach NATS
-            await counted_once(mesh, client, search_id, budget=16)
+            await counted_once(mesh, client, search_id, budget=10)
             lost = held.pop()
             (result,) = [r for r in await stream_results(mesh, search_id) if r.job_id == lost]
             assert result.trainer_id == "local"  # redelivered after ack_wait, finished once
@@ -97,6 +97,6 @@ async def test_trainer_cut_off_from_the_network_mid_job(tmp_path, netns):
             while not any(text in remote.text() for text in late):  # published late, or given up
                 assert asyncio.get_running_loop().time() < deadline, remote.text()[-2000:]
                 await asyncio.sleep(0.05)
-            await counted_once(mesh, client, search_id, budget=16)
+            await counted_once(mesh, client, search_id, budget=10)
     finally:
         mesh.close()

@@ -71,6 +71,8 @@ def test_redacted_masks_secrets_and_url_credentials():
     assert shown["nats_password"] == shown["auth_tokens"] == "***"
     assert shown["nats_url"] == "nats://fnas:***@nats:4222"
     assert shown["auth_tokens_file"] == "/etc/fnas/tokens" and shown["nats_user"] == "fnas"
+    assert config.redact_url("tls://s3cret-token@nats:4222") == "tls://***@nats:4222"  # token in the URL
+    assert config.redact_url("nats://127.0.0.1:4222") == "nats://127.0.0.1:4222"
     with pytest.raises(ValueError, match="nats_password: needs nats_user"):
         _Cfg(nats_password="x")
     with pytest.raises(ValueError, match="tls_cert and tls_key"):

@@ -56,7 +56,9 @@ class FakeCritic:
 
 
 def strategy(batch_size=10, **cfg) -> Scripted:
-    return Scripted(CORA, seed=0, batch_size=batch_size, fnas=FnasConfig(**(dict(audit_fraction=0.0) | cfg)))
+    # One candidate per slot: the paper's rule, decided proposal by proposal.
+    base = dict(audit_fraction=0.0, candidates=1)
+    return Scripted(CORA, seed=0, batch_size=batch_size, fnas=FnasConfig(**(base | cfg)))
 
 
 async def test_trusted_are_capped_at_half_and_the_rest_is_resampled_untrusted():
