@@ -17,6 +17,7 @@ import hmac
 import inspect
 import logging
 import re
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextvars import ContextVar
 from pathlib import Path
@@ -39,11 +40,20 @@ ANONYMOUS = ""
 
 _TENANT: ContextVar[str] = ContextVar("fnas_tenant", default=ANONYMOUS)
 
-AUTH_FAILURES = prometheus_client.Counter(
-    "fnas_auth_failures_total",
-    "RPCs refused with UNAUTHENTICATED, by service and reason (missing, malformed, unknown token).",
-    ["service", "reason"],
-)
+_failures: dict[str, prometheus_client.Counter] = {}
+_lock = threading.Lock()
+
+
+def auth_failures(service: str) -> prometheus_client.Counter:
+    """`fnas_<service>_auth_failures_total` (label reason: missing, malformed, unknown), created once."""
+    with _lock:
+        if service not in _failures:
+            _failures[service] = prometheus_client.Counter(
+                f"fnas_{service}_auth_failures_total",
+                f"{service} RPCs refused as UNAUTHENTICATED, by reason (missing, malformed, unknown token).",
+                ["reason"],
+            )
+        return _failures[service]
 
 
 def current_tenant() -> str:
@@ -157,7 +167,7 @@ class BearerAuth(aio.ServerInterceptor):
             return handler
         tenant, reason = self._authenticate(details.invocation_metadata or ())
         if tenant is None:
-            AUTH_FAILURES.labels(metrics.SERVICE_NAMES.get(service, service), reason).inc()
+            auth_failures(metrics.SERVICE_NAMES.get(service, "grpc")).labels(reason).inc()
             log.warning("refused %s: %s token", details.method, reason)
             return _replace(handler, _refuse(reason))
         return _replace(handler, lambda behaviour: _as_tenant(behaviour, tenant))
@@ -220,9 +230,9 @@ def _as_tenant(behaviour: Any, tenant: str) -> Any:
 
 __all__ = [
     "ANONYMOUS",
-    "AUTH_FAILURES",
     "BearerAuth",
     "TokenTable",
+    "auth_failures",
     "bearer_metadata",
     "current_tenant",
 ]

@@ -9,6 +9,7 @@ readiness fails first, then in-flight RPCs get `grace_s` to finish.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import signal
@@ -251,8 +252,9 @@ async def serve(
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)  # before warm-up: a SIGTERM during warm-up still stops cleanly
     try:
-        await warm_up()
-        if not stop.is_set():
+        if not await _until_stopped(warm_up(), stop):
+            log.warning("stopped during warm-up (e.g. NATS unreachable)")
+        elif not stop.is_set():
             for name in ("", *run.names):
                 await run.probe.set(name, SERVING)
             log.info("serving %s", ", ".join(run.names))
@@ -263,6 +265,25 @@ async def serve(
         for sig in signals:
             loop.remove_signal_handler(sig)
         log.info("stopped %s", ", ".join(run.names))
+
+
+async def _until_stopped(work: Awaitable[None], stop: asyncio.Event) -> bool:
+    """Awaits `work` unless `stop` is set first (then cancels it); True when the work finished.
+
+    A warm-up can wait forever (a NATS client retries an unreachable server without end), and
+    a SIGTERM must still stop the process then.
+    """
+    task = asyncio.ensure_future(work)
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    return not task.cancelled() and task.result() is None
 
 
 async def health_status(

@@ -65,6 +65,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rank", type=int, default=1, help="rank in the final selection (default 1: the best)")
     p.add_argument("--out", type=Path, required=True, help="directory to write")
     connection.add_arguments(p, target_required=False)
+    p._option_string_actions["--target"].help = "host:port of a running agent; default: read --data-dir"
     p.add_argument("--data-dir", type=Path, default=Path("fnas-data"), help="the embedded default's state")
     for flag, kind in (("--width-mult", float), ("--image-side", int), ("--batch-size", int), ("--lr", float),
                        ("--data-seed", int), ("--val-fraction", float)):  # fmt: skip

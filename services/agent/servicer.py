@@ -174,11 +174,16 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         cond = self._changed.setdefault(request.search_id, asyncio.Condition())
         seq = request.after_seq
         while True:
+            # Status first: a final state and its `finished` event are committed together, so a
+            # watcher that already saw (or skipped) that event stops instead of waiting forever.
+            final = self.store.status(request.search_id).state in FINAL_STATES
             for event in self.store.events(request.search_id, seq):
                 yield event
                 seq = event.seq
                 if event.HasField("finished"):
                     return
+            if final:
+                return
             async with cond:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(cond.wait(), 1.0)

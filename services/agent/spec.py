@@ -109,9 +109,9 @@ def _check_transfer(spec: common_pb2.SearchSpec) -> None:
     for i, other in enumerate(spec.critic_history):
         if not other:
             raise SpecError(f"critic_history[{i}]", "empty search id")
-    if spec.pool_task:  # AKP transfer between tasks (paper Table 5): the trainers query that task's blocks
-        if spaces.get(spec.space).tabular or not modules(spec).akp:
-            raise SpecError("pool_task", "needs a trained space (mnas) with the akp module on")
+    # AKP transfer between tasks (paper Table 5): the trainers query the blocks of pool_task.
+    if spec.pool_task and (spaces.get(spec.space).tabular or not modules(spec).akp):
+        raise SpecError("pool_task", "needs a trained space (mnas) with the akp module on")
     if spec.HasField("final_top_k") and spec.final_top_k > 100:
         raise SpecError("final_top_k", "must be <= 100")  # final selection (paper 6.2)
     if spec.final_epochs > 10_000:

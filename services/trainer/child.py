@@ -29,6 +29,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import BinaryIO
 
+from fnas import logs
 from fnas.v1 import pool_pb2, queue_pb2
 
 log = logging.getLogger(__name__)
@@ -227,7 +228,7 @@ def main() -> int:
     """Entry point: frames on the original stdout; anything else printed goes to stderr."""
     out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray print() must not corrupt the protocol
-    logging.basicConfig(level=os.environ.get("FNAS_TRAINER_LOG_LEVEL", "INFO"), stream=sys.stderr)
+    logs.setup(os.environ.get("FNAS_TRAINER_LOG_LEVEL", "INFO"), stream=sys.stderr)
     return serve(sys.stdin.buffer, out)
 
 

@@ -55,9 +55,21 @@ class TrainerWorker:
 
     async def run(self, stop_event: asyncio.Event) -> None:
         """Works until `stop_event` is set; the job in hand then gets cfg.grace_s to finish."""
-        bus = self._bus = await queue.connect(
-            self.cfg.nats_url, name=f"fnas-trainer-{self.cfg.trainer_id}", **self.cfg.nats_auth()
+        connecting = asyncio.create_task(
+            queue.connect(
+                self.cfg.nats_url, name=f"fnas-trainer-{self.cfg.trainer_id}", **self.cfg.nats_auth()
+            )
         )
+        stopping = asyncio.create_task(stop_event.wait())
+        await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not connecting.done():  # stopped while NATS is unreachable (connect retries forever): just stop
+            connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await connecting
+            log.warning("trainer %s stopped before NATS answered", self.cfg.trainer_id)
+            return
+        bus = self._bus = connecting.result()
         poller: asyncio.Task[None] | None = None
         try:
             await bus.ensure_streams(ack_wait_s=self.cfg.ack_wait_s, max_deliver=self.cfg.max_deliver)

@@ -109,7 +109,9 @@ class Mesh:
         log = self.logs / f"{name}.log"
         # `fnas serve NAME` where the CLI has it, `python -m services.NAME` otherwise: the same main().
         serve = ["fnas", "serve", service] if service in SERVICES else [f"services.{service}"]
-        nats_url = ["--nats-url", self.nats.url] if service != "pool" else []
+        # The fixed port's URL, also while nats-server is down (a restart, or a case without it).
+        url = f"nats://{self.host}:{self.nats.requested_port}"
+        nats_url = ["--nats-url", url] if service != "pool" else []
         cmd = [*prefix, sys.executable, "-m", *serve, *nats_url, *args]
         with open(log, "ab") as out:
             popen = subprocess.Popen(

@@ -8,6 +8,7 @@ exactly once (mesh.counted_once). Each is bounded by its own timeout.
 from __future__ import annotations
 
 import asyncio
+import signal
 import urllib.request
 
 import pytest
@@ -175,3 +176,16 @@ async def test_pool_sigkill_and_restart_mid_search_keeps_every_committed_block(m
     assert after.blocks >= before > 0  # nothing acknowledged before the kill was lost
     assert after.blocks >= committed > 0  # every put the pool acknowledged is there
     assert after.jobs <= 8  # blocks only of trained samples, each job once
+
+
+@pytest.mark.timeout(90)
+async def test_sigterm_stops_services_whose_nats_is_unreachable(tmp_path):
+    mesh = Mesh(tmp_path)  # nats-server never started: its port refuses connections
+    try:
+        agent, trainer = mesh.start_agent(), mesh.start_trainer("t0")
+        for proc in (agent, trainer):  # both keep retrying NATS, as they should...
+            await wait_logged(proc, "Connect call failed", timeout_s=60)
+        for proc in (agent, trainer):  # ...and a SIGTERM still stops them, cleanly
+            assert await asyncio.to_thread(proc.kill, signal.SIGTERM) == 0, proc.text()[-2000:]
+    finally:
+        mesh.close()

@@ -132,7 +132,7 @@ def test_pool_survives_random_requests_and_stores_no_garbage(pool, method, data)
     assert stored_garbage(app) == []
 
 
-@pytest.mark.parametrize("job", ["x" * 600, "s1/\x00", ""])
+@pytest.mark.parametrize("job", ["x" * 600, "s1/\x00", ""], ids=["long", "nul", "empty"])
 def test_put_with_an_odd_source_job_id_is_refused_or_stored_cleanly(pool, job):
     app, channel = pool
     block = pool_pb2.Block(position=0, iterations=3, weights=WEIGHTS)

@@ -79,3 +79,24 @@ async def test_small_mnas_search_final_selection_and_export(tmp_path):
         [sys.executable, "-c", check], cwd=out, capture_output=True, text=True, timeout=60
     )
     assert loaded.stdout.strip() == "(1, 10)", loaded.stderr
+
+
+async def test_final_selection_of_a_table_search_moves_no_counters(tmp_path):
+    spec = common_pb2.SearchSpec(
+        space="nasbench-graph/cora", strategy="random", seed=1,
+        budget=common_pb2.Budget(max_activated_samples=12), final_top_k=3,
+    )  # fmt: skip
+    async with (
+        Cluster(tmp_path / "data", trainers=1) as cluster,
+        SearchClient(cluster.agent_address) as client,
+    ):
+        search_id = await client.submit(spec)
+        events = [e async for e in client.watch(search_id)]
+        status = await client.get(search_id)
+        top = await client.top(search_id, 3)
+    assert status.state == search_pb2.SEARCH_STATE_SUCCEEDED
+    assert status.activated_samples == 12 and sum(e.HasField("sample") for e in events) == 12
+    # A table answers a retrain with the same figures: the ranking is the search's own.
+    assert [c.sample.index for c in status.final_ranking] == [s.index for s in top]
+    assert [c.final_reward.value for c in status.final_ranking] == [s.reward.value for s in top]
+    assert events[-1].finished.final_ranking == status.final_ranking

@@ -114,3 +114,10 @@ async def test_metrics_count_activated_samples(cluster, client):
     assert 'fnas_agent_samples_total{source="trained"}' in text
     assert "fnas_trainer_jobs_total" in text
     assert 'fnas_agent_rpc_latency_seconds_count{code="OK",method="SubmitSearch"}' in text
+
+
+async def test_watch_after_the_last_event_of_a_finished_search_returns(client):
+    status, _ = await run_to_end(client, spec(budget=10))
+    events = [e async for e in client.watch(status.search_id)]
+    assert [e async for e in client.watch(status.search_id, after_seq=events[-1].seq)] == []
+    assert [e.seq async for e in client.watch(status.search_id, after_seq=events[-2].seq)] == [events[-1].seq]

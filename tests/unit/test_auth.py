@@ -104,7 +104,7 @@ async def guarded():
 
 async def test_bearer_auth_passes_the_tenant_and_refuses_the_rest(guarded, caplog):
     caplog.set_level(logging.DEBUG)
-    before = REGISTRY.get_sample_value("fnas_auth_failures_total", {"service": "pool", "reason": "unknown"})
+    before = REGISTRY.get_sample_value("fnas_pool_auth_failures_total", {"reason": "unknown"})
     for token, blocks in ((ALICE, 5), (BOB, 3)):
         async with retry.channel(guarded, token=token) as ch:
             assert (
@@ -115,7 +115,7 @@ async def test_bearer_auth_passes_the_tenant_and_refuses_the_rest(guarded, caplo
             with pytest.raises(grpc.aio.AioRpcError) as e:
                 await pool_pb2_grpc.PoolServiceStub(ch).Stats(pool_pb2.PoolStatsRequest())
         assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED and reason in e.value.details()
-    after = REGISTRY.get_sample_value("fnas_auth_failures_total", {"service": "pool", "reason": "unknown"})
+    after = REGISTRY.get_sample_value("fnas_pool_auth_failures_total", {"reason": "unknown"})
     assert after == (before or 0) + 1
     # Probes need no token.
     assert await serving.health_status(guarded) in (serving.SERVING, serving.NOT_SERVING)
