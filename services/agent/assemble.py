@@ -108,6 +108,7 @@ async def plan_batch(
     dropped: list[tuple[Proposal, PredictionLike]] = []
     training: dict[str, int] = {}  # space key -> plan position of its train job
     n_trusted = n_jobs = 0
+    keys: dict[tuple[int, ...], str] = {}  # a converged policy proposes the same few lists again and again
     for round_ in range(cfg.max_draw_rounds):
         if len(plan) >= size or n_jobs >= max_trained:
             break
@@ -119,7 +120,7 @@ async def plan_batch(
         for p, pred in zip(proposals, predictions, strict=True):
             if len(plan) >= size or n_jobs >= max_trained:
                 break
-            key = strategy.space.key(p.tokens)
+            key = keys.get(p.tokens) or keys.setdefault(p.tokens, strategy.space.key(p.tokens))
             if cfg.dedup and key in training:
                 plan.append(_planned(p, pred, TRAINED, copy_of=training[key]))
             elif not pred.trusted:

@@ -54,7 +54,7 @@ class FnasConfig:
     #: Priority temperature tau: P_i = softmax(r / tau) (paper Eq. 5 is tau = 1).
     priority_temperature: float = 1.0
     #: Resampling rounds (of one batch of proposals each) before the batch is closed as it is.
-    max_draw_rounds: int = 20
+    max_draw_rounds: int = 5
     #: An architecture proposed twice in one batch is trained once; both copies learn its result.
     dedup: bool = True
     #: Proposals drawn per open slot in each round; with more than one, the untrusted candidates with

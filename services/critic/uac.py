@@ -34,6 +34,9 @@ from fnas.spaces.base import SearchSpace
 from services.critic.decision import DecisionConfig, NotReady, Prediction, calibrate
 from services.critic.model import UAC, FitConfig
 
+#: Token lists whose key and embedding SearchCritic keeps (all of NAS-Bench-Graph's 59,049 fit).
+_CODE_CACHE = 100_000
+
 
 @dataclass
 class _Obs:
@@ -71,6 +74,7 @@ class SearchCritic:
         self.trained = _Trained()
         self._known: dict[str, tuple[float, int]] = {}
         self.last_fit: dict[str, float] = {}
+        self._codes: dict[tuple[int, ...], tuple[str, np.ndarray]] = {}
         #: Started from a snapshot or earlier histories (paper 3.1): its first predictions already count.
         self.pretrained = model is not None
         # observe() runs on the event loop while a training round runs in a worker thread.
@@ -96,19 +100,30 @@ class SearchCritic:
             self.train_to(min_observed)
         if not tokens:
             return []
-        x = torch.from_numpy(np.stack([self.space.embedding(t) for t in tokens]))
+        rows = [self._encode(t) for t in tokens]
+        x = torch.from_numpy(np.stack([emb for _, emb in rows]))
         values, uncertainties = self.model.predict(x)
         d, t = self.decision, self.trained
         ready = t.n_trained >= d.warmup
         out = []
-        for tok, v, u in zip(tokens, values.tolist(), uncertainties.tolist(), strict=True):
-            known = self._known.get(self.space.key(tok)) if d.recall else None
+        for (key, _), v, u in zip(rows, values.tolist(), uncertainties.tolist(), strict=True):
+            known = self._known.get(key) if d.recall else None
             if known is not None:
                 out.append(Prediction(known[0] / known[1], 0.0, ready, known=True))
                 continue
             trusted = ready and u < self.threshold() and (d.trust_above_best or v + d.optimism * u <= t.best)
             out.append(Prediction(v, u, trusted))
         return out
+
+    def _encode(self, tokens: Sequence[int]) -> tuple[str, np.ndarray]:
+        """(dedup key, one-hot embedding) of a token list, cached: a converged policy repeats itself."""
+        tokens = tuple(tokens)
+        hit = self._codes.get(tokens)
+        if hit is None:
+            if len(self._codes) >= _CODE_CACHE:
+                self._codes.clear()
+            hit = self._codes[tokens] = (self.space.key(tokens), self.space.embedding(tokens))
+        return hit
 
     def threshold(self) -> float:
         """The U threshold now: the fixed one, or the calibrated one (-1: nothing trusted yet)."""
