@@ -4,54 +4,13 @@ Flags override FNAS_BUFFER_<FIELD> variables, which override the defaults.
 SIGTERM or SIGINT stop it gracefully; histories are reloaded on the next start.
 """
 
-from __future__ import annotations
-
-import argparse
-import asyncio
-import logging
 import sys
-from collections.abc import Sequence
 
-from fnas import config, logs, serving
+from fnas.service_main import ServiceMain
 from services.buffer.config import BufferConfig
 
-log = logging.getLogger("services.buffer")
-
-
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    """Adds one flag per BufferConfig field (--nats-url, --port...) to `parser` (or a new one)."""
-    p = parser or argparse.ArgumentParser(prog="python -m services.buffer", description=__doc__)
-    return config.add_flags(p, BufferConfig, "buffer")
-
-
-async def run(cfg: BufferConfig) -> None:
-    """Serves until SIGTERM/SIGINT."""
-    from services.buffer.app import BufferApp  # lmdb and numpy: only when serving
-
-    app = BufferApp(cfg)
-    server_cfg = serving.ServerConfig(
-        host=cfg.host, port=cfg.port, metrics_port=cfg.metrics_port, grace_s=cfg.grace_s, **cfg.server_tls()
-    )
-    running = await serving.start([app.register], server_cfg)
-    try:
-        await serving.serve(running, app.warm_up, server_cfg)
-    finally:
-        await app.close()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the process exit code."""
-    args = build_parser().parse_args(argv)
-    try:
-        cfg = config.from_args(BufferConfig, "buffer", args)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    logs.setup(cfg.log_level)
-    log.info("buffer config %s", config.redacted(cfg))  # secrets masked
-    asyncio.run(run(cfg))
-    return 0
-
+service = ServiceMain("buffer", BufferConfig, "services.buffer.app:BufferApp", __doc__)
+build_parser, run, main = service.build_parser, service.run, service.main
 
 if __name__ == "__main__":
     sys.exit(main())
