@@ -70,11 +70,14 @@ def transfer(
     budget: int,
     summarise: Callable[[Sequence[int | None], int], dict],
     progress: Callable[[str], None] = print,
+    scratch: dict[str, dict] | None = None,
 ) -> dict:
     """Activated samples to each target with and without a critic pre-trained on `source`.
 
     `setups` maps each space id to (space, evaluate, thresholds); every space
-    other than `source` is a target.
+    other than `source` is a target. `scratch` may hold the benchmark's own
+    `fnas` figures per space (same seeds and budget, hence the same runs), which
+    are then reused instead of run again.
     """
     space, evaluate, _ = setups[source]
     core = CriticCore()
@@ -87,16 +90,21 @@ def transfer(
         if target == source:
             continue
         progress(f"transfer {source} -> {target}: {seeds} seeds x {budget} samples")
-        curves: dict[str, list[list[float]]] = {"scratch": [], "transfer": []}
+        known = (scratch or {}).get(target)
+        curves: dict[str, list[list[float]]] = {"transfer": []} if known else {"scratch": [], "transfer": []}
         for seed in range(seeds):
-            fresh = plain(space, evaluate, "fnas", seed, budget)
+            if not known:
+                curves["scratch"].append(
+                    [r for _, r in plain(space, evaluate, "fnas", seed, budget).trajectory]
+                )
             moved = plain(space, evaluate, "fnas", seed, budget, core, snapshots[seed], f"{target}/{seed}")
-            curves["scratch"].append([r for _, r in fresh.trajectory])
             curves["transfer"].append([r for _, r in moved.trajectory])
         res: dict = {
             kind: {t: summarise([samples_to_reach(c, v) for c in cs], budget) for t, v in thresholds.items()}
             for kind, cs in curves.items()
         }
+        if known:
+            res["scratch"] = {t: known[t] for t in thresholds}
         for t in thresholds:
             base, mine = res["scratch"][t]["median"], res["transfer"][t]["median"]
             res[f"speedup_{t}"] = base / mine if base and mine else None

@@ -134,7 +134,12 @@ def run(
         for space_id in dict.fromkeys([transfer_from, *space_ids]):
             setup = Setup(spaces.get(space_id), reward_spec(spaces.get(space_id), reward_kind))
             setups[space_id] = (setup.space, evaluator(setup), thresholds(setup))
-        out["transfer"] = fnas_bench.transfer(setups, transfer_from, seeds, budget, summarise, progress)
+        done = {
+            sid: res["strategies"]["fnas"]
+            for sid, res in out["spaces"].items()
+            if "fnas" in res["strategies"]
+        }
+        out["transfer"] = fnas_bench.transfer(setups, transfer_from, seeds, budget, summarise, progress, done)
     return out
 
 

@@ -8,13 +8,12 @@ close() stops all that.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
 import grpc
 
-from fnas import auth, events, queue, serving, tenancy
+from fnas import auth, events, serving, tenancy
+from fnas.results_feed import ResultsFeed
 from fnas.v1 import search_pb2, search_pb2_grpc
 from services.agent.config import AgentConfig
 from services.agent.servicer import SearchServicer
@@ -51,9 +50,7 @@ class AgentApp:
         )
         #: Bearer tokens -> tenants; None: SearchService is open (every caller is the anonymous tenant).
         self.tokens = auth.TokenTable.load(cfg.auth_tokens_file, cfg.auth_tokens)
-        self._stop = asyncio.Event()
-        self._consumer: asyncio.Task | None = None
-        self._bus: queue.Bus | None = None
+        self.feed = ResultsFeed(cfg.nats_url, events.AGENT, self.servicer.on_result, **cfg.nats_auth())
 
     def register(self, server: grpc.aio.Server) -> str:
         search_pb2_grpc.add_SearchServiceServicer_to_server(self.servicer, server)
@@ -77,28 +74,13 @@ class AgentApp:
         return [] if self.tokens is None else [auth.BearerAuth(self.tokens, [SERVICE_NAME])]
 
     async def warm_up(self) -> None:
-        self._bus = await queue.connect(self.cfg.nats_url, name="fnas-agent", **self.cfg.nats_auth())
-        await self._bus.ensure_streams()  # the trainers own their consumer's ack_wait / max_deliver
-        self.servicer.bus = self._bus
-        self._consumer = asyncio.create_task(
-            # Results may arrive in any order (the store keys them by sample index), so batch for speed.
-            self._bus.consume(events.ALL_TRAIN_RESULTS, events.AGENT, self._on_result, self._stop, batch=64),
-            name="agent-results",
-        )
+        self.servicer.bus = await self.feed.start()
         resumed = self.servicer.resume()
         log.info("agent ready: %d searches resumed", resumed)
 
-    async def _on_result(self, subject: str, data: bytes) -> None:
-        await self.servicer.on_result(data)
-
     async def close(self) -> None:
-        self._stop.set()
         await self.servicer.close()
-        if self._consumer is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._consumer, 10)
-        if self._bus is not None:
-            await self._bus.close()
+        await self.feed.close()
         for client in (self.critic, self.buffer):
             if client is not None:
                 await client.close()

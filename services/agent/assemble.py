@@ -9,7 +9,10 @@ One batch of the `fnas` strategy:
    proposals are dropped and the policy resamples until the batch is filled
    with untrusted ones. A random `audit_fraction` of the would-be-trusted ones
    is trained anyway, so the critic's real error is measured where it claimed
-   to be right (the calibration check).
+   to be right (the calibration check). With `candidates` > 1 the policy draws
+   that many proposals per open slot and the untrusted ones with the highest
+   V + U are trained first (an extension of the paper's rule: among the
+   samples the critic cannot vouch for, verify the most promising).
 2. The trained proposals are trained (the agent: TrainJobs on the queue).
 3. `fresh_feedback`: trained results and trusted predictions, in plan order.
 4. `replays`: up to `max_replay_fraction` of the PPO batch is drawn from the

@@ -147,6 +147,7 @@ def config_from_spec(spec: common_pb2.SearchSpec) -> FnasConfig:
         "audit_fraction",
         "max_replay_fraction",
         "buffer_size",
+        "candidates",
         "priority_temperature",
     ):
         if spec.fnas.HasField(name):

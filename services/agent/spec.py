@@ -129,6 +129,7 @@ def _check_fnas_options(o: common_pb2.FnasOptions) -> None:
         "buffer_size": lambda v: 1 <= v <= 10_000,
         "priority_temperature": lambda v: v > 0,
         "warmup": lambda v: v <= MAX_SAMPLES,
+        "candidates": lambda v: 1 <= v <= 1000,
     }
     reasons = {
         "threshold": "must be >= 0",
@@ -139,6 +140,7 @@ def _check_fnas_options(o: common_pb2.FnasOptions) -> None:
         "buffer_size": "must be in 1..10000",
         "priority_temperature": "must be > 0",
         "warmup": f"must be <= {MAX_SAMPLES}",
+        "candidates": "must be in 1..1000",
     }
     for name, ok in checks.items():
         if o.HasField(name) and not ok(getattr(o, name)):

@@ -8,13 +8,12 @@ stops all that.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
 import grpc
 
-from fnas import events, queue
+from fnas import events
+from fnas.results_feed import ResultsFeed
 from fnas.v1 import critic_pb2, critic_pb2_grpc
 from services.critic.config import CriticConfig
 from services.critic.core import CriticCore
@@ -37,32 +36,16 @@ class CriticApp:
         self.store = CriticStore(cfg.data_dir / "critic")
         self.core = CriticCore(store=self.store)
         self.servicer = CriticServicer(self.core, wait_s=cfg.predict_wait_s)
-        self._stop = asyncio.Event()
-        self._consumer: asyncio.Task | None = None
-        self._bus: queue.Bus | None = None
+        self.feed = ResultsFeed(cfg.nats_url, events.CRITIC, self.servicer.on_result, **cfg.nats_auth())
 
     def register(self, server: grpc.aio.Server) -> str:
         critic_pb2_grpc.add_CriticServiceServicer_to_server(self.servicer, server)
         return SERVICE_NAME
 
     async def warm_up(self) -> None:
-        self._bus = await queue.connect(self.cfg.nats_url, name="fnas-critic", **self.cfg.nats_auth())
-        await self._bus.ensure_streams()
-        self._consumer = asyncio.create_task(
-            # Order does not matter (results are keyed by sample index), so batch for speed.
-            self._bus.consume(events.ALL_TRAIN_RESULTS, events.CRITIC, self._on_result, self._stop, batch=64),
-            name="critic-results",
-        )
+        await self.feed.start()
         log.info("critic ready")
 
-    async def _on_result(self, subject: str, data: bytes) -> None:
-        await self.servicer.on_result(data)
-
     async def close(self) -> None:
-        self._stop.set()
-        if self._consumer is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._consumer, 10)
-        if self._bus is not None:
-            await self._bus.close()
+        await self.feed.close()
         self.store.close()

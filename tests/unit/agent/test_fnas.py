@@ -173,3 +173,34 @@ def test_variants_force_their_module_and_state_round_trips():
     t = make("fnas", CORA, seed=3)
     t.load_state(s.state())
     assert (t.plan, t.plan_index, t.audits, t.draw_seed()) == (s.plan, 40, [(0.5, 0.6)], s.draw_seed())
+
+
+def test_spec_switches_and_options_reach_the_strategy_and_bad_ones_are_refused():
+    from fnas.v1 import common_pb2
+    from services.agent import spec as specs
+    from services.agent.fnas import config_from_spec
+
+    s = common_pb2.SearchSpec(
+        space=CORA.id,
+        strategy="fnas",
+        budget=common_pb2.Budget(max_activated_samples=10),
+        modules=common_pb2.Modules(aeb=False),
+        fnas=common_pb2.FnasOptions(candidates=1, buffer_size=5, max_trusted_fraction=0.25),
+    )
+    cfg = config_from_spec(specs.validate(s))
+    assert (cfg.uac, cfg.aeb, cfg.candidates, cfg.buffer_size, cfg.max_trusted_fraction) == (
+        True,
+        False,
+        1,
+        5,
+        0.25,
+    )
+    assert specs.uses_critic(s) and not specs.uses_buffer(s)
+    for bad, field in (
+        (common_pb2.FnasOptions(candidates=0), "fnas.candidates"),
+        (common_pb2.FnasOptions(max_trusted_fraction=1.0), "fnas.max_trusted_fraction"),
+        (common_pb2.FnasOptions(priority_temperature=0.0), "fnas.priority_temperature"),
+    ):
+        s.fnas.CopyFrom(bad)
+        with pytest.raises(specs.SpecError, match=f"^{field}:"):
+            specs.validate(s)

@@ -1,0 +1,51 @@
+"""A service's durable subscription to every TrainResult, from start-up to close.
+
+The agent, critic and buffer each learn from the results stream the same way:
+connect, make sure the streams exist, and feed every result to their servicer
+through a durable consumer named after the service, so that a restarted
+service resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fnas import events, queue
+
+
+class ResultsFeed:
+    """Connects to NATS and runs `handler(data)` on every TrainResult; `close()` stops it."""
+
+    def __init__(self, nats_url: str, durable: str, handler: Callable[[bytes], Awaitable[None]], **auth: Any):
+        self.nats_url = nats_url
+        self.durable = durable
+        self.handler = handler
+        self.auth = auth
+        self.bus: queue.Bus | None = None
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> queue.Bus:
+        """Connects, creates the streams if needed and starts consuming; returns the bus."""
+        self.bus = await queue.connect(self.nats_url, name=f"fnas-{self.durable}", **self.auth)
+        await self.bus.ensure_streams()  # the trainers own their consumer's ack_wait / max_deliver
+        self._task = asyncio.create_task(
+            # Order does not matter (results are keyed by sample index), so batch for speed.
+            self.bus.consume(events.ALL_TRAIN_RESULTS, self.durable, self._on_result, self._stop, batch=64),
+            name=f"{self.durable}-results",
+        )
+        return self.bus
+
+    async def _on_result(self, subject: str, data: bytes) -> None:
+        await self.handler(data)
+
+    async def close(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._task, 10)
+        if self.bus is not None:
+            await self.bus.close()
