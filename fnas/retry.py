@@ -107,3 +107,35 @@ def retrying(
         reraise=True,
         before_sleep=tenacity.before_sleep_log(log, logging.WARNING),
     )
+
+
+class ServiceClient:
+    """One gRPC channel and stub with a deadline on every call; an async context manager.
+
+    Subclasses set `stub_class` and call `self.call(self.stub.Method, request)`,
+    which retries on UNAVAILABLE / DEADLINE_EXCEEDED: use it for idempotent RPCs only.
+    """
+
+    stub_class: type
+
+    def __init__(self, target: str, timeout_s: float = DEFAULT_TIMEOUT_S, tls: Any = None) -> None:
+        """`tls`: a fnas.tls.ClientTLS to reach a TLS (or mTLS) server; None: plaintext."""
+        self.target = target
+        self.timeout_s = timeout_s
+        self._channel = channel(target, tls=tls)
+        self.stub = self.stub_class(self._channel)
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def call(self, method, request, timeout_s: float | None = None, attempts: int = 5):
+        async for attempt in retrying(attempts=attempts):
+            with attempt:
+                return await method(request, timeout=timeout_s or self.timeout_s)
+        raise AssertionError("unreachable: retrying() reraises")

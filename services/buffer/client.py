@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fnas.retry import DEFAULT_TIMEOUT_S, channel, retrying
-from fnas.tls import ClientTLS
+from fnas.retry import ServiceClient
 from fnas.v1 import buffer_pb2, buffer_pb2_grpc, common_pb2
 from services.buffer.aeb import Entry, Replay
 
@@ -18,31 +17,15 @@ from services.buffer.aeb import Entry, Replay
 SAMPLE_ATTEMPTS = 30
 
 
-class BufferClient:
+class BufferClient(ServiceClient):
     """BufferService over one gRPC channel; use as an async context manager."""
 
-    def __init__(
-        self, target: str, timeout_s: float = DEFAULT_TIMEOUT_S, tls: ClientTLS | None = None
-    ) -> None:
-        """`tls`: reach a TLS (or mTLS) server; None: plaintext."""
-        self.target = target
-        self.timeout_s = timeout_s
-        self._channel = channel(target, tls=tls)
-        self.stub = buffer_pb2_grpc.BufferServiceStub(self._channel)
-
-    async def __aenter__(self) -> BufferClient:
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        await self._channel.close()
+    stub_class = buffer_pb2_grpc.BufferServiceStub
 
     async def add(self, search_id: str, samples: Sequence[common_pb2.Sample]) -> int:
         """Records trained samples by hand; returns the buffer size."""
         return (
-            await self._call(self.stub.Add, buffer_pb2.AddRequest(search_id=search_id, samples=samples))
+            await self.call(self.stub.Add, buffer_pb2.AddRequest(search_id=search_id, samples=samples))
         ).size
 
     async def sample(
@@ -65,7 +48,7 @@ class BufferClient:
             capacity=capacity,
             temperature=temperature,
         )
-        reply = await self._call(self.stub.Sample, request, attempts=SAMPLE_ATTEMPTS)
+        reply = await self.call(self.stub.Sample, request, attempts=SAMPLE_ATTEMPTS)
         return [
             Replay(
                 Entry(
@@ -81,16 +64,10 @@ class BufferClient:
 
     async def stats(self, search_id: str, capacity: int = 0) -> tuple[int, int]:
         """(buffer size, results observed) of a search."""
-        reply = await self._call(
+        reply = await self.call(
             self.stub.Stats, buffer_pb2.BufferStatsRequest(search_id=search_id, capacity=capacity)
         )
         return reply.size, reply.observed
-
-    async def _call(self, method, request, attempts: int = 5):
-        async for attempt in retrying(attempts=attempts):
-            with attempt:
-                return await method(request, timeout=self.timeout_s)
-        raise AssertionError("unreachable: retrying() reraises")
 
 
 class RemoteBuffer:

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fnas.retry import DEFAULT_TIMEOUT_S, channel, retrying
-from fnas.tls import ClientTLS
+from fnas.retry import ServiceClient
 from fnas.v1 import common_pb2, critic_pb2, critic_pb2_grpc
 from services.critic.decision import Prediction
 
@@ -20,26 +19,10 @@ from services.critic.decision import Prediction
 PREDICT_ATTEMPTS = 30
 
 
-class CriticClient:
+class CriticClient(ServiceClient):
     """CriticService over one gRPC channel; use as an async context manager."""
 
-    def __init__(
-        self, target: str, timeout_s: float = DEFAULT_TIMEOUT_S, tls: ClientTLS | None = None
-    ) -> None:
-        """`tls`: reach a TLS (or mTLS) server; None: plaintext."""
-        self.target = target
-        self.timeout_s = timeout_s
-        self._channel = channel(target, tls=tls)
-        self.stub = critic_pb2_grpc.CriticServiceStub(self._channel)
-
-    async def __aenter__(self) -> CriticClient:
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        await self._channel.close()
+    stub_class = critic_pb2_grpc.CriticServiceStub
 
     async def open_search(
         self,
@@ -60,9 +43,7 @@ class CriticClient:
             history=history,
         )
         # Pre-training on a long history can take a while.
-        return (
-            await self._call(self.stub.OpenSearch, request, timeout_s=max(self.timeout_s, 120.0))
-        ).observed
+        return (await self.call(self.stub.OpenSearch, request, timeout_s=max(self.timeout_s, 120.0))).observed
 
     async def predict(
         self, search_id: str, space: str, tokens: Sequence[Sequence[int]], min_observed: int
@@ -73,32 +54,26 @@ class CriticClient:
             architectures=[common_pb2.Architecture(space=space, tokens=t) for t in tokens],
             min_observed=min_observed,
         )
-        reply = await self._call(self.stub.Predict, request, attempts=PREDICT_ATTEMPTS)
+        reply = await self.call(self.stub.Predict, request, attempts=PREDICT_ATTEMPTS)
         return [Prediction(p.value, p.uncertainty, p.trusted, p.known) for p in reply.predictions]
 
     async def observe(self, search_id: str, samples: Sequence[common_pb2.Sample]) -> int:
         request = critic_pb2.ObserveRequest(search_id=search_id, samples=samples)
-        return (await self._call(self.stub.Observe, request)).observed
+        return (await self.call(self.stub.Observe, request)).observed
 
     async def export_snapshot(self, search_id: str) -> tuple[str, bytes]:
         """(snapshot id, safetensors bytes) of the search's critic."""
-        reply = await self._call(
+        reply = await self.call(
             self.stub.ExportSnapshot, critic_pb2.ExportSnapshotRequest(search_id=search_id)
         )
         return reply.snapshot_id, reply.weights
 
     async def import_snapshot(self, weights: bytes, space: str) -> str:
         """Stores exported snapshot bytes for `space`; returns the snapshot id."""
-        reply = await self._call(
+        reply = await self.call(
             self.stub.ImportSnapshot, critic_pb2.ImportSnapshotRequest(weights=weights, space=space)
         )
         return reply.snapshot_id
-
-    async def _call(self, method, request, timeout_s: float | None = None, attempts: int = 5):
-        async for attempt in retrying(attempts=attempts):
-            with attempt:
-                return await method(request, timeout=timeout_s or self.timeout_s)
-        raise AssertionError("unreachable: retrying() reraises")
 
 
 class RemoteCritic:
