@@ -15,7 +15,8 @@ started from an untrained critic.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import base64
+from collections.abc import Callable, Collection, Sequence
 
 import numpy as np
 
@@ -45,67 +46,131 @@ def plain(
     )
 
 
-def summary(runs: Sequence[FnasRun]) -> dict:
-    """Median accounting over seeds: policy samples by source, sample speedup, calibration error."""
-    errors = [r.calibration_error for r in runs if r.calibration_error is not None]
+def plain_result(
+    space,
+    evaluate: Callable[[tuple[int, ...]], float],
+    name: str,
+    seed: int,
+    budget: int,
+    *,
+    snapshot: str = "",
+    export: bool = False,
+    samples: bool = False,
+) -> dict:
+    """One plain fnas search as JSON-ready data: what a `--workers` process sends back to the benchmark.
+
+    `snapshot` (base64 safetensors) starts the critic from a transfer snapshot; `export` adds this
+    search's critic as one. `samples` adds every policy sample's [source, reward], for the mesh check.
+    Each search gets a fresh core: searches share nothing in it but snapshots, which travel as bytes.
+    """
+    core = CriticCore()
+    # The search ids the agent would use; they name the critic's search and snapshot, nothing random.
+    search_id = f"{space.id}/{seed}" if snapshot or export else "plain"
+    snapshot_id = core.import_snapshot(base64.b64decode(snapshot), space.id) if snapshot else ""
+    run = plain(space, evaluate, name, seed, budget, core, snapshot_id, search_id)
+    out: dict = {"rewards": [r for _, r in run.trajectory], "fnas": facts(run)}
+    if samples:
+        out["samples"] = [[s, r] for s, _, r in run.samples]
+    if export:
+        out["snapshot"] = base64.b64encode(core.export(search_id)[1]).decode("ascii")
+    return out
+
+
+def facts(run: FnasRun) -> dict:
+    """What `summary` needs of one run, as plain numbers."""
     return {
-        "policy_samples": {s: float(np.median([r.count(s) for r in runs])) for s in SOURCES},
-        "activated_samples": float(np.median([len(r.trajectory) for r in runs])),
-        "sample_speedup": float(np.median([r.sample_speedup for r in runs])),
-        "calibration_error": float(np.median(errors)) if errors else None,
-        "audited": float(np.median([r.audits for r in runs])),
+        "policy_samples": {s: run.count(s) for s in SOURCES},
+        "activated_samples": len(run.trajectory),
+        "sample_speedup": run.sample_speedup,
+        "calibration_error": run.calibration_error,
+        "audits": run.audits,
     }
 
 
-def mesh_samples(events: Sequence) -> list[tuple[str, float]]:
-    """(source, reward) of a mesh search's sample events, as `FnasRun.samples` has them."""
+def summary(runs: Sequence[dict]) -> dict:
+    """Median accounting over seeds (`facts` of each): policy samples by source, speedup, calibration."""
+    errors = [r["calibration_error"] for r in runs if r["calibration_error"] is not None]
+    return {
+        "policy_samples": {s: float(np.median([r["policy_samples"][s] for r in runs])) for s in SOURCES},
+        "activated_samples": float(np.median([r["activated_samples"] for r in runs])),
+        "sample_speedup": float(np.median([r["sample_speedup"] for r in runs])),
+        "calibration_error": float(np.median(errors)) if errors else None,
+        "audited": float(np.median([r["audits"] for r in runs])),
+    }
+
+
+def mesh_samples(events: Sequence) -> list[list]:
+    """[source, reward] of a mesh search's sample events, as `plain_result(samples=True)` has them."""
     names = {1: "trained", 2: "critic", 3: "buffer"}
-    return [(names[s.source], s.reward.value) for s in events]
+    return [[names[s.source], s.reward.value] for s in events]
+
+
+def transfer_tasks(
+    source: str, targets: Sequence[str], seeds: int, known: Collection[str], task: Callable[..., dict]
+) -> list[dict]:
+    """The runs of the critic transfer, as tasks of the benchmark (`task(space, strategy, seed, **fields)`).
+
+    Per seed, a source run exports its critic, and its `then` tasks (one per target) start from that
+    snapshot. Scratch runs only for the targets whose `fnas` runs the benchmark does not do anyway (`known`).
+    """
+    out = [
+        task(
+            source,
+            "fnas",
+            seed,
+            id=_transfer_id(source, seed, "transfer source"),
+            export=True,
+            then=[task(t, "fnas", seed, id=_transfer_id(t, seed, f"from {source}")) for t in targets],
+        )
+        for seed in range(seeds)
+    ]
+    out += [
+        task(t, "fnas", seed, id=_transfer_id(t, seed, "transfer scratch"))
+        for t in targets
+        if t not in known
+        for seed in range(seeds)
+    ]
+    return out
+
+
+def _transfer_id(space: str, seed: int, role: str) -> str:
+    return f"{space} fnas seed {seed} ({role})"
 
 
 def transfer(
-    setups: dict[str, tuple[object, Callable, dict[str, float]]],
     source: str,
+    thresholds: dict[str, dict[str, float]],
     seeds: int,
     budget: int,
     summarise: Callable[[Sequence[int | None], int], dict],
-    progress: Callable[[str], None] = print,
+    results: dict[str, dict],
     scratch: dict[str, dict] | None = None,
 ) -> dict:
     """Activated samples to each target with and without a critic pre-trained on `source`.
 
-    `setups` maps each space id to (space, evaluate, thresholds); every space
-    other than `source` is a target. `scratch` may hold the benchmark's own
-    `fnas` figures per space (same seeds and budget, hence the same runs), which
-    are then reused instead of run again.
+    `thresholds` maps each target space to its targets; `results` holds the finished `transfer_tasks`
+    by id. `scratch` may hold the benchmark's own `fnas` figures per space (same seeds and budget, hence
+    the same runs), which are then reused instead of run again.
     """
-    space, evaluate, _ = setups[source]
-    core = CriticCore()
-    snapshots = []
-    for seed in range(seeds):
-        plain(space, evaluate, "fnas", seed, budget, critic=core, search_id=f"{source}/{seed}")
-        snapshots.append(core.export(f"{source}/{seed}")[0])
     out: dict = {"source": source, "budget": budget, "spaces": {}}
-    for target, (space, evaluate, thresholds) in setups.items():
-        if target == source:
-            continue
-        progress(f"transfer {source} -> {target}: {seeds} seeds x {budget} samples")
+    for target, targets in thresholds.items():
         known = (scratch or {}).get(target)
-        curves: dict[str, list[list[float]]] = {"transfer": []} if known else {"scratch": [], "transfer": []}
-        for seed in range(seeds):
-            if not known:
-                curves["scratch"].append(
-                    [r for _, r in plain(space, evaluate, "fnas", seed, budget).trajectory]
-                )
-            moved = plain(space, evaluate, "fnas", seed, budget, core, snapshots[seed], f"{target}/{seed}")
-            curves["transfer"].append([r for _, r in moved.trajectory])
+        roles = (
+            {"transfer": f"from {source}"}
+            if known
+            else {"scratch": "transfer scratch", "transfer": f"from {source}"}
+        )
+        curves = {
+            kind: [results[_transfer_id(target, seed, role)]["rewards"] for seed in range(seeds)]
+            for kind, role in roles.items()
+        }
         res: dict = {
-            kind: {t: summarise([samples_to_reach(c, v) for c in cs], budget) for t, v in thresholds.items()}
+            kind: {t: summarise([samples_to_reach(c, v) for c in cs], budget) for t, v in targets.items()}
             for kind, cs in curves.items()
         }
         if known:
-            res["scratch"] = {t: known[t] for t in thresholds}
-        for t in thresholds:
+            res["scratch"] = {t: known[t] for t in targets}
+        for t in targets:
             base, mine = res["scratch"][t]["median"], res["transfer"][t]["median"]
             res[f"speedup_{t}"] = base / mine if base and mine else None
         out["spaces"][target] = res

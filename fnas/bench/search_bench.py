@@ -8,13 +8,23 @@ checked and reported), and the wall time per activated sample of the two is the
 mesh's overhead. Reaching a target means a trained sample's true reward
 crossed the threshold; the thresholds come from the whole table, which only
 this benchmark and the trainer read.
+
+`workers` > 1 runs the plain runs (`run_one`, one per space, strategy and seed)
+in that many worker processes, all submitted at once so every core stays busy;
+each run is seeded and shares nothing with the others, so the figures are the
+same as with one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import math
+import os
+import sys
 import time
+from asyncio.subprocess import PIPE
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +41,8 @@ from services.trainer.evaluate import TabularEvaluator
 
 TARGETS = {"top0.1": 0.001, "top1": 0.01}
 BEST_AT = (100, 300, 1000)
+#: Longest answer line of a worker: a transfer source's critic snapshot is about 1 MB of base64.
+ANSWER_LIMIT = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -97,15 +109,48 @@ def run(
     data_dir: Path,
     progress: Callable[[str], None] = print,
     transfer_from: str | None = None,
+    workers: int = 1,
 ) -> dict:
     """Runs the benchmark; returns the JSON-ready result.
 
     `transfer_from` (a space id) adds the critic-transfer runs: fnas on each
     other space, from scratch and from a critic pre-trained on that space.
+    `workers` > 1 runs the plain runs in that many processes (same figures);
+    the mesh runs always run here, after them.
     """
-    import torch
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+    if workers == 1 or mesh_seeds:  # searches are timed in this process too
+        _torch_setup()
+    space_ids, strategy_names = list(dict.fromkeys(space_ids)), list(dict.fromkeys(strategy_names))
+    for name in strategy_names:
+        if name not in strategies.STRATEGIES and name not in fnas_bench.STRATEGIES:
+            known = ", ".join([*strategies.STRATEGIES, *fnas_bench.STRATEGIES])
+            raise ValueError(f"unknown strategy {name!r}; choose one of: {known}")
+    setups = {}
+    for space_id in dict.fromkeys([*space_ids, *([transfer_from] if transfer_from else [])]):
+        space = spaces.get(space_id)
+        if not space.tabular:
+            raise ValueError(f"{space_id} is not a benchmark table; fnas bench search needs nasbench-graph/*")
+        setups[space_id] = Setup(space, reward_spec(space, reward_kind))
+    targets = {space_id: thresholds(setup) for space_id, setup in setups.items()}
 
-    torch.set_num_threads(1)  # the policy is tiny; more threads only contend (TECH-NOTES, PyTorch)
+    def task(space_id: str, name: str, seed: int, **fields) -> dict:
+        spec = {"space": space_id, "reward": reward_kind, "strategy": name, "seed": seed, "budget": budget}
+        return {"id": f"{space_id} {name} seed {seed}", **spec, **fields}
+
+    tasks = [
+        task(space_id, name, seed, samples=seed < mesh_seeds)
+        for space_id in space_ids
+        for name in strategy_names
+        for seed in range(seeds)
+    ]
+    if transfer_from:
+        others = [s for s in space_ids if s != transfer_from]
+        known = space_ids if "fnas" in strategy_names else []
+        tasks += fnas_bench.transfer_tasks(transfer_from, others, seeds, known, task)
+    results = _execute(tasks, workers, progress)
+
     out: dict = {
         "reward": reward_kind,
         "seeds": seeds,
@@ -114,47 +159,36 @@ def run(
         "spaces": {},
     }
     for space_id in space_ids:
-        space = spaces.get(space_id)
-        if not space.tabular:
-            raise ValueError(f"{space_id} is not a benchmark table; fnas bench search needs nasbench-graph/*")
-        setup = Setup(space, reward_spec(space, reward_kind))
-        targets = thresholds(setup)
-        result = {"thresholds": targets, "strategies": {}}
+        result = {"thresholds": targets[space_id], "strategies": {}}
         for name in strategy_names:
-            progress(f"{space_id} {name}: {seeds} seeds x {budget} samples")
-            result["strategies"][name] = _strategy(setup, name, seeds, budget, mesh_seeds, data_dir, targets)
+            runs = [results[f"{space_id} {name} seed {seed}"] for seed in range(seeds)]
+            result["strategies"][name] = _strategy(runs, budget, targets[space_id])
         ppo = result["strategies"].get("ppo")
         for stats in result["strategies"].values():
             for target in TARGETS:
                 base, mine = (ppo or {}).get(target, {}).get("median"), stats[target]["median"]
                 stats[target]["ratio_to_ppo"] = base / mine if base and mine else None
         out["spaces"][space_id] = result
+    for space_id in space_ids if mesh_seeds else []:
+        for name in strategy_names:
+            progress(f"{space_id} {name}: {min(mesh_seeds, seeds)} seeds through the mesh")
+            runs = [results[f"{space_id} {name} seed {seed}"] for seed in range(seeds)]
+            stats = out["spaces"][space_id]["strategies"][name]
+            stats.update(_mesh_stats(setups[space_id], name, runs, budget, mesh_seeds, data_dir))
     if transfer_from:
-        setups = {}
-        for space_id in dict.fromkeys([transfer_from, *space_ids]):
-            setup = Setup(spaces.get(space_id), reward_spec(spaces.get(space_id), reward_kind))
-            setups[space_id] = (setup.space, evaluator(setup), thresholds(setup))
         done = {
             sid: res["strategies"]["fnas"]
             for sid, res in out["spaces"].items()
             if "fnas" in res["strategies"]
         }
-        out["transfer"] = fnas_bench.transfer(setups, transfer_from, seeds, budget, summarise, progress, done)
+        others = {sid: targets[sid] for sid in space_ids if sid != transfer_from}
+        out["transfer"] = fnas_bench.transfer(transfer_from, others, seeds, budget, summarise, results, done)
     return out
 
 
-def _strategy(setup, name, seeds, budget, mesh_seeds, data_dir, targets) -> dict:
-    evaluate = evaluator(setup)
-    curves, plain_s, fnas_runs = [], [], []
-    for seed in range(seeds):
-        started = time.perf_counter()
-        if name in fnas_bench.STRATEGIES:  # the agent's batch assembly, critic and buffer in memory
-            fnas_runs.append(fnas_bench.plain(setup.space, evaluate, name, seed, budget))
-            trajectory = fnas_runs[-1].trajectory
-        else:
-            trajectory = run_plain(strategies.make(name, setup.space, seed=seed), evaluate, budget)
-        plain_s.append(time.perf_counter() - started)
-        curves.append([r for _, r in trajectory])
+def _strategy(runs: Sequence[dict], budget: int, targets: dict[str, float]) -> dict:
+    """The figures of one strategy from its plain runs (`run_one`'s results, in seed order)."""
+    curves = [r["rewards"] for r in runs]
     stats = {
         target: summarise([samples_to_reach(c, t) for c in curves], budget) for target, t in targets.items()
     }
@@ -162,24 +196,181 @@ def _strategy(setup, name, seeds, budget, mesh_seeds, data_dir, targets) -> dict
         str(n): float(np.median([max(c[:n]) for c in curves])) for n in BEST_AT if n <= budget
     }
     stats["running_best_median"] = np.median(np.maximum.accumulate(np.array(curves), axis=1), axis=0).tolist()
-    if fnas_runs:
-        stats["fnas"] = fnas_bench.summary(fnas_runs)
-    if mesh_seeds:
-        mesh = asyncio.run(_mesh(setup, name, min(mesh_seeds, seeds), budget, data_dir))
-        if fnas_runs:  # every policy sample with its source, not only the trained ones
-            plain_samples = [[(s, r) for s, _, r in run.samples] for run in fnas_runs]
-            stats["mesh_matches_plain"] = all(
-                fnas_bench.mesh_samples(m[0]) == plain_samples[i] for i, m in enumerate(mesh)
-            )
-        else:
-            stats["mesh_matches_plain"] = all(
-                [s.reward.value for s in m[0]] == curves[i] for i, m in enumerate(mesh)
-            )
-        per_sample = [(m[1] - plain_s[i]) / budget * 1000 for i, m in enumerate(mesh)]
-        stats["overhead_ms_per_sample"] = float(np.median(per_sample))
-        stats["mesh_ms_per_sample"] = float(np.median([m[1] / budget * 1000 for m in mesh]))
-        stats["plain_ms_per_sample"] = float(np.median(plain_s[: len(mesh)]) / budget * 1000)
+    if "fnas" in runs[0]:
+        stats["fnas"] = fnas_bench.summary([r["fnas"] for r in runs])
     return stats
+
+
+def _mesh_stats(setup, name, runs, budget, mesh_seeds, data_dir) -> dict:
+    """The first `mesh_seeds` seeds through the mesh: identical trajectory? and the wall-time overhead."""
+    mesh = asyncio.run(_mesh(setup, name, min(mesh_seeds, len(runs)), budget, data_dir))
+    stats: dict = {}
+    if "samples" in runs[0]:  # every policy sample with its source, not only the trained ones
+        stats["mesh_matches_plain"] = all(
+            fnas_bench.mesh_samples(m[0]) == runs[i]["samples"] for i, m in enumerate(mesh)
+        )
+    else:
+        stats["mesh_matches_plain"] = all(
+            [s.reward.value for s in m[0]] == runs[i]["rewards"] for i, m in enumerate(mesh)
+        )
+    plain_s = [r["seconds"] for r in runs]
+    per_sample = [(m[1] - plain_s[i]) / budget * 1000 for i, m in enumerate(mesh)]
+    stats["overhead_ms_per_sample"] = float(np.median(per_sample))
+    stats["mesh_ms_per_sample"] = float(np.median([m[1] / budget * 1000 for m in mesh]))
+    stats["plain_ms_per_sample"] = float(np.median(plain_s[: len(mesh)]) / budget * 1000)
+    return stats
+
+
+def run_one(task: dict) -> dict:
+    """One plain run, the unit of work of `--workers`: a task in, JSON-ready figures out.
+
+    For every strategy the trajectory's rewards and the wall seconds; for the fnas
+    ones also `fnas_bench.plain_result`'s accounting (and snapshot, when asked).
+    """
+    space = spaces.get(task["space"])
+    evaluate = evaluator(Setup(space, reward_spec(space, task["reward"])))
+    name, seed, budget = task["strategy"], task["seed"], task["budget"]
+    started = time.perf_counter()
+    if name in fnas_bench.STRATEGIES:  # the agent's batch assembly, critic and buffer in memory
+        out = fnas_bench.plain_result(
+            space,
+            evaluate,
+            name,
+            seed,
+            budget,
+            snapshot=task.get("snapshot", ""),
+            export=task.get("export", False),
+            samples=task.get("samples", False),
+        )
+    else:
+        out = {
+            "rewards": [r for _, r in run_plain(strategies.make(name, space, seed=seed), evaluate, budget)]
+        }
+    out["seconds"] = time.perf_counter() - started
+    return out
+
+
+class _Finished:
+    """The results of the tasks by id; a progress line for each, and the tasks it unlocks."""
+
+    def __init__(self, tasks: Sequence[dict], progress: Callable[[str], None]) -> None:
+        self.total, self.progress = _count(tasks), progress
+        self.results: dict[str, dict] = {}
+
+    def add(self, task: dict, result: dict) -> list[dict]:
+        self.results[task["id"]] = result
+        self.progress(f"{task['id']}: {result['seconds']:.1f} s ({len(self.results)}/{self.total})")
+        # A transfer source's `then` tasks start from the critic it exported.
+        return [{**t, "snapshot": result["snapshot"]} for t in task.get("then", ())]
+
+
+def _count(tasks: Sequence[dict]) -> int:
+    return sum(1 + _count(t.get("then", ())) for t in tasks)
+
+
+def _execute(tasks: Sequence[dict], workers: int, progress: Callable[[str], None]) -> dict[str, dict]:
+    """Runs the tasks and those they unlock; results by task id, equal whatever `workers` is."""
+    finished = _Finished(tasks, progress)
+    if workers == 1:
+        queue = deque(tasks)
+        while queue:
+            task = queue.popleft()
+            queue.extend(finished.add(task, run_one(task)))
+    else:
+        progress(f"{finished.total} plain runs in {workers} worker processes")
+        asyncio.run(_in_workers(tasks, min(workers, finished.total), finished))
+    return finished.results
+
+
+async def _in_workers(tasks: Sequence[dict], workers: int, finished: _Finished) -> None:
+    """Feeds the tasks to `workers` fresh interpreters (`_serve`), one at a time each, as JSON lines.
+
+    Fresh processes, not forks of this one (its torch and gRPC threads do not survive a fork), and
+    JSON, not pickle, across the pipe (tests/unit/test_no_pickle.py).
+    """
+    queue: asyncio.Queue[dict | None] = asyncio.Queue()
+    for task in tasks:
+        queue.put_nowait(task)
+    unfinished = len(tasks)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "fnas.bench.search_bench",
+            stdin=PIPE,
+            stdout=PIPE,
+            env=env,
+            limit=ANSWER_LIMIT,
+        )
+        for _ in range(workers)
+    ]
+
+    async def drive(proc: asyncio.subprocess.Process) -> None:
+        nonlocal unfinished
+        while (task := await queue.get()) is not None:
+            wire = {k: v for k, v in task.items() if k != "then"}
+            proc.stdin.write(json.dumps(wire).encode() + b"\n")
+            await proc.stdin.drain()
+            try:
+                line = await proc.stdout.readline()
+            except ValueError as e:  # longer than ANSWER_LIMIT: a fault here, not bad input
+                raise RuntimeError(f"{task['id']}: {e}") from None
+            if not line:
+                raise RuntimeError(f"search worker exited (code {await proc.wait()}) during {task['id']}")
+            result = json.loads(line)
+            if "error" in result:  # a bad value stays a ValueError: the CLI answers it with exit code 2
+                raise (ValueError if result["bad_input"] else RuntimeError)(
+                    f"{task['id']}: {result['error']}"
+                )
+            for then in finished.add(task, result):
+                queue.put_nowait(then)
+                unfinished += 1
+            unfinished -= 1
+            if unfinished == 0:  # nothing left that could unlock more: every driver stops
+                for _ in procs:
+                    queue.put_nowait(None)
+
+    ok = False
+    try:
+        async with asyncio.TaskGroup() as group:
+            for proc in procs:
+                group.create_task(drive(proc))
+        ok = True
+    except ExceptionGroup as e:
+        raise e.exceptions[0] from None
+    finally:
+        for proc in procs:
+            if ok:
+                proc.stdin.close()  # end of input: the worker returns
+            else:  # a failed benchmark does not wait for the other runs
+                if proc.returncode is None:
+                    proc.kill()
+                await proc.stdout.read()  # wait() also waits for the pipe to close; a paused one never would
+            await proc.wait()
+
+
+def _torch_setup() -> None:
+    """One torch thread, and torch's lazy imports done before any run's clock starts."""
+    import torch
+
+    torch.set_num_threads(1)  # the policy is tiny; more threads only contend (TECH-NOTES, PyTorch)
+    # The first optimizer imports torch._dynamo (1-2 s): it would count in the first run of each process.
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+
+
+def _serve() -> int:
+    """A worker (`python -m fnas.bench.search_bench`): a task per stdin line, its result per stdout line."""
+    _torch_setup()
+    answers, sys.stdout = sys.stdout, sys.stderr  # a stray print must not corrupt the answers
+    while line := sys.stdin.readline():
+        try:
+            result = run_one(json.loads(line))
+        except Exception as e:  # reported to the benchmark, which stops with this message
+            result = {"error": f"{type(e).__name__}: {e}", "bad_input": isinstance(e, ValueError)}
+        answers.write(json.dumps(result) + "\n")
+        answers.flush()
+    return 0
 
 
 async def _mesh(setup, name, seeds, budget, data_dir) -> list[tuple[list[common_pb2.Sample], float]]:
@@ -262,3 +453,7 @@ def plot(result: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(_serve())

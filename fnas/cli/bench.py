@@ -43,6 +43,12 @@ def add(sub: argparse._SubParsersAction) -> None:
         default=1,
         help="seeds also run through the in-process mesh (overhead, identical-trajectory check)",
     )
+    s.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes for the plain runs (one per core; same figures, less wall time); 1 runs them here",
+    )
     s.add_argument("--out", type=Path, default=Path("bench-out/search"), help="writes OUT.json and OUT.png")
     s.add_argument("--data-dir", type=Path, default=Path("fnas-data/bench"), help="state of the mesh runs")
     s.set_defaults(func=search)
@@ -57,6 +63,8 @@ def search(args: argparse.Namespace) -> int:
 
     if args.seeds < 1 or args.budget < 1 or args.mesh_seeds < 0:
         raise ValueError("--seeds and --budget must be >= 1, --mesh-seeds >= 0")
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
     result = search_bench.run(
         [s.strip() for s in args.space.split(",") if s.strip()],
         [s.strip() for s in args.strategies.split(",") if s.strip()],
@@ -67,6 +75,7 @@ def search(args: argparse.Namespace) -> int:
         args.data_dir,
         progress=lambda line: print(line, file=sys.stderr, flush=True),
         transfer_from=args.transfer_from,
+        workers=args.workers,
     )
     print(search_bench.table(result))
     if extra := fnas_bench.table(result):
