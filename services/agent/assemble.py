@@ -7,7 +7,10 @@ One batch of the `fnas` strategy:
    proposals are trained. Trusted ones take V as their reward, at most
    `max_trusted_fraction` of the batch (paper 4.2's constraint): extra trusted
    proposals are dropped and the policy resamples until the batch is filled
-   with untrusted ones. A random `audit_fraction` of the would-be-trusted ones
+   with untrusted ones; each resampling round draws at `resample_temperature`
+   times the previous round's policy temperature (the stored log-probs are the
+   tempered ones), so a collapsed policy still yields new architectures instead
+   of training known ones again. A random `audit_fraction` of the would-be-trusted ones
    is trained anyway, so the critic's real error is measured where it claimed
    to be right (the calibration check). With `candidates` > 1 the policy draws
    that many proposals per open slot and the untrusted ones with the highest
@@ -117,7 +120,7 @@ async def plan_batch(
             break
         # Resampling rounds draw a whole batch: few calls even when most draws come back trusted.
         need = size - len(plan) if round_ == 0 else size
-        proposals = strategy.propose(need * cfg.candidates)
+        proposals = strategy.propose(need * cfg.candidates, cfg.resample_temperature**round_)
         predictions = await critic.predict([p.tokens for p in proposals], observed)
         untrusted = []
         for p, pred in zip(proposals, predictions, strict=True):

@@ -60,6 +60,9 @@ class FnasConfig:
     #: Proposals drawn per open slot in each round; with more than one, the untrusted candidates with
     #: the highest V + U are trained first (the rest are dropped like extra trusted ones).
     candidates: int = 4
+    #: Each resampling round draws at this many times the previous round's temperature, so that a
+    #: policy that keeps proposing what the critic already knows still yields new architectures.
+    resample_temperature: float = 2.0
 
     def __post_init__(self) -> None:
         for name in ("max_trusted_fraction", "audit_fraction"):
@@ -71,6 +74,8 @@ class FnasConfig:
             raise ValueError(f"max_replay_fraction must be in [0, 1), got {self.max_replay_fraction}")
         if self.buffer_size < 1 or self.max_draw_rounds < 1 or self.candidates < 1:
             raise ValueError("buffer_size, max_draw_rounds and candidates must be >= 1")
+        if not self.resample_temperature >= 1.0:
+            raise ValueError(f"resample_temperature must be >= 1, got {self.resample_temperature}")
         if not self.priority_temperature > 0:
             raise ValueError(f"priority_temperature must be > 0, got {self.priority_temperature}")
 

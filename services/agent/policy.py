@@ -49,9 +49,16 @@ class Controller(nn.Module):
     def n_tokens(self) -> int:
         return len(self.vocab)
 
-    def _steps(self, n: int, tokens: torch.Tensor | None, generator: torch.Generator | None):
+    def _steps(
+        self,
+        n: int,
+        tokens: torch.Tensor | None,
+        generator: torch.Generator | None,
+        temperature: float = 1.0,
+    ):
         """Runs the T steps; samples tokens when `tokens` is None, else scores the given ones.
 
+        `temperature` divides the logits (the distribution sampled and scored).
         Returns (tokens [n, T], log_prob [n], entropy [n]).
         """
         x = self.start.expand(n, -1)
@@ -59,7 +66,10 @@ class Controller(nn.Module):
         out, log_prob, entropy = [], torch.zeros(n), torch.zeros(n)
         for t, head in enumerate(self.heads):
             hc = self.lstm(x, hc)
-            dist = Categorical(logits=head(hc[0]), validate_args=False)  # bad tokens fail in gather
+            logits = head(hc[0])
+            if temperature != 1.0:
+                logits = logits / temperature
+            dist = Categorical(logits=logits, validate_args=False)  # bad tokens fail in gather
             if tokens is None:
                 a = torch.multinomial(dist.probs, 1, generator=generator).squeeze(1)
             else:
@@ -72,9 +82,15 @@ class Controller(nn.Module):
         return torch.stack(out, dim=1), log_prob, entropy
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Samples n token lists: (tokens [n, T] int64, log_prob [n]) under the current policy."""
-        tokens, log_prob, _ = self._steps(n, None, generator)
+    def sample(
+        self, n: int, generator: torch.Generator, temperature: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Samples n token lists: (tokens [n, T] int64, log_prob [n]) under the current policy.
+
+        With a temperature above 1 the draws are flatter; the log-probs are those of the
+        tempered distribution, i.e. the behaviour policy that PPO's ratio must use.
+        """
+        tokens, log_prob, _ = self._steps(n, None, generator, temperature)
         return tokens, log_prob
 
     def evaluate_actions(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,6 +10,7 @@ and `state()` holds all of it, so a resumed strategy continues bit-identically.
 
 from __future__ import annotations
 
+import functools
 import json
 import struct
 from abc import ABC, abstractmethod
@@ -181,17 +182,19 @@ class PPOStrategy(Strategy):
         self.policy = Controller(self.space.vocab, config.hidden_size, generator=self.generator)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.lr)
 
-    def propose(self, n: int) -> list[Proposal]:
+    def propose(self, n: int, temperature: float = 1.0) -> list[Proposal]:
+        """n proposals; a temperature above 1 flattens the policy (log-probs are the tempered ones)."""
         if n <= 0:
             return []
-        tokens, log_prob = self.policy.sample(n, self.generator)
+        tokens, log_prob = self.policy.sample(n, self.generator, temperature)
         rows = zip(tokens.tolist(), log_prob.tolist(), strict=True)
-        out = [self._valid(self._sample_one, first=(tuple(t), lp)) for t, lp in rows]
+        draw = functools.partial(self._sample_one, temperature)
+        out = [self._valid(draw, first=(tuple(t), lp)) for t, lp in rows]
         self.n_proposed += n
         return out
 
-    def _sample_one(self) -> tuple[tuple[int, ...], float]:
-        tokens, log_prob = self.policy.sample(1, self.generator)
+    def _sample_one(self, temperature: float = 1.0) -> tuple[tuple[int, ...], float]:
+        tokens, log_prob = self.policy.sample(1, self.generator, temperature)
         return tuple(tokens[0].tolist()), float(log_prob[0])
 
     def update(self, batch: list[Feedback]) -> dict[str, float]:

@@ -26,7 +26,10 @@ def arch(i: int) -> tuple[int, ...]:
 class Scripted(FnasStrategy):
     """Proposes architectures 0, 1, 2, ... in order (log-prob -i), instead of sampling the LSTM."""
 
-    def propose(self, n: int) -> list[Proposal]:
+    temperatures: list[float]
+
+    def propose(self, n: int, temperature: float = 1.0) -> list[Proposal]:
+        self.__dict__.setdefault("temperatures", []).append(temperature)
         out = [Proposal(arch(self.n_proposed + i), -float(self.n_proposed + i)) for i in range(n)]
         self.n_proposed += n
         return out
@@ -88,6 +91,15 @@ async def test_when_everything_is_trusted_the_least_certain_dropped_one_is_train
     assert len(jobs) == 1 and sum(p.source == assemble.CRITIC for p in plan) == 1
     assert s.n_proposed == 10 + 10 + 10
     assert jobs[0].uncertainty == max(p.uncertainty for p in plan)
+    assert s.temperatures == [1.0, 2.0, 4.0]  # each resampling round draws a flatter policy
+
+
+async def test_resampling_temperature_is_configurable_and_the_first_round_is_the_policy():
+    s = strategy(max_draw_rounds=3, resample_temperature=1.5)
+    await assemble.plan_batch(s, FakeCritic(trust_all=True), 0, 100)
+    assert s.temperatures == [1.0, 1.5, 2.25]
+    with pytest.raises(ValueError, match="resample_temperature"):
+        FnasConfig(resample_temperature=0.5)
 
 
 async def test_audits_train_would_be_trusted_samples_and_measure_the_error():
@@ -111,7 +123,11 @@ async def test_candidates_train_the_most_promising_untrusted_first():
 
 async def test_a_duplicate_in_a_batch_is_trained_once_and_shares_its_result():
     s = strategy()
-    s.propose = lambda n: [Proposal(arch(0), -1.0), Proposal(arch(0), -2.0), Proposal(arch(4), -3.0)][:n]
+    s.propose = lambda n, temperature=1.0: [
+        Proposal(arch(0), -1.0),
+        Proposal(arch(0), -2.0),
+        Proposal(arch(4), -3.0),
+    ][:n]
     plan = await assemble.plan_batch(s, FakeCritic(every=1), 0, 100)
     assert [p.trains for p in plan[:3]] == [True, False, True] and plan[1].copy_of == 0
     fresh = assemble.fresh_feedback(s, plan[:3], {0: 0.8, 2: 0.6})

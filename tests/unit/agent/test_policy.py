@@ -55,6 +55,27 @@ def test_probabilities_over_all_token_lists_sum_to_one():
     assert math.isclose(float((log_prob.exp() * entropy).sum()), expected, rel_tol=1e-4)
 
 
+def test_tempered_samples_carry_the_tempered_log_prob_and_are_flatter():
+    policy = Controller(VOCAB, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # a peaked policy: the first head strongly prefers token 2
+        policy.heads[0].bias.copy_(torch.tensor([0.0, 0.0, 6.0]))
+    grid = torch.cartesian_prod(*(torch.arange(v) for v in VOCAB))
+    tokens, log_prob = policy.sample(4000, torch.Generator().manual_seed(1), temperature=3.0)
+    with torch.no_grad():
+        tempered = policy._steps(len(grid), grid, None, 3.0)[1]
+        tempered_of = dict(zip(map(tuple, grid.tolist()), tempered.tolist(), strict=True))
+        plain = policy.log_prob(tokens)
+    assert math.isclose(float(tempered.exp().sum()), 1.0, rel_tol=1e-5)
+    assert all(
+        math.isclose(lp, tempered_of[tuple(t)], abs_tol=1e-5)
+        for t, lp in zip(tokens.tolist(), log_prob.tolist(), strict=True)
+    )
+    assert not torch.allclose(plain, log_prob)  # the behaviour log-prob is not the untempered one
+    share_of_mode = float((tokens[:, 0] == 2).float().mean())
+    cold = float((policy.sample(4000, torch.Generator().manual_seed(1))[0][:, 0] == 2).float().mean())
+    assert cold > 0.98 and share_of_mode < 0.9
+
+
 def test_same_generator_seed_same_init_and_samples():
     a = Controller(VOCAB, generator=torch.Generator().manual_seed(7))
     b = Controller(VOCAB, generator=torch.Generator().manual_seed(7))
