@@ -108,6 +108,19 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
+#: JetStream's limit on a stream's replicas (num_replicas).
+MAX_STREAM_REPLICAS = 5
+
+
+def check_stream_replicas(replicas: int, name: str = "replicas") -> None:
+    """ValueError unless `replicas` is an int in 1..MAX_STREAM_REPLICAS; the message names `name`."""
+    if type(replicas) is not int or not 1 <= replicas <= MAX_STREAM_REPLICAS:  # bool is not a count
+        raise ValueError(
+            f"{name} must be an int in 1..{MAX_STREAM_REPLICAS} (JetStream's limit on a stream's replicas), "
+            f"got {replicas!r}"
+        )
+
+
 #: Field names that hold secrets: redacted in logs (a path to a secret, *_file, is not one).
 _SECRET = re.compile(r"(password|token|secret)s?$")
 

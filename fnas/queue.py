@@ -24,6 +24,7 @@ from nats.aio.subscription import Subscription
 from nats.js import api
 
 from fnas import delivery, events
+from fnas.config import check_stream_replicas
 from fnas.delivery import EventHandler, Heartbeat, Poison, PoisonHandler, WorkHandler, with_retries
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,11 @@ DEFAULT_MAX_DELIVER = 5
 #: JetStream's default is 2 min; results of a job redelivered later than the window would be duplicated.
 DEFAULT_DUPLICATE_WINDOW_S = 600.0
 EVENTS_MAX_AGE_S = 7 * 24 * 3600.0
+#: JetStream's answers to a stream with more replicas than the servers can place: a single server that is
+#: not clustered (10074), too few servers in the cluster (10005, "no suitable peers for placement").
+_REPLICAS_NOT_PLACEABLE = (10074, 10005)
+#: A cluster answers a stream update that changes its replicas once the stream has moved (seconds).
+STREAM_UPDATE_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,10 @@ class NatsAuthError(ConnectionError):
     """The NATS server refused this client's credentials."""
 
 
+class StreamReplicasError(RuntimeError):
+    """A stream asked for more replicas than the NATS server (or cluster) has JetStream nodes."""
+
+
 class Bus:
     """One NATS connection with its JetStream context; see `connect`."""
 
@@ -122,13 +132,19 @@ class Bus:
         ack_wait_s: float | None = None,
         max_deliver: int | None = None,
         duplicate_window_s: float = DEFAULT_DUPLICATE_WINDOW_S,
+        replicas: int = 1,
     ) -> None:
         """Creates or updates JOBS, EVENTS and the shared `trainer` consumer of JOBS; idempotent.
 
         The consumer's ack_wait / max_deliver are set only by a caller that passes
         them (the trainers, from their config); others, e.g. the agent, leave them
         as they are, or create the consumer with the defaults.
+
+        `replicas` (1..5) is both streams' num_replicas; an existing stream with
+        another count is updated to it, so every service must ask for the same
+        count. More replicas than JetStream servers raise StreamReplicasError.
         """
+        check_stream_replicas(replicas)
         if ack_wait_s is not None and max_deliver is not None:
             # A job can be redelivered until ack_wait * max_deliver after its first delivery; the result of
             # a late redelivery must still be recognised as a duplicate.
@@ -141,6 +157,7 @@ class Bus:
                 retention=api.RetentionPolicy.WORK_QUEUE,
                 storage=api.StorageType.FILE,
                 duplicate_window=duplicate_window_s,
+                num_replicas=replicas,
             )
         )
         await self._upsert_stream(
@@ -151,6 +168,7 @@ class Bus:
                 storage=api.StorageType.FILE,
                 duplicate_window=duplicate_window_s,
                 max_age=EVENTS_MAX_AGE_S,
+                num_replicas=replicas,
             )
         )
         if ack_wait_s is None and max_deliver is None:
@@ -172,11 +190,24 @@ class Bus:
 
     async def _upsert_stream(self, cfg: api.StreamConfig) -> None:
         try:
-            await self.js.add_stream(cfg)  # succeeds as is when the stream exists with this config
-        except nats.js.errors.BadRequestError as e:
-            if e.err_code != 10058:  # "stream name already in use with a different configuration"
+            try:
+                await self.js.add_stream(cfg)  # succeeds as is when the stream exists with this config
+            except nats.js.errors.BadRequestError as e:
+                if e.err_code != 10058:  # "stream name already in use with a different configuration"
+                    raise
+                old = (await self.js.stream_info(cfg.name)).config.num_replicas or 1
+                # A cluster moves the stream to the new replica count (raft group) before it answers.
+                await self.nc.jetstream(timeout=STREAM_UPDATE_TIMEOUT_S).update_stream(cfg)
+                if old != cfg.num_replicas:
+                    log.warning("stream %s: replicas %d -> %d", cfg.name, old, cfg.num_replicas)
+        except nats.js.errors.APIError as e:
+            if e.err_code not in _REPLICAS_NOT_PLACEABLE:
                 raise
-            await self.js.update_stream(cfg)
+            raise StreamReplicasError(
+                f"stream {cfg.name}: {cfg.num_replicas} replicas requested, but the NATS server has fewer "
+                f"JetStream nodes than that (server: {e.description}); set stream_replicas to at most the "
+                "number of servers in the NATS cluster (1 for a single server)"
+            ) from e
 
     async def publish(
         self,

@@ -19,10 +19,20 @@ from fnas import events, queue
 class ResultsFeed:
     """Connects to NATS and runs `handler(data)` on every TrainResult; `close()` stops it."""
 
-    def __init__(self, nats_url: str, durable: str, handler: Callable[[bytes], Awaitable[None]], **auth: Any):
+    def __init__(
+        self,
+        nats_url: str,
+        durable: str,
+        handler: Callable[[bytes], Awaitable[None]],
+        *,
+        stream_replicas: int = 1,
+        **auth: Any,
+    ):
         self.nats_url = nats_url
         self.durable = durable
         self.handler = handler
+        #: num_replicas of the streams it creates or updates (the service's stream_replicas).
+        self.stream_replicas = stream_replicas
         self.auth = auth
         self.bus: queue.Bus | None = None
         self._stop = asyncio.Event()
@@ -31,7 +41,8 @@ class ResultsFeed:
     async def start(self) -> queue.Bus:
         """Connects, creates the streams if needed and starts consuming; returns the bus."""
         self.bus = await queue.connect(self.nats_url, name=f"fnas-{self.durable}", **self.auth)
-        await self.bus.ensure_streams()  # the trainers own their consumer's ack_wait / max_deliver
+        # The trainers own their consumer's ack_wait / max_deliver.
+        await self.bus.ensure_streams(replicas=self.stream_replicas)
         self._task = asyncio.create_task(
             # Order does not matter (results are keyed by sample index), so batch for speed.
             self.bus.consume(events.ALL_TRAIN_RESULTS, self.durable, self._on_result, self._stop, batch=64),

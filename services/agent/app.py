@@ -50,7 +50,13 @@ class AgentApp:
         )
         #: Bearer tokens -> tenants; None: SearchService is open (every caller is the anonymous tenant).
         self.tokens = auth.TokenTable.load(cfg.auth_tokens_file, cfg.auth_tokens)
-        self.feed = ResultsFeed(cfg.nats_url, events.AGENT, self.servicer.on_result, **cfg.nats_auth())
+        self.feed = ResultsFeed(
+            cfg.nats_url,
+            events.AGENT,
+            self.servicer.on_result,
+            stream_replicas=cfg.stream_replicas,
+            **cfg.nats_auth(),
+        )
 
     def register(self, server: grpc.aio.Server) -> str:
         search_pb2_grpc.add_SearchServiceServicer_to_server(self.servicer, server)

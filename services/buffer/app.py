@@ -29,7 +29,13 @@ class BufferApp:
         self.store = BufferStore(cfg.data_dir / "buffer")
         self.core = BufferCore(store=self.store)
         self.servicer = BufferServicer(self.core, wait_s=cfg.sample_wait_s)
-        self.feed = ResultsFeed(cfg.nats_url, events.BUFFER, self.servicer.on_result, **cfg.nats_auth())
+        self.feed = ResultsFeed(
+            cfg.nats_url,
+            events.BUFFER,
+            self.servicer.on_result,
+            stream_replicas=cfg.stream_replicas,
+            **cfg.nats_auth(),
+        )
 
     def register(self, server: grpc.aio.Server) -> str:
         buffer_pb2_grpc.add_BufferServiceServicer_to_server(self.servicer, server)

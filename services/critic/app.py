@@ -36,7 +36,13 @@ class CriticApp:
         self.store = CriticStore(cfg.data_dir / "critic")
         self.core = CriticCore(store=self.store)
         self.servicer = CriticServicer(self.core, wait_s=cfg.predict_wait_s)
-        self.feed = ResultsFeed(cfg.nats_url, events.CRITIC, self.servicer.on_result, **cfg.nats_auth())
+        self.feed = ResultsFeed(
+            cfg.nats_url,
+            events.CRITIC,
+            self.servicer.on_result,
+            stream_replicas=cfg.stream_replicas,
+            **cfg.nats_auth(),
+        )
 
     def register(self, server: grpc.aio.Server) -> str:
         critic_pb2_grpc.add_CriticServiceServicer_to_server(self.servicer, server)

@@ -72,7 +72,11 @@ class TrainerWorker:
         bus = self._bus = connecting.result()
         poller: asyncio.Task[None] | None = None
         try:
-            await bus.ensure_streams(ack_wait_s=self.cfg.ack_wait_s, max_deliver=self.cfg.max_deliver)
+            await bus.ensure_streams(
+                ack_wait_s=self.cfg.ack_wait_s,
+                max_deliver=self.cfg.max_deliver,
+                replicas=self.cfg.stream_replicas,
+            )
             await bus.on_max_deliveries(events.JOBS, events.TRAINER, self._on_exhausted)
             poller = asyncio.create_task(self._poll_pending(bus, stop_event), name="trainer-pending")
             log.info("trainer %s working on %s", self.cfg.trainer_id, redact_url(self.cfg.nats_url))

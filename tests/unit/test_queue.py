@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 
+import nats.js.errors
 import pytest
 
-from fnas import events, queue
+from fnas import config, events, queue
 from fnas.nats_server import EmbeddedNats
 from fnas.queue import Poison, StuckMessage
+from services.agent.config import AgentConfig
+from services.buffer.config import BufferConfig
+from services.critic.config import CriticConfig
+from services.trainer.config import TrainerConfig
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -307,3 +313,47 @@ async def test_ensure_streams_is_idempotent_and_updates_consumer(bus):
     await bus.ensure_streams(ack_wait_s=4, max_deliver=6)
     info = await bus.js.consumer_info(events.JOBS, events.TRAINER)
     assert (info.config.ack_wait, info.config.max_deliver) == (4, 6)
+
+
+@pytest.mark.parametrize("replicas", [0, -1, 6, True, "3", 2.0])
+async def test_ensure_streams_rejects_bad_replica_counts(bus, replicas):
+    with pytest.raises(ValueError, match=r"replicas must be an int in 1\.\.5 \(JetStream's limit"):
+        await bus.ensure_streams(replicas=replicas)
+    with pytest.raises(nats.js.errors.NotFoundError):  # refused before anything was created
+        await bus.js.stream_info(events.JOBS)
+
+
+@pytest.mark.parametrize(
+    ("cls", "prefix"), [(AgentConfig, "agent"), (CriticConfig, "critic"), (BufferConfig, "buffer"),
+                        (TrainerConfig, "trainer")],
+)  # fmt: skip
+def test_stream_replicas_setting_from_env_and_flag(cls, prefix):
+    env = {f"FNAS_{prefix.upper()}_STREAM_REPLICAS": "3"}
+    assert cls().stream_replicas == 1
+    assert cls.from_env(env).stream_replicas == 3
+    args = config.add_flags(argparse.ArgumentParser(), cls, prefix).parse_args(["--stream-replicas", "2"])
+    assert config.from_args(cls, prefix, args).stream_replicas == 2
+    for bad in ("0", "6"):
+        with pytest.raises(ValueError, match=r"stream_replicas must be an int in 1\.\.5"):
+            cls.from_env({f"FNAS_{prefix.upper()}_STREAM_REPLICAS": bad})
+
+
+async def test_stream_replicas_on_a_single_server(bus):
+    await bus.ensure_streams(ack_wait_s=5, max_deliver=3, replicas=1)
+    for stream in (events.JOBS, events.EVENTS):
+        assert (await bus.js.stream_info(stream)).config.num_replicas == 1
+    # nats-server answers 10074 "replicas > 1 not supported in non-clustered mode", for a new stream and an
+    # update alike; it is wrapped into an error that says what to change.
+    with pytest.raises(queue.StreamReplicasError, match="3 replicas requested") as raised:
+        await bus.ensure_streams(replicas=3)
+    message = str(raised.value)
+    assert "fewer JetStream nodes" in message and "stream_replicas" in message, message
+    assert raised.value.__cause__.err_code == 10074
+    for stream in (events.JOBS, events.EVENTS):
+        assert (await bus.js.stream_info(stream)).config.num_replicas == 1  # unchanged
+    await bus.ensure_streams(replicas=1)  # still idempotent
+
+
+async def test_replicas_on_a_fresh_single_server_fail_clearly(bus):
+    with pytest.raises(queue.StreamReplicasError, match=r"stream JOBS: 3 replicas requested.*fewer"):
+        await bus.ensure_streams(replicas=3)
