@@ -9,80 +9,27 @@ mesh's overhead. Reaching a target means a trained sample's true reward
 crossed the threshold; the thresholds come from the whole table, which only
 this benchmark and the trainer read.
 
-`workers` > 1 runs the plain runs (`run_one`, one per space, strategy and seed)
-in that many worker processes, all submitted at once so every core stays busy;
-each run is seeded and shares nothing with the others, so the figures are the
-same as with one.
+`workers` > 1 runs the plain runs in that many worker processes
+(`fnas.bench.search_workers`), with the same figures as one.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import math
-import os
-import sys
 import time
-from asyncio.subprocess import PIPE
-from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from fnas import spaces
-from fnas.bench import fnas_bench
-from fnas.bench.plain_loop import run_plain, samples_to_reach
-from fnas.reward import RewardFn
-from fnas.v1 import common_pb2, queue_pb2
+from fnas.bench import fnas_bench, search_workers
+from fnas.bench.plain_loop import samples_to_reach
+from fnas.bench.tabular import TARGETS, Setup, reward_spec, thresholds
+from fnas.v1 import common_pb2
 from services.agent import strategies
-from services.trainer.evaluate import TabularEvaluator
 
-TARGETS = {"top0.1": 0.001, "top1": 0.01}
 BEST_AT = (100, 300, 1000)
-#: Longest answer line of a worker: a transfer source's critic snapshot is about 1 MB of base64.
-ANSWER_LIMIT = 64 * 2**20
-
-
-@dataclass(frozen=True)
-class Setup:
-    space: spaces.SearchSpace
-    reward: common_pb2.RewardSpec
-
-
-def reward_spec(space: spaces.SearchSpace, kind: str) -> common_pb2.RewardSpec:
-    """accuracy: validation accuracy alone; latency: Eq. 2 with T = the space's 25th latency percentile."""
-    if kind == "accuracy":
-        return common_pb2.RewardSpec(cost=common_pb2.COST_METRIC_NONE)
-    if kind == "latency":
-        target = float(np.percentile(space.table()["latency_ms"], 25))
-        return common_pb2.RewardSpec(cost=common_pb2.COST_METRIC_LATENCY, target_latency_ms=target)
-    raise ValueError(f"--reward must be accuracy or latency, got {kind!r}")
-
-
-def thresholds(setup: Setup) -> dict[str, float]:
-    """Reward that the best `q` share of the space's unique architectures reach."""
-    table = setup.space.table()
-    fn = RewardFn.from_spec(setup.reward)
-    rewards = np.array(
-        [fn(a, lat) for a, lat in zip(table["valid_accuracy"], table["latency_ms"], strict=True)]
-    )
-    ordered = np.sort(rewards)[::-1]
-    return {name: float(ordered[max(1, math.ceil(q * len(ordered))) - 1]) for name, q in TARGETS.items()}
-
-
-def evaluator(setup: Setup) -> Callable[[tuple[int, ...]], float]:
-    """The trainer's tabular evaluation as a plain function of the tokens."""
-    tabular = TabularEvaluator()
-
-    def evaluate(tokens: tuple[int, ...]) -> float:
-        job = queue_pb2.TrainJob(
-            architecture=common_pb2.Architecture(space=setup.space.id, tokens=tokens), reward=setup.reward
-        )
-        return tabular.reward(job).value
-
-    return evaluate
 
 
 def summarise(counts: Sequence[int | None], budget: int) -> dict:
@@ -121,7 +68,7 @@ def run(
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
     if workers == 1 or mesh_seeds:  # searches are timed in this process too
-        _torch_setup()
+        search_workers.torch_setup()
     space_ids, strategy_names = list(dict.fromkeys(space_ids)), list(dict.fromkeys(strategy_names))
     for name in strategy_names:
         if name not in strategies.STRATEGIES and name not in fnas_bench.STRATEGIES:
@@ -149,7 +96,7 @@ def run(
         others = [s for s in space_ids if s != transfer_from]
         known = space_ids if "fnas" in strategy_names else []
         tasks += fnas_bench.transfer_tasks(transfer_from, others, seeds, known, task)
-    results = _execute(tasks, workers, progress)
+    results = search_workers.execute(tasks, workers, progress)
 
     out: dict = {
         "reward": reward_kind,
@@ -219,158 +166,6 @@ def _mesh_stats(setup, name, runs, budget, mesh_seeds, data_dir) -> dict:
     stats["mesh_ms_per_sample"] = float(np.median([m[1] / budget * 1000 for m in mesh]))
     stats["plain_ms_per_sample"] = float(np.median(plain_s[: len(mesh)]) / budget * 1000)
     return stats
-
-
-def run_one(task: dict) -> dict:
-    """One plain run, the unit of work of `--workers`: a task in, JSON-ready figures out.
-
-    For every strategy the trajectory's rewards and the wall seconds; for the fnas
-    ones also `fnas_bench.plain_result`'s accounting (and snapshot, when asked).
-    """
-    space = spaces.get(task["space"])
-    evaluate = evaluator(Setup(space, reward_spec(space, task["reward"])))
-    name, seed, budget = task["strategy"], task["seed"], task["budget"]
-    started = time.perf_counter()
-    if name in fnas_bench.STRATEGIES:  # the agent's batch assembly, critic and buffer in memory
-        out = fnas_bench.plain_result(
-            space,
-            evaluate,
-            name,
-            seed,
-            budget,
-            snapshot=task.get("snapshot", ""),
-            export=task.get("export", False),
-            samples=task.get("samples", False),
-        )
-    else:
-        out = {
-            "rewards": [r for _, r in run_plain(strategies.make(name, space, seed=seed), evaluate, budget)]
-        }
-    out["seconds"] = time.perf_counter() - started
-    return out
-
-
-class _Finished:
-    """The results of the tasks by id; a progress line for each, and the tasks it unlocks."""
-
-    def __init__(self, tasks: Sequence[dict], progress: Callable[[str], None]) -> None:
-        self.total, self.progress = _count(tasks), progress
-        self.results: dict[str, dict] = {}
-
-    def add(self, task: dict, result: dict) -> list[dict]:
-        self.results[task["id"]] = result
-        self.progress(f"{task['id']}: {result['seconds']:.1f} s ({len(self.results)}/{self.total})")
-        # A transfer source's `then` tasks start from the critic it exported.
-        return [{**t, "snapshot": result["snapshot"]} for t in task.get("then", ())]
-
-
-def _count(tasks: Sequence[dict]) -> int:
-    return sum(1 + _count(t.get("then", ())) for t in tasks)
-
-
-def _execute(tasks: Sequence[dict], workers: int, progress: Callable[[str], None]) -> dict[str, dict]:
-    """Runs the tasks and those they unlock; results by task id, equal whatever `workers` is."""
-    finished = _Finished(tasks, progress)
-    if workers == 1:
-        queue = deque(tasks)
-        while queue:
-            task = queue.popleft()
-            queue.extend(finished.add(task, run_one(task)))
-    else:
-        progress(f"{finished.total} plain runs in {workers} worker processes")
-        asyncio.run(_in_workers(tasks, min(workers, finished.total), finished))
-    return finished.results
-
-
-async def _in_workers(tasks: Sequence[dict], workers: int, finished: _Finished) -> None:
-    """Feeds the tasks to `workers` fresh interpreters (`_serve`), one at a time each, as JSON lines.
-
-    Fresh processes, not forks of this one (its torch and gRPC threads do not survive a fork), and
-    JSON, not pickle, across the pipe (tests/unit/test_no_pickle.py).
-    """
-    queue: asyncio.Queue[dict | None] = asyncio.Queue()
-    for task in tasks:
-        queue.put_nowait(task)
-    unfinished = len(tasks)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = [
-        await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "fnas.bench.search_bench",
-            stdin=PIPE,
-            stdout=PIPE,
-            env=env,
-            limit=ANSWER_LIMIT,
-        )
-        for _ in range(workers)
-    ]
-
-    async def drive(proc: asyncio.subprocess.Process) -> None:
-        nonlocal unfinished
-        while (task := await queue.get()) is not None:
-            wire = {k: v for k, v in task.items() if k != "then"}
-            proc.stdin.write(json.dumps(wire).encode() + b"\n")
-            await proc.stdin.drain()
-            try:
-                line = await proc.stdout.readline()
-            except ValueError as e:  # longer than ANSWER_LIMIT: a fault here, not bad input
-                raise RuntimeError(f"{task['id']}: {e}") from None
-            if not line:
-                raise RuntimeError(f"search worker exited (code {await proc.wait()}) during {task['id']}")
-            result = json.loads(line)
-            if "error" in result:  # a bad value stays a ValueError: the CLI answers it with exit code 2
-                raise (ValueError if result["bad_input"] else RuntimeError)(
-                    f"{task['id']}: {result['error']}"
-                )
-            for then in finished.add(task, result):
-                queue.put_nowait(then)
-                unfinished += 1
-            unfinished -= 1
-            if unfinished == 0:  # nothing left that could unlock more: every driver stops
-                for _ in procs:
-                    queue.put_nowait(None)
-
-    ok = False
-    try:
-        async with asyncio.TaskGroup() as group:
-            for proc in procs:
-                group.create_task(drive(proc))
-        ok = True
-    except ExceptionGroup as e:
-        raise e.exceptions[0] from None
-    finally:
-        for proc in procs:
-            if ok:
-                proc.stdin.close()  # end of input: the worker returns
-            else:  # a failed benchmark does not wait for the other runs
-                if proc.returncode is None:
-                    proc.kill()
-                await proc.stdout.read()  # wait() also waits for the pipe to close; a paused one never would
-            await proc.wait()
-
-
-def _torch_setup() -> None:
-    """One torch thread, and torch's lazy imports done before any run's clock starts."""
-    import torch
-
-    torch.set_num_threads(1)  # the policy is tiny; more threads only contend (TECH-NOTES, PyTorch)
-    # The first optimizer imports torch._dynamo (1-2 s): it would count in the first run of each process.
-    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
-
-
-def _serve() -> int:
-    """A worker (`python -m fnas.bench.search_bench`): a task per stdin line, its result per stdout line."""
-    _torch_setup()
-    answers, sys.stdout = sys.stdout, sys.stderr  # a stray print must not corrupt the answers
-    while line := sys.stdin.readline():
-        try:
-            result = run_one(json.loads(line))
-        except Exception as e:  # reported to the benchmark, which stops with this message
-            result = {"error": f"{type(e).__name__}: {e}", "bad_input": isinstance(e, ValueError)}
-        answers.write(json.dumps(result) + "\n")
-        answers.flush()
-    return 0
 
 
 async def _mesh(setup, name, seeds, budget, data_dir) -> list[tuple[list[common_pb2.Sample], float]]:
@@ -453,7 +248,3 @@ def plot(result: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-if __name__ == "__main__":
-    sys.exit(_serve())

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from fnas import spaces
-from fnas.bench import search_bench
+from fnas.bench import tabular
 from fnas.bench.fnas_loop import arun_plain_fnas
 from fnas.client import SearchClient
 from fnas.harness import Cluster
@@ -85,9 +85,9 @@ async def test_fnas_search_accounting_adds_up_and_matches_the_plain_loop(cluster
 
     # One code path: the plain in-memory loop gives the same samples, sources and rewards.
     space = spaces.get(CORA)
-    setup = search_bench.Setup(space, common_pb2.RewardSpec(cost=common_pb2.COST_METRIC_NONE))
+    setup = tabular.Setup(space, common_pb2.RewardSpec(cost=common_pb2.COST_METRIC_NONE))
     strategy = fnas.make("fnas", space, 3, 0, fnas.config_from_spec(spec()))
-    plain = await arun_plain_fnas(strategy, search_bench.evaluator(setup), 60, decision=from_options(OPTIONS))
+    plain = await arun_plain_fnas(strategy, tabular.evaluator(setup), 60, decision=from_options(OPTIONS))
     assert plain.samples == as_list(samples)
 
     text = urllib.request.urlopen(f"http://127.0.0.1:{cluster.metrics_port}/metrics").read().decode()

@@ -1,16 +1,16 @@
 import numpy as np
 
 from fnas import spaces
-from fnas.bench import search_bench
+from fnas.bench import search_bench, tabular
 from fnas.bench.plain_loop import samples_to_reach
 
 
 def test_thresholds_are_the_top_shares_of_the_table():
-    setup = search_bench.Setup(
+    setup = tabular.Setup(
         spaces.get("nasbench-graph/cora"),
-        search_bench.reward_spec(spaces.get("nasbench-graph/cora"), "accuracy"),
+        tabular.reward_spec(spaces.get("nasbench-graph/cora"), "accuracy"),
     )
-    t = search_bench.thresholds(setup)
+    t = tabular.thresholds(setup)
     acc = setup.space.table()["valid_accuracy"]
     assert (acc >= t["top0.1"]).sum() >= 27 and (acc > t["top0.1"]).sum() < 27
     assert (acc >= t["top1"]).mean() >= 0.01 and t["top1"] < t["top0.1"]
@@ -18,7 +18,7 @@ def test_thresholds_are_the_top_shares_of_the_table():
 
 def test_latency_reward_targets_the_25th_percentile():
     space = spaces.get("nasbench-graph/cora")
-    spec = search_bench.reward_spec(space, "latency")
+    spec = tabular.reward_spec(space, "latency")
     assert spec.target_latency_ms == np.percentile(space.table()["latency_ms"], 25)
 
 

@@ -1,0 +1,61 @@
+"""The tabular benchmark setting: a space, its reward, the targets it defines and the trainer's evaluation.
+
+Only the benchmark and the trainer read the table; a search sees nothing but
+the rewards of what it trained.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from fnas import spaces
+from fnas.reward import RewardFn
+from fnas.v1 import common_pb2, queue_pb2
+from services.trainer.evaluate import TabularEvaluator
+
+#: Targets: the reward the best `q` share of the space's unique architectures reach.
+TARGETS = {"top0.1": 0.001, "top1": 0.01}
+
+
+@dataclass(frozen=True)
+class Setup:
+    space: spaces.SearchSpace
+    reward: common_pb2.RewardSpec
+
+
+def reward_spec(space: spaces.SearchSpace, kind: str) -> common_pb2.RewardSpec:
+    """accuracy: validation accuracy alone; latency: Eq. 2 with T = the space's 25th latency percentile."""
+    if kind == "accuracy":
+        return common_pb2.RewardSpec(cost=common_pb2.COST_METRIC_NONE)
+    if kind == "latency":
+        target = float(np.percentile(space.table()["latency_ms"], 25))
+        return common_pb2.RewardSpec(cost=common_pb2.COST_METRIC_LATENCY, target_latency_ms=target)
+    raise ValueError(f"--reward must be accuracy or latency, got {kind!r}")
+
+
+def thresholds(setup: Setup) -> dict[str, float]:
+    """Reward that the best `q` share of the space's unique architectures reach."""
+    table = setup.space.table()
+    fn = RewardFn.from_spec(setup.reward)
+    rewards = np.array(
+        [fn(a, lat) for a, lat in zip(table["valid_accuracy"], table["latency_ms"], strict=True)]
+    )
+    ordered = np.sort(rewards)[::-1]
+    return {name: float(ordered[max(1, math.ceil(q * len(ordered))) - 1]) for name, q in TARGETS.items()}
+
+
+def evaluator(setup: Setup) -> Callable[[tuple[int, ...]], float]:
+    """The trainer's tabular evaluation as a plain function of the tokens."""
+    tabular = TabularEvaluator()
+
+    def evaluate(tokens: tuple[int, ...]) -> float:
+        job = queue_pb2.TrainJob(
+            architecture=common_pb2.Architecture(space=setup.space.id, tokens=tokens), reward=setup.reward
+        )
+        return tabular.reward(job).value
+
+    return evaluate
