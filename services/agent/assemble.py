@@ -14,7 +14,7 @@ One batch of the `fnas` strategy:
    is trained anyway, so the critic's real error is measured where it claimed
    to be right (the calibration check). With `candidates` > 1 the policy draws
    that many proposals per open slot and the untrusted ones with the highest
-   V + U are trained first (an extension of the paper's rule: among the
+   V + ucb * U are trained first (an extension of the paper's rule: among the
    samples the critic cannot vouch for, verify the most promising).
 2. The trained proposals are trained (the agent: TrainJobs on the queue).
 3. `fresh_feedback`: trained results and trusted predictions, in plan order.
@@ -141,8 +141,8 @@ async def plan_batch(
                 plan.append(_planned(p, pred, TRAINED, audit=True))
                 n_jobs += 1
         if cfg.candidates > 1:
-            # Several untrusted candidates per slot: train the most promising (highest V + U) first.
-            untrusted.sort(key=lambda c: -(c[1].value + c[1].uncertainty))
+            # Several untrusted candidates per slot: train the most promising first.
+            untrusted.sort(key=lambda c: -(c[1].value + cfg.ucb * c[1].uncertainty))
         for p, pred, key in untrusted:
             if len(plan) >= size or n_jobs >= max_trained:
                 break

@@ -57,9 +57,12 @@ class FnasConfig:
     max_draw_rounds: int = 5
     #: An architecture proposed twice in one batch is trained once; both copies learn its result.
     dedup: bool = True
-    #: Proposals drawn per open slot in each round; with more than one, the untrusted candidates with
-    #: the highest V + U are trained first (the rest are dropped like extra trusted ones).
-    candidates: int = 4
+    #: Proposals drawn per open slot in each round; with more than one, the most promising untrusted
+    #: candidates (highest V + ucb * U) are trained first, the rest dropped like extra trusted ones.
+    candidates: int = 8
+    #: Weight of U in that ranking: 0 trains the highest predicted rewards first (tuned: 8 candidates
+    #: ranked by V beat 4 ranked by V + U on cora, citeseer and pubmed, 10 seeds each).
+    ucb: float = 0.0
     #: Each resampling round draws at this many times the previous round's temperature, so that a
     #: policy that keeps proposing what the critic already knows still yields new architectures.
     resample_temperature: float = 2.0
@@ -74,6 +77,8 @@ class FnasConfig:
             raise ValueError(f"max_replay_fraction must be in [0, 1), got {self.max_replay_fraction}")
         if self.buffer_size < 1 or self.max_draw_rounds < 1 or self.candidates < 1:
             raise ValueError("buffer_size, max_draw_rounds and candidates must be >= 1")
+        if not self.ucb >= 0.0:
+            raise ValueError(f"ucb must be >= 0, got {self.ucb}")
         if not self.resample_temperature >= 1.0:
             raise ValueError(f"resample_temperature must be >= 1, got {self.resample_temperature}")
         if not self.priority_temperature > 0:

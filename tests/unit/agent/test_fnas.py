@@ -46,15 +46,15 @@ class Pred:
 class FakeCritic:
     """Trusts index = op1 + 9 op2 unless it is a multiple of `every`; V = 0.5, U = index / 100."""
 
-    def __init__(self, every: int = 4, trust_all: bool = False) -> None:
-        self.every, self.trust_all, self.calls = every, trust_all, []
+    def __init__(self, every: int = 4, trust_all: bool = False, value=lambda i: 0.5) -> None:
+        self.every, self.trust_all, self.value, self.calls = every, trust_all, value, []
 
     async def predict(self, tokens, min_observed):
         self.calls.append((len(tokens), min_observed))
         out = []
         for t in tokens:
             i = t[1] + 9 * t[2]
-            out.append(Pred(0.5, i / 100, self.trust_all or i % self.every != 0))
+            out.append(Pred(self.value(i), i / 100, self.trust_all or i % self.every != 0))
         return out
 
 
@@ -100,6 +100,8 @@ async def test_resampling_temperature_is_configurable_and_the_first_round_is_the
     assert s.temperatures == [1.0, 1.5, 2.25]
     with pytest.raises(ValueError, match="resample_temperature"):
         FnasConfig(resample_temperature=0.5)
+    with pytest.raises(ValueError, match="ucb"):
+        FnasConfig(ucb=-1.0)
 
 
 async def test_audits_train_would_be_trusted_samples_and_measure_the_error():
@@ -113,8 +115,15 @@ async def test_audits_train_would_be_trusted_samples_and_measure_the_error():
     assert s.calibration_error() == pytest.approx(sum(0.01 * pos for pos in audited) / 9)  # |V - R|, V = 0.5
 
 
-async def test_candidates_train_the_most_promising_untrusted_first():
-    s = strategy(candidates=3)
+async def test_candidates_are_trained_highest_predicted_reward_first():
+    s = strategy(candidates=3)  # ucb 0 by default: V alone ranks them
+    plan = await assemble.plan_batch(s, FakeCritic(every=1, value=lambda i: -abs(i - 12) / 100), 0, 100)
+    # V peaks at index 12 of the 30 drawn; ties keep the order of the draws.
+    assert [p.tokens[1] + 9 * p.tokens[2] for p in plan] == sorted(range(30), key=lambda i: abs(i - 12))[:10]
+
+
+async def test_candidates_ranked_by_v_plus_ucb_times_u():
+    s = strategy(candidates=3, ucb=1.0)
     plan = await assemble.plan_batch(s, FakeCritic(every=1), 0, 100)  # nothing trusted
     assert s.n_proposed == 30 and all(p.trains for p in plan)
     # U = index / 100 and V = 0.5 for all: the 10 highest indices of the 30 drawn, best first.
