@@ -191,3 +191,15 @@ class TransportSecurity:
     def nats_auth(self) -> dict[str, str]:
         """Keyword arguments of fnas.queue.connect: user and password when set."""
         return {"user": self.nats_user, "password": self.nats_password} if self.nats_user else {}
+
+
+@dataclass(frozen=True)
+class JetStreamClient(TransportSecurity):
+    """A base of the configs of the services that create the JetStream streams."""
+
+    stream_replicas: int = 1
+    """Replicas of the streams JOBS and EVENTS, 1..5 (at most the NATS servers); the same in every service."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_stream_replicas(self.stream_replicas, "stream_replicas")

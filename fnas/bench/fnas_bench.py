@@ -106,24 +106,38 @@ def mesh_samples(events: Sequence) -> list[list]:
 
 
 def transfer_tasks(
-    source: str, targets: Sequence[str], seeds: int, known: Collection[str], task: Callable[..., dict]
+    source: str,
+    targets: Sequence[str],
+    seeds: int,
+    known: Collection[str],
+    task: Callable[..., dict],
+    planned: Sequence[dict],
 ) -> list[dict]:
     """The runs of the critic transfer, as tasks of the benchmark (`task(space, strategy, seed, **fields)`).
 
     Per seed, a source run exports its critic, and its `then` tasks (one per target) start from that
-    snapshot. Scratch runs only for the targets whose `fnas` runs the benchmark does not do anyway (`known`).
+    snapshot. Where the benchmark already plans the same `fnas` run of `source` (in `planned`), that task
+    exports instead of the search running twice (it is updated in place). Scratch runs only for the
+    targets whose `fnas` runs the benchmark does not do anyway (`known`).
     """
-    out = [
-        task(
-            source,
-            "fnas",
-            seed,
-            id=_transfer_id(source, seed, "transfer source"),
-            export=True,
-            then=[task(t, "fnas", seed, id=_transfer_id(t, seed, f"from {source}")) for t in targets],
-        )
-        for seed in range(seeds)
-    ]
+    by_id = {t["id"]: t for t in planned}
+    out = []
+    for seed in range(seeds):
+        then = [task(t, "fnas", seed, id=_transfer_id(t, seed, f"from {source}")) for t in targets]
+        own = by_id.get(task(source, "fnas", seed)["id"])
+        if own is not None:
+            own.update(export=True, then=then)
+        else:
+            out.append(
+                task(
+                    source,
+                    "fnas",
+                    seed,
+                    id=_transfer_id(source, seed, "transfer source"),
+                    export=True,
+                    then=then,
+                )
+            )
     out += [
         task(t, "fnas", seed, id=_transfer_id(t, seed, "transfer scratch"))
         for t in targets

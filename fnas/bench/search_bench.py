@@ -95,7 +95,7 @@ def run(
     if transfer_from:
         others = [s for s in space_ids if s != transfer_from]
         known = space_ids if "fnas" in strategy_names else []
-        tasks += fnas_bench.transfer_tasks(transfer_from, others, seeds, known, task)
+        tasks += fnas_bench.transfer_tasks(transfer_from, others, seeds, known, task, tasks)
     results = search_workers.execute(tasks, workers, progress)
 
     out: dict = {

@@ -63,8 +63,6 @@ def search(args: argparse.Namespace) -> int:
 
     if args.seeds < 1 or args.budget < 1 or args.mesh_seeds < 0:
         raise ValueError("--seeds and --budget must be >= 1, --mesh-seeds >= 0")
-    if args.workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {args.workers}")
     result = search_bench.run(
         [s.strip() for s in args.space.split(",") if s.strip()],
         [s.strip() for s in args.strategies.split(",") if s.strip()],

@@ -11,13 +11,11 @@ from fnas import config
 
 
 @dataclass(frozen=True)
-class AgentConfig(config.TransportSecurity):
+class AgentConfig(config.JetStreamClient):
     """Everything the agent needs to run; validated on construction (TLS and NATS credentials: the base)."""
 
     nats_url: str = "nats://127.0.0.1:4222"
     """JetStream server carrying train jobs, results and events."""
-    stream_replicas: int = 1
-    """Replicas of the streams JOBS and EVENTS, 1..5 (at most the NATS servers); the same in every service."""
     data_dir: Path = Path("fnas-data")
     """The agent's LMDB (searches, results, checkpoints) lives in <data_dir>/agent."""
     host: str = "127.0.0.1"
@@ -54,7 +52,6 @@ class AgentConfig(config.TransportSecurity):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        config.check_stream_replicas(self.stream_replicas, "stream_replicas")
         if min(self.max_searches_per_tenant, self.max_budget_samples, self.max_message_bytes) < 1:
             raise ValueError("max_searches_per_tenant, max_budget_samples and max_message_bytes must be >= 1")
         if self.max_budget_seconds <= 0:

@@ -11,13 +11,11 @@ from fnas import config
 
 
 @dataclass(frozen=True)
-class BufferConfig(config.TransportSecurity):
+class BufferConfig(config.JetStreamClient):
     """Everything the buffer needs to run; validated on construction (TLS and NATS credentials: the base)."""
 
     nats_url: str = "nats://127.0.0.1:4222"
     """JetStream server carrying the train results (durable consumer "buffer")."""
-    stream_replicas: int = 1
-    """Replicas of the streams JOBS and EVENTS, 1..5 (at most the NATS servers); the same in every service."""
     data_dir: Path = Path("fnas-data")
     """The buffer's LMDB (each search's trained results) lives in <data_dir>/buffer."""
     host: str = "127.0.0.1"
@@ -35,7 +33,6 @@ class BufferConfig(config.TransportSecurity):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        config.check_stream_replicas(self.stream_replicas, "stream_replicas")
         if not 0 <= self.port < 65536:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
         if self.sample_wait_s <= 0:

@@ -11,13 +11,11 @@ from fnas import config
 
 
 @dataclass(frozen=True)
-class CriticConfig(config.TransportSecurity):
+class CriticConfig(config.JetStreamClient):
     """Everything the critic needs to run; validated on construction (TLS and NATS credentials: the base)."""
 
     nats_url: str = "nats://127.0.0.1:4222"
     """JetStream server carrying the train results (durable consumer "critic")."""
-    stream_replicas: int = 1
-    """Replicas of the streams JOBS and EVENTS, 1..5 (at most the NATS servers); the same in every service."""
     data_dir: Path = Path("fnas-data")
     """The critic's LMDB (histories, nets, snapshots) lives in <data_dir>/critic."""
     host: str = "127.0.0.1"
@@ -37,7 +35,6 @@ class CriticConfig(config.TransportSecurity):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        config.check_stream_replicas(self.stream_replicas, "stream_replicas")
         if not 0 <= self.port < 65536:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
         if self.torch_threads < 1:

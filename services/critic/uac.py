@@ -140,24 +140,29 @@ class SearchCritic:
         # Fresh rows last: the fit reserves part of every minibatch for them.
         data = [(i, o) for i, o in data if i in t.arrival] + fresh
         if fresh:
-            x_new = torch.from_numpy(np.stack([self.space.embedding(o.tokens) for _, o in fresh]))
+            x_new = torch.from_numpy(np.stack([self._encode(o.tokens)[1] for _, o in fresh]))
             values, uncertainties = self.model.predict(x_new)
             for (i, o), v, u in zip(fresh, values.tolist(), uncertainties.tolist(), strict=True):
                 t.arrival[i] = (v, u)
                 if t.n_trained or self.pretrained:  # an untrained net's errors say nothing about U
                     t.pairs.append((u, abs(v - o.reward)))
             del t.pairs[: -self.decision.calibration_window]
-        x = torch.from_numpy(np.stack([self.space.embedding(o.tokens) for _, o in data]))
+        x = torch.from_numpy(np.stack([self._encode(o.tokens)[1] for _, o in data]))
         rewards = torch.tensor([o.reward for _, o in data], dtype=torch.float32)
         arrival = torch.tensor([t.arrival[i][0] for i, _ in data], dtype=torch.float32)
         self.last_fit = self.model.fit(x, rewards, arrival, len(fresh), self.fit_config)
         t.n_trained = n
         t.best = max(o.reward for _, o in data)
+        self._recount_known(data)
+        t.threshold = calibrate(t.pairs, self.decision, self.model.scale.scale)
+
+    def _recount_known(self, data: Sequence[tuple[int, _Obs]]) -> None:
+        """Sum and count of the rewards of each architecture (by key) among the observations trained on."""
         self._known = {}
         for _, o in data:
-            s, c = self._known.get(self.space.key(o.tokens), (0.0, 0))
-            self._known[self.space.key(o.tokens)] = (s + o.reward, c + 1)
-        t.threshold = calibrate(t.pairs, self.decision, self.model.scale.scale)
+            key = self._encode(o.tokens)[0]
+            s, c = self._known.get(key, (0.0, 0))
+            self._known[key] = (s + o.reward, c + 1)
 
     def reset_for_transfer(self) -> None:
         """Keeps the nets, forgets this history: the start of a search from a pre-trained critic."""
@@ -195,10 +200,7 @@ class SearchCritic:
         t.best = float("-inf") if meta["best"] is None else float(meta["best"])
         with self._lock:
             data_ = sorted(self.observations.items())[: t.n_trained]
-        self._known = {}
-        for _, o in data_:
-            s, c = self._known.get(self.space.key(o.tokens), (0.0, 0))
-            self._known[self.space.key(o.tokens)] = (s + o.reward, c + 1)
+        self._recount_known(data_)
 
 
 def read(data: bytes) -> tuple[dict[str, torch.Tensor], dict]:

@@ -17,13 +17,11 @@ def _default_trainer_id() -> str:
 
 
 @dataclass(frozen=True)
-class TrainerConfig(config.TransportSecurity):
+class TrainerConfig(config.JetStreamClient):
     """Everything one trainer worker needs; validated on construction (TLS and NATS credentials: the base)."""
 
     nats_url: str = "nats://127.0.0.1:4222"
     """JetStream server carrying train jobs and results."""
-    stream_replicas: int = 1
-    """Replicas of the streams JOBS and EVENTS, 1..5 (at most the NATS servers); the same in every service."""
     trainer_id: str = ""
     """Name of this worker in results and logs; empty means <hostname>-<pid>."""
     heartbeat_s: float = 5.0
@@ -78,7 +76,6 @@ class TrainerConfig(config.TransportSecurity):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        config.check_stream_replicas(self.stream_replicas, "stream_replicas")
         check_training(self)
         if not self.nats_url:
             raise ValueError("nats_url must not be empty")

@@ -53,3 +53,26 @@ def test_workers_below_one_is_bad_input(workers, capsys):
     assert main(["bench", "search", "--workers", workers, "--seeds", "1", "--budget", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"fnas bench: error: --workers must be >= 1, got {workers}"]
+
+
+def test_transfer_reuses_the_benchmarks_own_source_searches(tmp_path):
+    lines: list[str] = []
+    result = search_bench.run(
+        ["nasbench-graph/cora", "nasbench-graph/citeseer"],
+        ["fnas"],
+        "accuracy",
+        2,
+        20,
+        0,
+        tmp_path,
+        progress=lines.append,
+        transfer_from="nasbench-graph/cora",
+        workers=1,
+    )
+    # 2 fnas searches per space, 2 citeseer searches from cora's critics; no second cora search per seed.
+    assert len(lines) == 6 and not any("transfer source" in line for line in lines)
+    moved = result["transfer"]["spaces"]["nasbench-graph/citeseer"]
+    assert (
+        moved["scratch"]["top0.1"]
+        == result["spaces"]["nasbench-graph/citeseer"]["strategies"]["fnas"]["top0.1"]
+    )
