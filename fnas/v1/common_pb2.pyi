@@ -102,7 +102,7 @@ class Modules(_message.Message):
     def __init__(self, uac: _Optional[bool] = ..., akp: _Optional[bool] = ..., aeb: _Optional[bool] = ...) -> None: ...
 
 class FnasOptions(_message.Message):
-    __slots__ = ("threshold", "target_error", "warmup", "max_trusted_fraction", "audit_fraction", "buffer_size", "max_replay_fraction", "priority_temperature", "candidates")
+    __slots__ = ("threshold", "target_error", "warmup", "max_trusted_fraction", "audit_fraction", "buffer_size", "max_replay_fraction", "priority_temperature", "candidates", "ucb", "resample_temperature")
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     TARGET_ERROR_FIELD_NUMBER: _ClassVar[int]
     WARMUP_FIELD_NUMBER: _ClassVar[int]
@@ -112,6 +112,8 @@ class FnasOptions(_message.Message):
     MAX_REPLAY_FRACTION_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    UCB_FIELD_NUMBER: _ClassVar[int]
+    RESAMPLE_TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     threshold: float
     target_error: float
     warmup: int
@@ -121,7 +123,9 @@ class FnasOptions(_message.Message):
     max_replay_fraction: float
     priority_temperature: float
     candidates: int
-    def __init__(self, threshold: _Optional[float] = ..., target_error: _Optional[float] = ..., warmup: _Optional[int] = ..., max_trusted_fraction: _Optional[float] = ..., audit_fraction: _Optional[float] = ..., buffer_size: _Optional[int] = ..., max_replay_fraction: _Optional[float] = ..., priority_temperature: _Optional[float] = ..., candidates: _Optional[int] = ...) -> None: ...
+    ucb: float
+    resample_temperature: float
+    def __init__(self, threshold: _Optional[float] = ..., target_error: _Optional[float] = ..., warmup: _Optional[int] = ..., max_trusted_fraction: _Optional[float] = ..., audit_fraction: _Optional[float] = ..., buffer_size: _Optional[int] = ..., max_replay_fraction: _Optional[float] = ..., priority_temperature: _Optional[float] = ..., candidates: _Optional[int] = ..., ucb: _Optional[float] = ..., resample_temperature: _Optional[float] = ...) -> None: ...
 
 class Task(_message.Message):
     __slots__ = ("dataset", "epochs", "simulated_seconds")

@@ -159,6 +159,8 @@ def config_from_spec(spec: common_pb2.SearchSpec) -> FnasConfig:
         "buffer_size",
         "candidates",
         "priority_temperature",
+        "ucb",
+        "resample_temperature",
     ):
         if spec.fnas.HasField(name):
             values[name] = getattr(spec.fnas, name)

@@ -130,6 +130,8 @@ def _check_fnas_options(o: common_pb2.FnasOptions) -> None:
         "priority_temperature": lambda v: v > 0,
         "warmup": lambda v: v <= MAX_SAMPLES,
         "candidates": lambda v: 1 <= v <= 1000,
+        "ucb": lambda v: 0 <= v <= 1000,
+        "resample_temperature": lambda v: 1 <= v <= 1000,
     }
     reasons = {
         "threshold": "must be >= 0",
@@ -141,6 +143,8 @@ def _check_fnas_options(o: common_pb2.FnasOptions) -> None:
         "priority_temperature": "must be > 0",
         "warmup": f"must be <= {MAX_SAMPLES}",
         "candidates": "must be in 1..1000",
+        "ucb": "must be in [0, 1000]",
+        "resample_temperature": "must be in [1, 1000]",
     }
     for name, ok in checks.items():
         if o.HasField(name) and not ok(getattr(o, name)):

@@ -210,7 +210,9 @@ def test_spec_switches_and_options_reach_the_strategy_and_bad_ones_are_refused()
         strategy="fnas",
         budget=common_pb2.Budget(max_activated_samples=10),
         modules=common_pb2.Modules(aeb=False),
-        fnas=common_pb2.FnasOptions(candidates=1, buffer_size=5, max_trusted_fraction=0.25),
+        fnas=common_pb2.FnasOptions(
+            candidates=1, buffer_size=5, max_trusted_fraction=0.25, ucb=0.5, resample_temperature=1.0
+        ),
     )
     cfg = config_from_spec(specs.validate(s))
     assert (cfg.uac, cfg.aeb, cfg.candidates, cfg.buffer_size, cfg.max_trusted_fraction) == (
@@ -220,11 +222,14 @@ def test_spec_switches_and_options_reach_the_strategy_and_bad_ones_are_refused()
         5,
         0.25,
     )
+    assert (cfg.ucb, cfg.resample_temperature) == (0.5, 1.0)
     assert specs.uses_critic(s) and not specs.uses_buffer(s)
     for bad, field in (
         (common_pb2.FnasOptions(candidates=0), "fnas.candidates"),
         (common_pb2.FnasOptions(max_trusted_fraction=1.0), "fnas.max_trusted_fraction"),
         (common_pb2.FnasOptions(priority_temperature=0.0), "fnas.priority_temperature"),
+        (common_pb2.FnasOptions(ucb=-0.1), "fnas.ucb"),
+        (common_pb2.FnasOptions(resample_temperature=0.5), "fnas.resample_temperature"),
     ):
         s.fnas.CopyFrom(bad)
         with pytest.raises(specs.SpecError, match=f"^{field}:"):
