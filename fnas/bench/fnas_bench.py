@@ -22,6 +22,7 @@ import numpy as np
 
 from fnas.bench.fnas_loop import FnasRun, run_plain_fnas
 from fnas.bench.plain_loop import samples_to_reach
+from fnas.bench.reach_stats import ratio_interval, summarise
 from services.agent import fnas
 from services.critic.core import CriticCore
 
@@ -156,7 +157,6 @@ def transfer(
     thresholds: dict[str, dict[str, float]],
     seeds: int,
     budget: int,
-    summarise: Callable[[Sequence[int | None], int], dict],
     results: dict[str, dict],
     scratch: dict[str, dict] | None = None,
 ) -> dict:
@@ -187,6 +187,9 @@ def transfer(
         for t in targets:
             base, mine = res["scratch"][t]["median"], res["transfer"][t]["median"]
             res[f"speedup_{t}"] = base / mine if base and mine else None
+            res[f"speedup_{t}_ci90"] = ratio_interval(
+                res["scratch"][t]["per_seed"], res["transfer"][t]["per_seed"], budget
+            )
         out["spaces"][target] = res
     return out
 
@@ -215,7 +218,8 @@ def table(result: dict) -> str:
             cells = []
             for t in ("top0.1", "top1"):
                 a, b = res["scratch"][t]["median"], res["transfer"][t]["median"]
-                sp = res[f"speedup_{t}"]
-                cells.append(f"{t} {a or '-'} -> {b or '-'} ({'-' if sp is None else f'{sp:.2f}x'})")
+                sp, (lo, hi) = res[f"speedup_{t}"], res[f"speedup_{t}_ci90"]
+                gain = "-" if sp is None else f"{sp:.2f}x"
+                cells.append(f"{t} {a or '-'} -> {b or '-'} ({gain}, 90% CI {lo:.2f}-{hi:.2f}x)")
             rows.append(f"  {space_id:<26} " + "; ".join(cells))
     return "\n".join(rows)

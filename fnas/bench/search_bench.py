@@ -25,25 +25,12 @@ import numpy as np
 from fnas import spaces
 from fnas.bench import fnas_bench, search_workers
 from fnas.bench.plain_loop import samples_to_reach
+from fnas.bench.reach_stats import ratio_interval, summarise
 from fnas.bench.tabular import TARGETS, Setup, reward_spec, thresholds
 from fnas.v1 import common_pb2
 from services.agent import strategies
 
 BEST_AT = (100, 300, 1000)
-
-
-def summarise(counts: Sequence[int | None], budget: int) -> dict:
-    """Median and IQR of samples-to-target over seeds; a seed that never reached counts as budget+1."""
-    reached = [c for c in counts if c is not None]
-    filled = np.array([c if c is not None else budget + 1 for c in counts], dtype=float)
-    q1, med, q3 = np.percentile(filled, [25, 50, 75])
-    return {
-        # None when the median seed did not reach the target within the budget.
-        "median": float(med) if med <= budget else None,
-        "iqr": [float(q1), float(q3)],
-        "reached_fraction": len(reached) / len(counts),
-        "per_seed": list(counts),
-    }
 
 
 def run(
@@ -115,6 +102,10 @@ def run(
             for target in TARGETS:
                 base, mine = (ppo or {}).get(target, {}).get("median"), stats[target]["median"]
                 stats[target]["ratio_to_ppo"] = base / mine if base and mine else None
+                if ppo:
+                    stats[target]["ratio_to_ppo_ci90"] = ratio_interval(
+                        ppo[target]["per_seed"], stats[target]["per_seed"], budget
+                    )
         out["spaces"][space_id] = result
     for space_id in space_ids if mesh_seeds else []:
         for name in strategy_names:
@@ -129,7 +120,7 @@ def run(
             if "fnas" in res["strategies"]
         }
         others = {sid: targets[sid] for sid in space_ids if sid != transfer_from}
-        out["transfer"] = fnas_bench.transfer(transfer_from, others, seeds, budget, summarise, results, done)
+        out["transfer"] = fnas_bench.transfer(transfer_from, others, seeds, budget, results, done)
     return out
 
 
@@ -194,7 +185,7 @@ def table(result: dict) -> str:
     """The figures as a text table: one row per space and strategy."""
     rows = [
         f"reward: {result['reward']}, {result['seeds']} seeds, budget {result['budget']} activated samples",
-        f"{'space':<26} {'strategy':<10} {'top0.1 median [IQR]':>22} {'reached':>7} {'x ppo':>6} "
+        f"{'space':<26} {'strategy':<10} {'top0.1 median [IQR]':>22} {'reached':>7} {'x ppo [90% CI]':>19} "
         f"{'top1 median [IQR]':>20} {'reached':>7} {'best@100':>8} {'best@300':>8} {'best@1000':>9} "
         f"{'overhead ms':>11}",
     ]
@@ -207,12 +198,12 @@ def table(result: dict) -> str:
                 cells.append(
                     (f"{med} [{t['iqr'][0]:.0f}, {t['iqr'][1]:.0f}]", f"{t['reached_fraction']:.0%}")
                 )
-            ratio = st["top0.1"].get("ratio_to_ppo")
+            ratio = _ratio_cell(st["top0.1"].get("ratio_to_ppo"), st["top0.1"].get("ratio_to_ppo_ci90"))
             best = [f"{st['best_at'].get(str(n), float('nan')):.4f}" for n in BEST_AT]
             overhead = st.get("overhead_ms_per_sample")
             rows.append(
                 f"{space_id:<26} {name:<10} {cells[0][0]:>22} {cells[0][1]:>7} "
-                f"{'-' if ratio is None else f'{ratio:.2f}':>6} {cells[1][0]:>20} {cells[1][1]:>7} "
+                f"{ratio:>19} {cells[1][0]:>20} {cells[1][1]:>7} "
                 f"{best[0]:>8} {best[1]:>8} {best[2]:>9} "
                 f"{'-' if overhead is None else f'{overhead:.2f}':>11}"
             )
@@ -220,6 +211,12 @@ def table(result: dict) -> str:
             f"{'':<26} thresholds: " + ", ".join(f"{k} >= {v:.4f}" for k, v in res["thresholds"].items())
         )
     return "\n".join(rows)
+
+
+def _ratio_cell(ratio: float | None, interval: list[float] | None) -> str:
+    """'1.64 [0.66, 5.10]': a ratio of medians and its bootstrap interval ('-' where undefined)."""
+    cell = "-" if ratio is None else f"{ratio:.2f}"
+    return cell if interval is None else f"{cell} [{interval[0]:.2f}, {interval[1]:.2f}]"
 
 
 def plot(result: dict, path: Path) -> None:

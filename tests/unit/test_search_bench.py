@@ -1,7 +1,8 @@
 import numpy as np
+import pytest
 
 from fnas import spaces
-from fnas.bench import search_bench, tabular
+from fnas.bench import reach_stats, search_bench, tabular
 from fnas.bench.plain_loop import samples_to_reach
 
 
@@ -23,11 +24,40 @@ def test_latency_reward_targets_the_25th_percentile():
 
 
 def test_summarise_counts_misses_as_beyond_budget():
-    s = search_bench.summarise([10, 20, None, 40], budget=100)
+    s = reach_stats.summarise([10, 20, None, 40], budget=100)
     assert s["reached_fraction"] == 0.75 and s["median"] == 30.0
-    assert search_bench.summarise([None, None, 5], budget=100)["median"] is None
+    assert reach_stats.summarise([None, None, 5], budget=100)["median"] is None
+
+
+def test_ratio_interval_brackets_the_ratio_and_narrows_with_consistent_seeds():
+    base, mine = [300, 120, 500, 80, 260, 410, 90, 330, 150, 220], [60, 200, 40, 90, 75, 30, 120, 55, 85, 100]
+    lo, hi = reach_stats.ratio_interval(base, mine, budget=1000)
+    ratio = np.median(base) / np.median(mine)
+    assert lo < ratio < hi and lo < 2 < hi  # ten noisy seeds: wide
+    assert reach_stats.ratio_interval(base, mine, budget=1000) == [lo, hi]  # seeded
+    assert reach_stats.ratio_interval([400] * 10, [100] * 10, budget=1000) == [4.0, 4.0]
+
+
+def test_ratio_interval_counts_misses_as_budget_plus_one_and_needs_paired_lengths():
+    assert reach_stats.ratio_interval([None] * 5, [100] * 5, budget=299) == [3.0, 3.0]
+    with pytest.raises(ValueError, match="same number"):
+        reach_stats.ratio_interval([1, 2], [1], budget=10)
 
 
 def test_samples_to_reach():
     assert samples_to_reach([0.1, 0.5, 0.9], 0.5) == 2
     assert samples_to_reach([0.1], 0.5) is None
+
+
+def test_ratios_to_ppo_carry_their_bootstrap_interval_in_the_json_and_the_table(tmp_path):
+    result = search_bench.run(
+        ["nasbench-graph/cora"], ["ppo", "random"], "accuracy", 3, 40, 0, tmp_path, progress=lambda _: None
+    )
+    strategies = result["spaces"]["nasbench-graph/cora"]["strategies"]
+    assert strategies["ppo"]["top1"]["ratio_to_ppo_ci90"] == [1.0, 1.0]  # seeds resampled in pairs
+    theirs = strategies["random"]["top1"]
+    assert theirs["ratio_to_ppo_ci90"] == reach_stats.ratio_interval(
+        strategies["ppo"]["top1"]["per_seed"], theirs["per_seed"], 40
+    )
+    lo, hi = strategies["random"]["top0.1"]["ratio_to_ppo_ci90"]
+    assert f"[{lo:.2f}, {hi:.2f}]" in search_bench.table(result).splitlines()[-2]

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from fnas.bench import search_bench
+from fnas.bench import reach_stats, search_bench
 from fnas.cli import main
 
 
@@ -72,6 +72,9 @@ def test_transfer_reuses_the_benchmarks_own_source_searches(tmp_path):
     # 2 fnas searches per space, 2 citeseer searches from cora's critics; no second cora search per seed.
     assert len(lines) == 6 and not any("transfer source" in line for line in lines)
     moved = result["transfer"]["spaces"]["nasbench-graph/citeseer"]
+    assert moved["speedup_top1_ci90"] == reach_stats.ratio_interval(
+        moved["scratch"]["top1"]["per_seed"], moved["transfer"]["top1"]["per_seed"], 20
+    )
     assert (
         moved["scratch"]["top0.1"]
         == result["spaces"]["nasbench-graph/citeseer"]["strategies"]["fnas"]["top0.1"]
