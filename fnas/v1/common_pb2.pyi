@@ -102,7 +102,7 @@ class Modules(_message.Message):
     def __init__(self, uac: _Optional[bool] = ..., akp: _Optional[bool] = ..., aeb: _Optional[bool] = ...) -> None: ...
 
 class FnasOptions(_message.Message):
-    __slots__ = ("threshold", "target_error", "warmup", "max_trusted_fraction", "audit_fraction", "buffer_size", "max_replay_fraction", "priority_temperature", "candidates", "ucb", "resample_temperature")
+    __slots__ = ("threshold", "target_error", "warmup", "max_trusted_fraction", "audit_fraction", "buffer_size", "max_replay_fraction", "priority_temperature", "candidates", "ucb", "resample_temperature", "local_candidates", "elite_size")
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     TARGET_ERROR_FIELD_NUMBER: _ClassVar[int]
     WARMUP_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +114,8 @@ class FnasOptions(_message.Message):
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     UCB_FIELD_NUMBER: _ClassVar[int]
     RESAMPLE_TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    ELITE_SIZE_FIELD_NUMBER: _ClassVar[int]
     threshold: float
     target_error: float
     warmup: int
@@ -125,7 +127,9 @@ class FnasOptions(_message.Message):
     candidates: int
     ucb: float
     resample_temperature: float
-    def __init__(self, threshold: _Optional[float] = ..., target_error: _Optional[float] = ..., warmup: _Optional[int] = ..., max_trusted_fraction: _Optional[float] = ..., audit_fraction: _Optional[float] = ..., buffer_size: _Optional[int] = ..., max_replay_fraction: _Optional[float] = ..., priority_temperature: _Optional[float] = ..., candidates: _Optional[int] = ..., ucb: _Optional[float] = ..., resample_temperature: _Optional[float] = ...) -> None: ...
+    local_candidates: int
+    elite_size: int
+    def __init__(self, threshold: _Optional[float] = ..., target_error: _Optional[float] = ..., warmup: _Optional[int] = ..., max_trusted_fraction: _Optional[float] = ..., audit_fraction: _Optional[float] = ..., buffer_size: _Optional[int] = ..., max_replay_fraction: _Optional[float] = ..., priority_temperature: _Optional[float] = ..., candidates: _Optional[int] = ..., ucb: _Optional[float] = ..., resample_temperature: _Optional[float] = ..., local_candidates: _Optional[int] = ..., elite_size: _Optional[int] = ...) -> None: ...
 
 class Task(_message.Message):
     __slots__ = ("dataset", "epochs", "simulated_seconds")

@@ -15,7 +15,11 @@ One batch of the `fnas` strategy:
    to be right (the calibration check). With `candidates` > 1 the policy draws
    that many proposals per open slot and the untrusted ones with the highest
    V + ucb * U are trained first (an extension of the paper's rule: among the
-   samples the critic cannot vouch for, verify the most promising).
+   samples the critic cannot vouch for, verify the most promising). With
+   `local_candidates` > 0, one-token mutations of the best trained
+   architectures join that ranking (never as trusted samples; those the
+   critic already knows are skipped), carrying their log-prob under the
+   policy: the policy learns from the good neighbours the critic finds.
 2. The trained proposals are trained (the agent: TrainJobs on the queue).
 3. `fresh_feedback`: trained results and trusted predictions, in plan order.
 4. `replays`: up to `max_replay_fraction` of the PPO batch is drawn from the
@@ -121,9 +125,15 @@ async def plan_batch(
         # Resampling rounds draw a whole batch: few calls even when most draws come back trusted.
         need = size - len(plan) if round_ == 0 else size
         proposals = strategy.propose(need * cfg.candidates, cfg.resample_temperature**round_)
-        predictions = await critic.predict([p.tokens for p in proposals], observed)
-        untrusted = []
-        for p, pred in zip(proposals, predictions, strict=True):
+        local = strategy.local_proposals(need * cfg.local_candidates) if round_ == 0 else []
+        predictions = await critic.predict([p.tokens for p in proposals + local], observed)
+        # Local candidates only compete to be trained: what the critic already knows is skipped.
+        untrusted = [
+            (p, pred, strategy.space.key(p.tokens))
+            for p, pred in zip(local, predictions[len(proposals) :], strict=True)
+            if not pred.known
+        ]
+        for p, pred in zip(proposals, predictions[: len(proposals)], strict=True):
             if len(plan) >= size or n_jobs >= max_trained:
                 break
             key = keys.get(p.tokens) or keys.setdefault(p.tokens, strategy.space.key(p.tokens))
@@ -140,7 +150,7 @@ async def plan_batch(
                 training[key] = len(plan)
                 plan.append(_planned(p, pred, TRAINED, audit=True))
                 n_jobs += 1
-        if cfg.candidates > 1:
+        if cfg.candidates > 1 or local:
             # Several untrusted candidates per slot: train the most promising first.
             untrusted.sort(key=lambda c: -(c[1].value + cfg.ucb * c[1].uncertainty))
         for p, pred, key in untrusted:

@@ -14,11 +14,12 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
+import torch
 
-from fnas.spaces.base import SearchSpace
+from fnas.spaces.base import InvalidArchitecture, SearchSpace
 from fnas.v1 import common_pb2
 from services.agent.spec import modules
-from services.agent.strategies import PPOConfig, PPOStrategy
+from services.agent.strategies import Feedback, PPOConfig, PPOStrategy, Proposal
 
 #: PPO settings of the fnas strategies, tuned on cora with the modules on. A batch carries trusted and
 #: replayed samples besides the trained ones, so it takes a larger step than the plain `ppo` baseline;
@@ -66,6 +67,12 @@ class FnasConfig:
     #: Each resampling round draws at this many times the previous round's temperature, so that a
     #: policy that keeps proposing what the critic already knows still yields new architectures.
     resample_temperature: float = 2.0
+    #: Local candidates per open slot: one-token mutations of the best trained architectures, ranked
+    #: with the untrusted proposals (an extension of the paper: the critic ranks the neighbourhood of
+    #: what already worked, as predictor-guided local search does). 0 keeps to the policy's proposals.
+    local_candidates: int = 8
+    #: The best distinct trained architectures whose mutations are the local candidates.
+    elite_size: int = 10
 
     def __post_init__(self) -> None:
         for name in ("max_trusted_fraction", "audit_fraction"):
@@ -75,8 +82,10 @@ class FnasConfig:
             raise ValueError("max_trusted_fraction must be < 1: every batch trains something")
         if not 0.0 <= self.max_replay_fraction < 1.0:
             raise ValueError(f"max_replay_fraction must be in [0, 1), got {self.max_replay_fraction}")
-        if self.buffer_size < 1 or self.max_draw_rounds < 1 or self.candidates < 1:
-            raise ValueError("buffer_size, max_draw_rounds and candidates must be >= 1")
+        if min(self.buffer_size, self.max_draw_rounds, self.candidates, self.elite_size) < 1:
+            raise ValueError("buffer_size, max_draw_rounds, candidates and elite_size must be >= 1")
+        if self.local_candidates < 0:
+            raise ValueError(f"local_candidates must be >= 0, got {self.local_candidates}")
         if not self.ucb >= 0.0:
             raise ValueError(f"ucb must be >= 0, got {self.ucb}")
         if not self.resample_temperature >= 1.0:
@@ -111,6 +120,41 @@ class FnasStrategy(PPOStrategy):
         self.plan_observed = 0
         #: (V, R) of every audited sample: the critic's real error where it claimed to be right.
         self.audits: list[tuple[float, float]] = []
+        #: (reward, tokens) of the best distinct trained architectures, best first.
+        self.elite: list[tuple[float, tuple[int, ...]]] = []
+
+    def update(self, batch: list[Feedback]) -> dict[str, float]:
+        for f in batch:
+            if f.source == "trained" and all(t != f.tokens for _, t in self.elite):
+                self.elite.append((f.reward, f.tokens))
+        self.elite = sorted(self.elite, key=lambda e: -e[0])[: self.fnas.elite_size]
+        return super().update(batch)
+
+    def local_proposals(self, n: int) -> list[Proposal]:
+        """n distinct one-token mutations of elite architectures, with their log-prob under the policy."""
+        out: list[Proposal] = []
+        seen = {t for _, t in self.elite}
+        for _ in range(20 * n if self.elite else 0):  # invalid mutations are redrawn, within reason
+            if len(out) >= n:
+                break
+            tokens = list(self.elite[int(self.rng.integers(len(self.elite)))][1])
+            pos = int(self.rng.integers(len(tokens)))
+            size = self.space.vocab[pos]
+            if size < 2:
+                continue
+            tokens[pos] = (tokens[pos] + 1 + int(self.rng.integers(size - 1))) % size
+            try:
+                mutant = self.space.validate(tokens)
+            except InvalidArchitecture:
+                continue
+            if mutant not in seen:
+                seen.add(mutant)
+                out.append(Proposal(mutant, 0.0))
+        if out:
+            with torch.no_grad():
+                log_prob = self.policy.log_prob(torch.tensor([p.tokens for p in out])).tolist()
+            out = [Proposal(p.tokens, lp) for p, lp in zip(out, log_prob, strict=True)]
+        return out
 
     def draw_audit(self) -> bool:
         """Whether this would-be-trusted sample is trained anyway (calibration check)."""
@@ -135,6 +179,7 @@ class FnasStrategy(PPOStrategy):
             "plan_index": self.plan_index,
             "plan_observed": self.plan_observed,
             "audits": self.audits,
+            "elite": [[r, list(t)] for r, t in self.elite],
         }
         return tensors, meta
 
@@ -146,6 +191,7 @@ class FnasStrategy(PPOStrategy):
         self.plan = list(meta["plan"])
         self.plan_index, self.plan_observed = int(meta["plan_index"]), int(meta["plan_observed"])
         self.audits = [tuple(a) for a in meta["audits"]]
+        self.elite = [(float(r), tuple(t)) for r, t in meta.get("elite", [])]
 
 
 def config_from_spec(spec: common_pb2.SearchSpec) -> FnasConfig:
@@ -161,6 +207,8 @@ def config_from_spec(spec: common_pb2.SearchSpec) -> FnasConfig:
         "priority_temperature",
         "ucb",
         "resample_temperature",
+        "local_candidates",
+        "elite_size",
     ):
         if spec.fnas.HasField(name):
             values[name] = getattr(spec.fnas, name)

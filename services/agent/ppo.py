@@ -55,6 +55,10 @@ def compute_advantages(
     return advantages
 
 
+#: Largest log importance ratio taken at face value (e^20: far beyond any clip range).
+MAX_LOG_RATIO = 20.0
+
+
 def clipped_surrogate(
     log_prob: torch.Tensor,
     behaviour_log_prob: torch.Tensor,
@@ -68,7 +72,9 @@ def clipped_surrogate(
     clip(ratio_i, 1 - eps, 1 + eps) A_i). The mean is over samples (not divided by
     sum w) as in prioritized replay, so small replay weights shrink their pull.
     """
-    ratio = torch.exp(log_prob - behaviour_log_prob)
+    # Capped so that a sample the behaviour policy found very unlikely (a local candidate, an old
+    # replay) cannot overflow to inf, whose backward pass would turn the policy into NaN.
+    ratio = torch.exp((log_prob - behaviour_log_prob).clamp(max=MAX_LOG_RATIO))
     surrogate = torch.min(ratio * advantages, torch.clamp(ratio, 1 - clip_range, 1 + clip_range) * advantages)
     return -(weights * surrogate).mean(), ratio
 

@@ -132,6 +132,8 @@ def _check_fnas_options(o: common_pb2.FnasOptions) -> None:
         "candidates": lambda v: 1 <= v <= 1000,
         "ucb": lambda v: 0 <= v <= 1000,
         "resample_temperature": lambda v: 1 <= v <= 1000,
+        "local_candidates": lambda v: v <= 1000,
+        "elite_size": lambda v: 1 <= v <= 1000,
     }
     reasons = {
         "threshold": "must be >= 0",
@@ -145,6 +147,8 @@ def _check_fnas_options(o: common_pb2.FnasOptions) -> None:
         "candidates": "must be in 1..1000",
         "ucb": "must be in [0, 1000]",
         "resample_temperature": "must be in [1, 1000]",
+        "local_candidates": "must be in 0..1000",
+        "elite_size": "must be in 1..1000",
     }
     for name, ok in checks.items():
         if o.HasField(name) and not ok(getattr(o, name)):

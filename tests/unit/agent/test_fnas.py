@@ -193,11 +193,64 @@ def test_variants_force_their_module_and_state_round_trips():
     with pytest.raises(ValueError):
         FnasConfig(max_trusted_fraction=1.0)
     s = make("fnas", CORA, seed=3)
-    s.plan, s.plan_index, s.audits = [{"x": 1}], 40, [(0.5, 0.6)]
+    s.plan, s.plan_index, s.audits, s.elite = [{"x": 1}], 40, [(0.5, 0.6)], [(0.8, arch(3))]
     s.draw_seed()
     t = make("fnas", CORA, seed=3)
     t.load_state(s.state())
     assert (t.plan, t.plan_index, t.audits, t.draw_seed()) == (s.plan, 40, [(0.5, 0.6)], s.draw_seed())
+    assert t.elite == [(0.8, arch(3))]
+
+
+def test_elite_keeps_the_best_distinct_trained_and_local_candidates_mutate_one_token():
+    s = strategy(elite_size=2)
+    trained = [(arch(1), 0.9), (arch(2), 0.8), (arch(1), 0.9), (arch(3), 0.1)]
+    s.update([assemble.Feedback(t, r, -1.0, 1.0, assemble.TRAINED) for t, r in trained])
+    s.update([assemble.Feedback(arch(4), 1.0, -1.0, 1.0, assemble.CRITIC)])  # predictions never count
+    assert s.elite == [(0.9, arch(1)), (0.8, arch(2))]
+    local = s.local_proposals(30)
+    assert len(local) == 30
+    for p in local:
+        assert CORA.validate(p.tokens) == p.tokens
+        assert min(sum(a != b for a, b in zip(p.tokens, e, strict=True)) for e in (arch(1), arch(2))) == 1
+    expected = s.policy.log_prob(torch.tensor([p.tokens for p in local])).tolist()
+    assert [p.log_prob for p in local] == pytest.approx(expected)
+    assert strategy().local_proposals(5) == []  # nothing trained yet
+    for bad in ({"local_candidates": -1}, {"elite_size": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            FnasConfig(**bad)
+
+
+class KnowsForty(FakeCritic):
+    """Nothing trusted; V = 1 at index 40, where every architecture is already known, else 0.5."""
+
+    async def predict(self, tokens, min_observed):
+        preds = await super().predict(tokens, min_observed)
+        return [Pred(p.value, p.uncertainty, False, known=p.value == 1.0) for p in preds]
+
+
+async def test_local_candidates_compete_by_v_and_known_ones_are_skipped():
+    def v(i):
+        return 1.0 if i == 40 else 0.9 if i == 41 else 0.5
+
+    s = strategy(local_candidates=3)
+    s.elite = [(0.9, arch(40))]  # index 40 = op1 4 + 9 * op2 4
+    plan = await assemble.plan_batch(s, FakeCritic(every=1, value=v), 0, 100)
+    # Mutating the link, op3 or op4 keeps index 40 (V = 1): those are trained before any proposal (V = 0.5).
+    first = [p for p in plan if p.tokens[1] + 9 * p.tokens[2] == 40]
+    assert first and plan[: len(first)] == first and arch(40) not in [p.tokens for p in plan]
+    s = strategy(local_candidates=3)
+    s.elite = [(0.9, arch(40))]
+    plan = await assemble.plan_batch(s, KnowsForty(every=1, value=v), 0, 100)
+    assert not [p for p in plan if p.tokens[1] + 9 * p.tokens[2] == 40]  # known: not trained again
+    assert plan[0].tokens[1] + 9 * plan[0].tokens[2] == 41  # op1 4 -> 5: the next best local candidate
+
+
+def test_a_behaviour_policy_that_found_a_sample_very_unlikely_cannot_make_the_ratio_overflow():
+    log_prob = torch.tensor([-1.0, -1.0], requires_grad=True)
+    behaviour = torch.tensor([-1.0, -500.0])
+    loss, ratio = ppo.clipped_surrogate(log_prob, behaviour, torch.tensor([1.0, -1.0]), torch.ones(2), 0.2)
+    loss.backward()
+    assert torch.isfinite(ratio).all() and torch.isfinite(loss) and torch.isfinite(log_prob.grad).all()
 
 
 def test_spec_switches_and_options_reach_the_strategy_and_bad_ones_are_refused():
@@ -211,7 +264,13 @@ def test_spec_switches_and_options_reach_the_strategy_and_bad_ones_are_refused()
         budget=common_pb2.Budget(max_activated_samples=10),
         modules=common_pb2.Modules(aeb=False),
         fnas=common_pb2.FnasOptions(
-            candidates=1, buffer_size=5, max_trusted_fraction=0.25, ucb=0.5, resample_temperature=1.0
+            candidates=1,
+            buffer_size=5,
+            max_trusted_fraction=0.25,
+            ucb=0.5,
+            resample_temperature=1.0,
+            local_candidates=0,
+            elite_size=3,
         ),
     )
     cfg = config_from_spec(specs.validate(s))
@@ -222,7 +281,7 @@ def test_spec_switches_and_options_reach_the_strategy_and_bad_ones_are_refused()
         5,
         0.25,
     )
-    assert (cfg.ucb, cfg.resample_temperature) == (0.5, 1.0)
+    assert (cfg.ucb, cfg.resample_temperature, cfg.local_candidates, cfg.elite_size) == (0.5, 1.0, 0, 3)
     assert specs.uses_critic(s) and not specs.uses_buffer(s)
     for bad, field in (
         (common_pb2.FnasOptions(candidates=0), "fnas.candidates"),
@@ -230,6 +289,8 @@ def test_spec_switches_and_options_reach_the_strategy_and_bad_ones_are_refused()
         (common_pb2.FnasOptions(priority_temperature=0.0), "fnas.priority_temperature"),
         (common_pb2.FnasOptions(ucb=-0.1), "fnas.ucb"),
         (common_pb2.FnasOptions(resample_temperature=0.5), "fnas.resample_temperature"),
+        (common_pb2.FnasOptions(elite_size=0), "fnas.elite_size"),
+        (common_pb2.FnasOptions(local_candidates=1001), "fnas.local_candidates"),
     ):
         s.fnas.CopyFrom(bad)
         with pytest.raises(specs.SpecError, match=f"^{field}:"):
