@@ -22,7 +22,7 @@ import numpy as np
 
 from fnas.bench.fnas_loop import FnasRun, run_plain_fnas
 from fnas.bench.plain_loop import samples_to_reach
-from fnas.bench.reach_stats import ratio_interval, summarise
+from fnas.bench.reach_stats import ratio, summarise
 from services.agent import fnas
 from services.critic.core import CriticCore
 
@@ -185,11 +185,8 @@ def transfer(
         if known:
             res["scratch"] = {t: known[t] for t in targets}
         for t in targets:
-            base, mine = res["scratch"][t]["median"], res["transfer"][t]["median"]
-            res[f"speedup_{t}"] = base / mine if base and mine else None
-            res[f"speedup_{t}_ci90"] = ratio_interval(
-                res["scratch"][t]["per_seed"], res["transfer"][t]["per_seed"], budget
-            )
+            gain = ratio(res["scratch"][t], res["transfer"][t], budget)
+            res[f"speedup_{t}"], res[f"speedup_{t}_ci90"] = gain
         out["spaces"][target] = res
     return out
 

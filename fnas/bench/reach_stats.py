@@ -48,3 +48,9 @@ def ratio_interval(base: Sequence[int | None], mine: Sequence[int | None], budge
     ratios = np.median(a[idx], axis=1) / np.median(b[idx], axis=1)
     lo, hi = np.percentile(ratios, [50 * (1 - LEVEL), 50 * (1 + LEVEL)])
     return [float(lo), float(hi)]
+
+
+def ratio(base: dict, mine: dict, budget: int) -> tuple[float | None, list[float]]:
+    """median(base) / median(mine) of two `summarise` results (None unless both reached) and its interval."""
+    a, b = base["median"], mine["median"]
+    return (a / b if a and b else None), ratio_interval(base["per_seed"], mine["per_seed"], budget)

@@ -25,7 +25,7 @@ import numpy as np
 from fnas import spaces
 from fnas.bench import fnas_bench, search_workers
 from fnas.bench.plain_loop import samples_to_reach
-from fnas.bench.reach_stats import ratio_interval, summarise
+from fnas.bench.reach_stats import ratio, summarise
 from fnas.bench.tabular import TARGETS, Setup, reward_spec, thresholds
 from fnas.v1 import common_pb2
 from services.agent import strategies
@@ -100,12 +100,10 @@ def run(
         ppo = result["strategies"].get("ppo")
         for stats in result["strategies"].values():
             for target in TARGETS:
-                base, mine = (ppo or {}).get(target, {}).get("median"), stats[target]["median"]
-                stats[target]["ratio_to_ppo"] = base / mine if base and mine else None
+                t = stats[target]
+                t["ratio_to_ppo"] = None
                 if ppo:
-                    stats[target]["ratio_to_ppo_ci90"] = ratio_interval(
-                        ppo[target]["per_seed"], stats[target]["per_seed"], budget
-                    )
+                    t["ratio_to_ppo"], t["ratio_to_ppo_ci90"] = ratio(ppo[target], t, budget)
         out["spaces"][space_id] = result
     for space_id in space_ids if mesh_seeds else []:
         for name in strategy_names:

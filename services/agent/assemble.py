@@ -119,6 +119,10 @@ async def plan_batch(
     training: dict[str, int] = {}  # space key -> plan position of its train job
     n_trusted = n_jobs = 0
     keys: dict[tuple[int, ...], str] = {}  # a converged policy proposes the same few lists again and again
+
+    def key_of(tokens: tuple[int, ...]) -> str:
+        return keys.get(tokens) or keys.setdefault(tokens, strategy.space.key(tokens))
+
     for round_ in range(cfg.max_draw_rounds):
         if len(plan) >= size or n_jobs >= max_trained:
             break
@@ -129,14 +133,14 @@ async def plan_batch(
         predictions = await critic.predict([p.tokens for p in proposals + local], observed)
         # Local candidates only compete to be trained: what the critic already knows is skipped.
         untrusted = [
-            (p, pred, strategy.space.key(p.tokens))
+            (p, pred, key_of(p.tokens))
             for p, pred in zip(local, predictions[len(proposals) :], strict=True)
             if not pred.known
         ]
         for p, pred in zip(proposals, predictions[: len(proposals)], strict=True):
             if len(plan) >= size or n_jobs >= max_trained:
                 break
-            key = keys.get(p.tokens) or keys.setdefault(p.tokens, strategy.space.key(p.tokens))
+            key = key_of(p.tokens)
             if cfg.dedup and key in training:
                 plan.append(_planned(p, pred, TRAINED, copy_of=training[key]))
             elif not pred.trusted:

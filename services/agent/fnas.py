@@ -132,10 +132,10 @@ class FnasStrategy(PPOStrategy):
 
     def local_proposals(self, n: int) -> list[Proposal]:
         """n distinct one-token mutations of elite architectures, with their log-prob under the policy."""
-        out: list[Proposal] = []
+        mutants: list[tuple[int, ...]] = []
         seen = {t for _, t in self.elite}
         for _ in range(20 * n if self.elite else 0):  # invalid mutations are redrawn, within reason
-            if len(out) >= n:
+            if len(mutants) >= n:
                 break
             tokens = list(self.elite[int(self.rng.integers(len(self.elite)))][1])
             pos = int(self.rng.integers(len(tokens)))
@@ -149,12 +149,12 @@ class FnasStrategy(PPOStrategy):
                 continue
             if mutant not in seen:
                 seen.add(mutant)
-                out.append(Proposal(mutant, 0.0))
-        if out:
-            with torch.no_grad():
-                log_prob = self.policy.log_prob(torch.tensor([p.tokens for p in out])).tolist()
-            out = [Proposal(p.tokens, lp) for p, lp in zip(out, log_prob, strict=True)]
-        return out
+                mutants.append(mutant)
+        if not mutants:
+            return []
+        with torch.no_grad():
+            log_prob = self.policy.log_prob(torch.tensor(mutants)).tolist()
+        return [Proposal(t, lp) for t, lp in zip(mutants, log_prob, strict=True)]
 
     def draw_audit(self) -> bool:
         """Whether this would-be-trusted sample is trained anyway (calibration check)."""
