@@ -14,7 +14,7 @@ import inspect
 import itertools
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -119,6 +119,27 @@ def check_stream_replicas(replicas: int, name: str = "replicas") -> None:
             f"{name} must be an int in 1..{MAX_STREAM_REPLICAS} (JetStream's limit on a stream's replicas), "
             f"got {replicas!r}"
         )
+
+
+class FieldError(ValueError):
+    """A config field outside its valid range; str() is '<field> <reason>'."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field} {reason}")
+        self.field = field
+        self.reason = reason
+
+
+#: Field name -> (whether a value is valid, the reason given when it is not).
+Ranges = Mapping[str, tuple[Callable[[Any], bool], str]]
+
+
+def check_ranges(cfg: Any, ranges: Ranges) -> None:
+    """FieldError for the first field of `cfg` outside its range in `ranges`."""
+    for name, (ok, reason) in ranges.items():
+        value = getattr(cfg, name)
+        if not ok(value):
+            raise FieldError(name, f"{reason}, got {value!r}")
 
 
 #: Field names that hold secrets: redacted in logs (a path to a secret, *_file, is not one).

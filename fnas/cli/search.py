@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from google.protobuf.descriptor import FieldDescriptor
+
 from fnas.cli import connection, output
 from fnas.client import SearchClient
 from fnas.v1 import common_pb2, search_pb2
@@ -22,6 +24,9 @@ REWARDS = {
     "latency": common_pb2.COST_METRIC_LATENCY,
     "mult-adds": common_pb2.COST_METRIC_MULT_ADDS,
 }
+
+#: The limits --fnas can set, by name.
+FNAS_FIELDS = common_pb2.FnasOptions.DESCRIPTOR.fields_by_name
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -38,7 +43,7 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def add_spec_arguments(p: argparse.ArgumentParser) -> None:
-    """The SearchSpec flags, shared with `fnas bench search`."""
+    """The SearchSpec flags."""
     p.add_argument("--space", required=True, help="space id, see `fnas spaces`")
     p.add_argument(
         "--strategy",
@@ -56,6 +61,14 @@ def add_spec_arguments(p: argparse.ArgumentParser) -> None:
         "--critic-history",
         default="",
         help="fnas: pre-train the critic on these searches (comma-separated ids)",
+    )
+    p.add_argument(
+        "--fnas",
+        type=fnas_option,
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help=f"fnas: set a SearchSpec.fnas limit (repeatable); FIELD is one of {', '.join(FNAS_FIELDS)}",
     )
     p.add_argument("--budget", type=int, default=200, help="activated (trained) samples")
     p.add_argument("--seed", type=int, default=0)
@@ -92,6 +105,24 @@ def add_spec_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--final-epochs", type=int, default=0, help="epochs of the final retrain (0: 2 x epochs)")
 
 
+def fnas_option(text: str) -> tuple[str, float | int]:
+    """FIELD=VALUE of --fnas, typed as the FnasOptions field; the agent checks the range."""
+    name, sep, raw = text.partition("=")
+    field = FNAS_FIELDS.get(name)
+    if not sep or field is None:
+        raise argparse.ArgumentTypeError(f"expected FIELD=VALUE with FIELD one of {', '.join(FNAS_FIELDS)}")
+    try:
+        if field.type == FieldDescriptor.TYPE_DOUBLE:
+            return name, float(raw)
+        value = int(raw)
+        if not 0 <= value < 2**32:
+            raise ValueError
+        return name, value
+    except ValueError:
+        kind = "number" if field.type == FieldDescriptor.TYPE_DOUBLE else "whole number >= 0"
+        raise argparse.ArgumentTypeError(f"{name}: {raw!r} is not a {kind}") from None
+
+
 def spec_from_args(args: argparse.Namespace) -> common_pb2.SearchSpec:
     """The SearchSpec the flags describe; the agent validates it."""
     if args.budget <= 0:
@@ -124,6 +155,8 @@ def spec_from_args(args: argparse.Namespace) -> common_pb2.SearchSpec:
     for module in ("uac", "aeb", "akp"):  # unset means on; only a switched-off module is written
         if getattr(args, f"no_{module}", False):
             setattr(spec.modules, module, False)
+    for name, value in getattr(args, "fnas", []):
+        setattr(spec.fnas, name, value)
     spec.critic_snapshot = getattr(args, "critic_snapshot", "")
     spec.critic_history.extend(h for h in getattr(args, "critic_history", "").split(",") if h)
     if getattr(args, "final_top_k", None) is not None:  # final selection (paper 6.2); unset: the default

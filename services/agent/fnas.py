@@ -11,14 +11,14 @@ agent and the plain in-memory loop.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
+from fnas.config import Ranges, check_ranges
 from fnas.spaces.base import InvalidArchitecture, SearchSpace
 from fnas.v1 import common_pb2
-from services.agent.spec import modules
 from services.agent.strategies import Feedback, PPOConfig, PPOStrategy, Proposal
 
 #: PPO settings of the fnas strategies, tuned on cora with the modules on. A batch carries trusted and
@@ -32,6 +32,18 @@ VARIANTS: dict[str, tuple[bool, bool] | None] = {
     "fnas-uac": (True, False),
     "fnas-aeb": (False, True),
 }
+
+
+class Modules(NamedTuple):
+    uac: bool
+    akp: bool
+    aeb: bool
+
+
+def modules(spec: common_pb2.SearchSpec) -> Modules:
+    """The module switches with their defaults (on) applied."""
+    m = spec.modules
+    return Modules(*(not m.HasField(name) or getattr(m, name) for name in Modules._fields))
 
 
 @dataclass(frozen=True)
@@ -75,23 +87,23 @@ class FnasConfig:
     elite_size: int = 10
 
     def __post_init__(self) -> None:
-        for name in ("max_trusted_fraction", "audit_fraction"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.max_trusted_fraction >= 1.0:
-            raise ValueError("max_trusted_fraction must be < 1: every batch trains something")
-        if not 0.0 <= self.max_replay_fraction < 1.0:
-            raise ValueError(f"max_replay_fraction must be in [0, 1), got {self.max_replay_fraction}")
-        if min(self.buffer_size, self.max_draw_rounds, self.candidates, self.elite_size) < 1:
-            raise ValueError("buffer_size, max_draw_rounds, candidates and elite_size must be >= 1")
-        if self.local_candidates < 0:
-            raise ValueError(f"local_candidates must be >= 0, got {self.local_candidates}")
-        if not self.ucb >= 0.0:
-            raise ValueError(f"ucb must be >= 0, got {self.ucb}")
-        if not self.resample_temperature >= 1.0:
-            raise ValueError(f"resample_temperature must be >= 1, got {self.resample_temperature}")
-        if not self.priority_temperature > 0:
-            raise ValueError(f"priority_temperature must be > 0, got {self.priority_temperature}")
+        check_ranges(self, LIMITS)
+
+
+#: The valid range of each FnasConfig limit; SearchSpec.fnas adds upper bounds (services/agent/spec.py).
+LIMITS: Ranges = {
+    "max_trusted_fraction": (lambda v: 0 <= v < 1, "must be in [0, 1): every batch trains something"),
+    "audit_fraction": (lambda v: 0 <= v <= 1, "must be in [0, 1]"),
+    "max_replay_fraction": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    "buffer_size": (lambda v: v >= 1, "must be >= 1"),
+    "priority_temperature": (lambda v: v > 0, "must be > 0"),
+    "max_draw_rounds": (lambda v: v >= 1, "must be >= 1"),
+    "candidates": (lambda v: v >= 1, "must be >= 1"),
+    "ucb": (lambda v: v >= 0, "must be >= 0"),
+    "resample_temperature": (lambda v: v >= 1, "must be >= 1"),
+    "local_candidates": (lambda v: v >= 0, "must be >= 0"),
+    "elite_size": (lambda v: v >= 1, "must be >= 1"),
+}
 
 
 class FnasStrategy(PPOStrategy):

@@ -20,7 +20,8 @@ from collections.abc import Awaitable, Callable
 from fnas import spaces
 from fnas.v1 import common_pb2, queue_pb2, search_pb2
 from services.agent import final_selection, fnas, fnas_run, metrics, strategies
-from services.agent.spec import FNAS_STRATEGIES, modules
+from services.agent.fnas import modules
+from services.agent.spec import FNAS_STRATEGIES
 from services.agent.store import AgentStore, LoopState, Pending
 
 log = logging.getLogger(__name__)

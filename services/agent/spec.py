@@ -6,11 +6,12 @@ INVALID_ARGUMENT.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from fnas import spaces
+from fnas.config import FieldError
 from fnas.reward import RewardFn
 from fnas.v1 import common_pb2
+from services.agent.fnas import config_from_spec, modules
+from services.critic.decision import from_options
 
 STRATEGIES = ("ppo", "random", "evolution", "fnas", "fnas-uac", "fnas-aeb")
 #: Strategies that run the FNAS batch assembly (critic and buffer); see services/agent/fnas.py.
@@ -28,18 +29,6 @@ class SpecError(ValueError):
     def __init__(self, field: str, reason: str) -> None:
         super().__init__(f"{field}: {reason}")
         self.field = field
-
-
-class Modules(NamedTuple):
-    uac: bool
-    akp: bool
-    aeb: bool
-
-
-def modules(spec: common_pb2.SearchSpec) -> Modules:
-    """The module switches with their defaults (on) applied."""
-    m = spec.modules
-    return Modules(*(not m.HasField(name) or getattr(m, name) for name in Modules._fields))
 
 
 def validate(spec: common_pb2.SearchSpec) -> common_pb2.SearchSpec:
@@ -73,7 +62,7 @@ def validate(spec: common_pb2.SearchSpec) -> common_pb2.SearchSpec:
     if spec.batch_size > MAX_BATCH_SIZE:
         raise SpecError("batch_size", f"must be <= {MAX_BATCH_SIZE}")
     _check_transfer(out)
-    _check_fnas_options(spec.fnas)
+    _check_fnas_options(out)
     for i, arch in enumerate(spec.warm_start):
         field = f"warm_start[{i}]"
         if arch.space and arch.space != space.id:
@@ -118,41 +107,28 @@ def _check_transfer(spec: common_pb2.SearchSpec) -> None:
         raise SpecError("final_epochs", "must be <= 10000")
 
 
-def _check_fnas_options(o: common_pb2.FnasOptions) -> None:
-    """Range checks of the FNAS limits (each field is optional)."""
-    checks = {
-        "threshold": lambda v: v >= 0,
-        "target_error": lambda v: v > 0,
-        "max_trusted_fraction": lambda v: 0 <= v < 1,
-        "audit_fraction": lambda v: 0 <= v <= 1,
-        "max_replay_fraction": lambda v: 0 <= v < 1,
-        "buffer_size": lambda v: 1 <= v <= 10_000,
-        "priority_temperature": lambda v: v > 0,
-        "warmup": lambda v: v <= MAX_SAMPLES,
-        "candidates": lambda v: 1 <= v <= 1000,
-        "ucb": lambda v: 0 <= v <= 1000,
-        "resample_temperature": lambda v: 1 <= v <= 1000,
-        "local_candidates": lambda v: v <= 1000,
-        "elite_size": lambda v: 1 <= v <= 1000,
-    }
-    reasons = {
-        "threshold": "must be >= 0",
-        "target_error": "must be > 0",
-        "max_trusted_fraction": "must be in [0, 1)",
-        "audit_fraction": "must be in [0, 1]",
-        "max_replay_fraction": "must be in [0, 1)",
-        "buffer_size": "must be in 1..10000",
-        "priority_temperature": "must be > 0",
-        "warmup": f"must be <= {MAX_SAMPLES}",
-        "candidates": "must be in 1..1000",
-        "ucb": "must be in [0, 1000]",
-        "resample_temperature": "must be in [1, 1000]",
-        "local_candidates": "must be in 0..1000",
-        "elite_size": "must be in 1..1000",
-    }
-    for name, ok in checks.items():
-        if o.HasField(name) and not ok(getattr(o, name)):
-            raise SpecError(f"fnas.{name}", f"{reasons[name]}, got {getattr(o, name)}")
+#: Upper bounds of SearchSpec.fnas against abuse; FnasConfig and DecisionConfig check each field's meaning.
+FNAS_CAPS = {
+    "warmup": MAX_SAMPLES,
+    "buffer_size": 10_000,
+    "candidates": 1000,
+    "ucb": 1000,
+    "resample_temperature": 1000,
+    "local_candidates": 1000,
+    "elite_size": 1000,
+}
+
+
+def _check_fnas_options(spec: common_pb2.SearchSpec) -> None:
+    """The FNAS limits (each field optional): within their caps, and valid for the configs they set."""
+    for name, cap in FNAS_CAPS.items():
+        if spec.fnas.HasField(name) and getattr(spec.fnas, name) > cap:
+            raise SpecError(f"fnas.{name}", f"must be <= {cap}, got {getattr(spec.fnas, name)}")
+    try:
+        config_from_spec(spec)
+        from_options(spec.fnas)
+    except FieldError as e:
+        raise SpecError(f"fnas.{e.field}", e.reason) from None
 
 
 def _check_budget(budget: common_pb2.Budget) -> None:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from fnas.config import Ranges, check_ranges
+
 
 @dataclass(frozen=True)
 class DecisionConfig:
@@ -36,12 +38,17 @@ class DecisionConfig:
     recall: bool = True
 
     def __post_init__(self) -> None:
-        if self.warmup < 0 or self.calibration_window < 1 or self.min_calibration < 1:
-            raise ValueError("warmup must be >= 0, calibration_window and min_calibration >= 1")
-        if self.threshold is not None and self.threshold < 0:
-            raise ValueError(f"threshold must be >= 0, got {self.threshold}")
-        if not self.target_error > 0:
-            raise ValueError(f"target_error must be > 0, got {self.target_error}")
+        check_ranges(self, LIMITS)
+
+
+#: The valid range of each DecisionConfig field; SearchSpec.fnas adds upper bounds (services/agent/spec.py).
+LIMITS: Ranges = {
+    "warmup": (lambda v: v >= 0, "must be >= 0"),
+    "threshold": (lambda v: v is None or v >= 0, "must be >= 0 (or unset: calibrated)"),
+    "target_error": (lambda v: v > 0, "must be > 0"),
+    "calibration_window": (lambda v: v >= 1, "must be >= 1"),
+    "min_calibration": (lambda v: v >= 1, "must be >= 1"),
+}
 
 
 @dataclass(frozen=True)
@@ -60,18 +67,13 @@ class NotReady(Exception):
 
 
 def from_options(options, defaults: DecisionConfig | None = None) -> DecisionConfig:
-    """The UAC fields of a fnas.v1.FnasOptions over `defaults`; ValueError 'options.<field>: <reason>'."""
-    defaults = defaults or DecisionConfig()
+    """The UAC fields of a fnas.v1.FnasOptions over `defaults`; FieldError names the bad field."""
     values = {
         name: getattr(options, name)
         for name in ("threshold", "target_error", "warmup")
         if options.HasField(name)
     }
-    try:
-        return replace(defaults, **values)
-    except ValueError as e:
-        field = next((n for n in values if n in str(e)), "")
-        raise ValueError(f"options.{field}: {e}" if field else f"options: {e}") from None
+    return replace(defaults or DecisionConfig(), **values)
 
 
 def calibrate(pairs: Sequence[tuple[float, float]], decision: DecisionConfig, scale: float) -> float:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import grpc
 
 from fnas import spaces
+from fnas.config import FieldError
 from fnas.v1 import common_pb2, critic_pb2, critic_pb2_grpc, queue_pb2
 from services.critic import metrics
 from services.critic.core import CriticCore
@@ -57,8 +58,8 @@ class CriticServicer(critic_pb2_grpc.CriticServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"space: {e}")
         try:
             decision = from_options(request.options, self.core.decision)
-        except ValueError as e:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        except FieldError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"options.{e.field}: {e.reason}")
         for i, other in enumerate(request.history):
             if not self.core.observed(other):
                 await context.abort(

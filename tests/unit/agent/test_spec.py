@@ -1,7 +1,8 @@
 import pytest
 
 from fnas.v1 import common_pb2 as c
-from services.agent.spec import SpecError, modules, validate
+from services.agent.fnas import modules
+from services.agent.spec import SpecError, validate
 
 
 def spec(**kw) -> c.SearchSpec:

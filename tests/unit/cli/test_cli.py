@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 
@@ -9,7 +10,9 @@ import nas_bench_graph
 import pytest
 
 from fnas import spaces
-from fnas.cli import main
+from fnas.cli import main, search
+from services.agent.fnas import config_from_spec
+from services.agent.spec import validate
 
 
 def test_spaces_lists_every_space_with_the_package_counts(capsys):
@@ -67,3 +70,23 @@ def test_readme_commands_and_ci_agree():
     install_run, install_test = blocks[1].strip(), blocks[3].strip()
     assert "fnas search" in install_run
     assert install_test in (root / ".ci" / "run").read_text().splitlines()
+
+
+def test_fnas_limits_set_on_the_command_line_reach_the_strategy():
+    parser = argparse.ArgumentParser()
+    search.add_spec_arguments(parser)
+    argv = ["--space", "nasbench-graph/cora", "--strategy", "fnas", "--fnas", "local_candidates=16"]
+    spec = search.spec_from_args(parser.parse_args([*argv, "--fnas", "ucb=0.5", "--fnas", "warmup=20"]))
+    assert (spec.fnas.local_candidates, spec.fnas.ucb, spec.fnas.warmup) == (16, 0.5, 20)
+    assert not spec.fnas.HasField("elite_size")  # unset keeps the default
+    config = config_from_spec(validate(spec))
+    assert (config.local_candidates, config.ucb, config.elite_size) == (16, 0.5, 10)
+    for bad, reason in (
+        ("local_candidates", "expected FIELD=VALUE"),
+        ("elite=3", "expected FIELD=VALUE"),
+        ("elite_size=-1", "whole number"),
+        ("elite_size=2.5", "whole number"),
+        ("ucb=high", "not a number"),
+    ):
+        with pytest.raises(argparse.ArgumentTypeError, match=reason):
+            search.fnas_option(bad)
