@@ -136,8 +136,11 @@ class FnasStrategy(PPOStrategy):
         self.elite: list[tuple[float, tuple[int, ...]]] = []
 
     def update(self, batch: list[Feedback]) -> dict[str, float]:
+        # Distinct by the space's key: two token lists of one architecture would fill two elite slots.
+        keys = {self.space.key(t) for _, t in self.elite}
         for f in batch:
-            if f.source == "trained" and all(t != f.tokens for _, t in self.elite):
+            if f.source == "trained" and (key := self.space.key(f.tokens)) not in keys:
+                keys.add(key)
                 self.elite.append((f.reward, f.tokens))
         self.elite = sorted(self.elite, key=lambda e: -e[0])[: self.fnas.elite_size]
         return super().update(batch)

@@ -202,16 +202,18 @@ def test_variants_force_their_module_and_state_round_trips():
 
 
 def test_elite_keeps_the_best_distinct_trained_and_local_candidates_mutate_one_token():
-    s = strategy(elite_size=2)
-    trained = [(arch(1), 0.9), (arch(2), 0.8), (arch(1), 0.9), (arch(3), 0.1)]
+    s = strategy(elite_size=3)
+    assert CORA.key(arch(8)) == CORA.key(arch(72)) and arch(8) != arch(72)  # one graph, two token lists
+    trained = [(arch(1), 0.9), (arch(2), 0.8), (arch(1), 0.9), (arch(3), 0.1), (arch(8), 0.85)]
     s.update([assemble.Feedback(t, r, -1.0, 1.0, assemble.TRAINED) for t, r in trained])
+    s.update([assemble.Feedback(arch(72), 0.85, -1.0, 1.0, assemble.TRAINED)])
     s.update([assemble.Feedback(arch(4), 1.0, -1.0, 1.0, assemble.CRITIC)])  # predictions never count
-    assert s.elite == [(0.9, arch(1)), (0.8, arch(2))]
+    assert s.elite == [(0.9, arch(1)), (0.85, arch(8)), (0.8, arch(2))]
     local = s.local_proposals(30)
     assert len(local) == 30
     for p in local:
         assert CORA.validate(p.tokens) == p.tokens
-        assert min(sum(a != b for a, b in zip(p.tokens, e, strict=True)) for e in (arch(1), arch(2))) == 1
+        assert min(sum(a != b for a, b in zip(p.tokens, e, strict=True)) for _, e in s.elite) == 1
     expected = s.policy.log_prob(torch.tensor([p.tokens for p in local])).tolist()
     assert [p.log_prob for p in local] == pytest.approx(expected)
     assert strategy().local_proposals(5) == []  # nothing trained yet
