@@ -175,7 +175,9 @@ async def _run(args: argparse.Namespace, spec: common_pb2.SearchSpec) -> int:
     if args.target:
         return await _search(args.target, spec, args)
     from fnas.harness import Cluster
+    from services.agent.spec import validate
 
+    validate(spec)  # the agent would refuse it too, but only after the whole cluster had started
     async with Cluster(args.data_dir, trainers=args.trainers) as cluster:
         return await _search(cluster.agent_address, spec, args)
 

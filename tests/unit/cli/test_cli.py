@@ -52,6 +52,10 @@ def test_describe_mnas_prints_mult_adds(capsys):
         (["arch", "describe", "--space", "moon", "--tokens", "1"], "unknown space 'moon'"),
         (["arch", "describe", "--space", "nasbench-graph/cora", "--tokens", "0,8,8,8,8"], "all-skip"),
         (["search", "--space", "nasbench-graph/cora", "--budget", "-5"], "--budget must be > 0"),
+        (
+            ["search", "--space", "nasbench-graph/cora", "--strategy", "fnas", "--fnas", "elite_size=0"],
+            "fnas.elite_size: must be >= 1, got 0",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(argv, message):
