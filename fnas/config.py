@@ -142,6 +142,12 @@ def check_ranges(cfg: Any, ranges: Ranges) -> None:
             raise FieldError(name, f"{reason}, got {value!r}")
 
 
+def set_fields(message: Any, cls: type) -> dict[str, Any]:
+    """The fields set in a proto `message` that the dataclass `cls` also has, by name."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {f.name: value for f, value in message.ListFields() if f.name in names}
+
+
 #: Field names that hold secrets: redacted in logs (a path to a secret, *_file, is not one).
 _SECRET = re.compile(r"(password|token|secret)s?$")
 

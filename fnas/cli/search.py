@@ -106,7 +106,7 @@ def add_spec_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def fnas_option(text: str) -> tuple[str, float | int]:
-    """FIELD=VALUE of --fnas, typed as the FnasOptions field; the agent checks the range."""
+    """FIELD=VALUE of --fnas, typed as the FnasOptions field; spec validation checks the range."""
     name, sep, raw = text.partition("=")
     field = FNAS_FIELDS.get(name)
     if not sep or field is None:

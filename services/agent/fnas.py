@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from fnas.config import Ranges, check_ranges
+from fnas.config import Ranges, check_ranges, set_fields
 from fnas.spaces.base import InvalidArchitecture, SearchSpace
 from fnas.v1 import common_pb2
 from services.agent.strategies import Feedback, PPOConfig, PPOStrategy, Proposal
@@ -213,22 +213,7 @@ class FnasStrategy(PPOStrategy):
 def config_from_spec(spec: common_pb2.SearchSpec) -> FnasConfig:
     """The FnasConfig of a (validated) SearchSpec: module switches and the set FnasOptions fields."""
     m = modules(spec)
-    values: dict[str, Any] = {"uac": m.uac, "aeb": m.aeb, "akp": m.akp}
-    for name in (
-        "max_trusted_fraction",
-        "audit_fraction",
-        "max_replay_fraction",
-        "buffer_size",
-        "candidates",
-        "priority_temperature",
-        "ucb",
-        "resample_temperature",
-        "local_candidates",
-        "elite_size",
-    ):
-        if spec.fnas.HasField(name):
-            values[name] = getattr(spec.fnas, name)
-    return FnasConfig(**values)
+    return FnasConfig(uac=m.uac, aeb=m.aeb, akp=m.akp, **set_fields(spec.fnas, FnasConfig))
 
 
 def make(

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from fnas.config import Ranges, check_ranges
+from fnas.config import Ranges, check_ranges, set_fields
 
 
 @dataclass(frozen=True)
@@ -68,12 +68,7 @@ class NotReady(Exception):
 
 def from_options(options, defaults: DecisionConfig | None = None) -> DecisionConfig:
     """The UAC fields of a fnas.v1.FnasOptions over `defaults`; FieldError names the bad field."""
-    values = {
-        name: getattr(options, name)
-        for name in ("threshold", "target_error", "warmup")
-        if options.HasField(name)
-    }
-    return replace(defaults or DecisionConfig(), **values)
+    return replace(defaults or DecisionConfig(), **set_fields(options, DecisionConfig))
 
 
 def calibrate(pairs: Sequence[tuple[float, float]], decision: DecisionConfig, scale: float) -> float:

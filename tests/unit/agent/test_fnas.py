@@ -4,16 +4,18 @@ replays with S_i weights, and the off-policy PPO ratio."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import pytest
 import torch
 
 from fnas import spaces
+from fnas.v1 import common_pb2
 from services.agent import assemble, ppo
 from services.agent.fnas import FnasConfig, FnasStrategy, make
 from services.agent.strategies import Proposal
 from services.buffer.aeb import Entry, Replay
+from services.critic.decision import DecisionConfig
 
 torch.set_num_threads(1)
 CORA = spaces.get("nasbench-graph/cora")
@@ -92,6 +94,12 @@ async def test_when_everything_is_trusted_the_least_certain_dropped_one_is_train
     assert s.n_proposed == 10 + 10 + 10
     assert jobs[0].uncertainty == max(p.uncertainty for p in plan)
     assert s.temperatures == [1.0, 2.0, 4.0]  # each resampling round draws a flatter policy
+
+
+def test_every_fnas_option_sets_a_field_of_the_strategy_or_the_critic():
+    # Options are copied by name: one that matches no field would be accepted and silently ignored.
+    configs = {f.name for f in fields(FnasConfig)} | {f.name for f in fields(DecisionConfig)}
+    assert set(common_pb2.FnasOptions.DESCRIPTOR.fields_by_name) <= configs
 
 
 async def test_resampling_temperature_is_configurable_and_the_first_round_is_the_policy():
@@ -256,7 +264,6 @@ def test_a_behaviour_policy_that_found_a_sample_very_unlikely_cannot_make_the_ra
 
 
 def test_spec_switches_and_options_reach_the_strategy_and_bad_ones_are_refused():
-    from fnas.v1 import common_pb2
     from services.agent import spec as specs
     from services.agent.fnas import config_from_spec
 
