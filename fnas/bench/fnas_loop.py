@@ -89,17 +89,18 @@ async def arun_plain_fnas(
     buffer = buffer if buffer is not None else BufferCore()
     if strategy.fnas.uac:
         critic.open(search_id, strategy.space.id, strategy.seed, decision, snapshot_id, history)
-    return await _run(strategy, evaluate, budget, critic, buffer, search_id)
+    prior = bool(snapshot_id or history)
+    return await _run(strategy, evaluate, budget, critic, buffer, search_id, prior)
 
 
-async def _run(strategy, evaluate, budget, critic, buffer, search_id) -> FnasRun:
+async def _run(strategy, evaluate, budget, critic, buffer, search_id, prior) -> FnasRun:
     run = FnasRun()
     critic_port = LocalCritic(critic, search_id) if strategy.fnas.uac else None
     buffer_port = LocalBuffer(buffer, search_id) if strategy.fnas.aeb else None
     next_index = 0
     while len(run.trajectory) < budget:
         observed = len(run.trajectory)
-        plan = await assemble.plan_batch(strategy, critic_port, observed, budget - observed)
+        plan = await assemble.plan_batch(strategy, critic_port, observed, budget - observed, prior)
         rewards = {}
         for pos, p in enumerate(plan):
             if p.trains:  # the agent publishes these as TrainJobs with index next_index + pos

@@ -20,6 +20,10 @@ One batch of the `fnas` strategy:
    architectures join that ranking (never as trusted samples; those the
    critic already knows are skipped), carrying their log-prob under the
    policy: the policy learns from the good neighbours the critic finds.
+   A critic started from a `prior` (a snapshot or earlier searches' histories,
+   paper 3.1) ranks well before this search has trained anything, when there is
+   no elite to mutate yet: its first batch draws the local candidates' share
+   from the policy instead, so the prior chooses among many proposals.
 2. The trained proposals are trained (the agent: TrainJobs on the queue).
 3. `fresh_feedback`: trained results and trusted predictions, in plan order.
 4. `replays`: up to `max_replay_fraction` of the PPO batch is drawn from the
@@ -105,9 +109,12 @@ class Planned:
 
 
 async def plan_batch(
-    strategy: FnasStrategy, critic: CriticPort | None, observed: int, max_trained: int
+    strategy: FnasStrategy, critic: CriticPort | None, observed: int, max_trained: int, prior: bool = False
 ) -> list[Planned]:
-    """The next batch: at most `max_trained` train jobs, the rest trusted (see the module docstring)."""
+    """The next batch: at most `max_trained` train jobs, the rest trusted (see the module docstring).
+
+    `prior`: the critic started from a snapshot or earlier histories.
+    """
     cfg, size = strategy.fnas, strategy.batch_size
     if max_trained <= 0:
         return []
@@ -128,7 +135,12 @@ async def plan_batch(
             break
         # Resampling rounds draw a whole batch: few calls even when most draws come back trusted.
         need = size - len(plan) if round_ == 0 else size
-        proposals = strategy.propose(need * cfg.candidates, cfg.resample_temperature**round_)
+        per_slot = cfg.candidates
+        if round_ == 0 and prior and not strategy.elite:
+            # Nothing trained yet to mutate. A transferred critic ranks the extra draws by what it learned
+            # elsewhere; an untrained one would rank them by chance (measured: about twice the samples).
+            per_slot += cfg.local_candidates
+        proposals = strategy.propose(need * per_slot, cfg.resample_temperature**round_)
         local = strategy.local_proposals(need * cfg.local_candidates) if round_ == 0 else []
         predictions = await critic.predict([p.tokens for p in proposals + local], observed)
         # Local candidates only compete to be trained: what the critic already knows is skipped.
@@ -154,7 +166,7 @@ async def plan_batch(
                 training[key] = len(plan)
                 plan.append(_planned(p, pred, TRAINED, audit=True))
                 n_jobs += 1
-        if cfg.candidates > 1 or local:
+        if per_slot > 1 or local:
             # Several untrusted candidates per slot: train the most promising first.
             untrusted.sort(key=lambda c: -(c[1].value + cfg.ucb * c[1].uncertainty))
         for p, pred, key in untrusted:

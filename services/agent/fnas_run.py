@@ -60,7 +60,8 @@ async def propose(run: SearchRun, strategy: FnasStrategy, loop: LoopState) -> No
     if budget.max_activated_samples:
         max_trained = min(max_trained, budget.max_activated_samples - status.activated_samples)
     critic = RemoteCritic(run.critic, run.search_id, run.space.id) if uses_critic(run.spec) else None
-    plan = await assemble.plan_batch(strategy, critic, status.activated_samples, max_trained)
+    prior = bool(run.spec.critic_snapshot or run.spec.critic_history)
+    plan = await assemble.plan_batch(strategy, critic, status.activated_samples, max_trained, prior)
     strategy.plan = [p.to_dict() for p in plan]
     strategy.plan_index, strategy.plan_observed = loop.next_index, status.activated_samples
     loop.pending = [

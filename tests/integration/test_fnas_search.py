@@ -21,6 +21,7 @@ from fnas.harness import Cluster
 from fnas.v1 import common_pb2, search_pb2
 from services.agent import fnas
 from services.critic.client import CriticClient
+from services.critic.core import CriticCore
 from services.critic.decision import from_options
 
 torch.set_num_threads(1)
@@ -59,6 +60,11 @@ async def run_to_end(client, s) -> tuple[search_pb2.SearchStatus, list[common_pb
     return await client.get(search_id), samples
 
 
+def accuracy(space):
+    """The table's validation accuracy: the reward these searches get from the trainers."""
+    return tabular.evaluator(tabular.Setup(space, common_pb2.RewardSpec(cost=common_pb2.COST_METRIC_NONE)))
+
+
 def as_list(samples) -> list[tuple[str, tuple[int, ...], float]]:
     return [(SOURCES[s.source], tuple(s.architecture.tokens), s.reward.value) for s in samples]
 
@@ -85,9 +91,8 @@ async def test_fnas_search_accounting_adds_up_and_matches_the_plain_loop(cluster
 
     # One code path: the plain in-memory loop gives the same samples, sources and rewards.
     space = spaces.get(CORA)
-    setup = tabular.Setup(space, common_pb2.RewardSpec(cost=common_pb2.COST_METRIC_NONE))
     strategy = fnas.make("fnas", space, 3, 0, fnas.config_from_spec(spec()))
-    plain = await arun_plain_fnas(strategy, tabular.evaluator(setup), 60, decision=from_options(OPTIONS))
+    plain = await arun_plain_fnas(strategy, accuracy(space), 60, decision=from_options(OPTIONS))
     assert plain.samples == as_list(samples)
 
     text = urllib.request.urlopen(f"http://127.0.0.1:{cluster.metrics_port}/metrics").read().decode()
@@ -127,8 +132,17 @@ async def test_transfer_from_a_snapshot_and_bad_transfer_is_refused(cluster, cli
         assert await critic.import_snapshot(weights, "nasbench-graph/citeseer") == snapshot_id
     citeseer = spec(budget=20, seed=1, critic_snapshot=snapshot_id)
     citeseer.space = "nasbench-graph/citeseer"
-    status, _ = await run_to_end(client, citeseer)
+    status, samples = await run_to_end(client, citeseer)
     assert status.state == search_pb2.SEARCH_STATE_SUCCEEDED
+    # The transferred critic ranks a larger first batch, in the mesh as in the plain loop.
+    core = CriticCore()
+    assert core.import_snapshot(weights, citeseer.space) == snapshot_id
+    space = spaces.get(citeseer.space)
+    strategy = fnas.make("fnas", space, 1, 0, fnas.config_from_spec(citeseer))
+    plain = await arun_plain_fnas(
+        strategy, accuracy(space), 20, critic=core, decision=from_options(OPTIONS), snapshot_id=snapshot_id
+    )
+    assert plain.samples == as_list(samples)
     history, _ = await run_to_end(client, spec(budget=20, critic_history=[first.search_id]))
     assert history.state == search_pb2.SEARCH_STATE_SUCCEEDED
     before = len(await client.list())
