@@ -62,7 +62,7 @@ async def run_to_end(client, s) -> tuple[search_pb2.SearchStatus, list[common_pb
 
 def accuracy(space):
     """The table's validation accuracy: the reward these searches get from the trainers."""
-    return tabular.evaluator(tabular.Setup(space, common_pb2.RewardSpec(cost=common_pb2.COST_METRIC_NONE)))
+    return tabular.evaluator(tabular.Setup(space, tabular.reward_spec(space, "accuracy")))
 
 
 def as_list(samples) -> list[tuple[str, tuple[int, ...], float]]:
