@@ -79,6 +79,9 @@ class SearchSpace(ABC):
         """One-hot expanded embedding of one block: the concatenated one-hots of its tokens."""
         return np.concatenate([_one_hot(tokens[i], self.vocab[i]) for i in self.blocks[block]])
 
+    #: Names what `embedding` computes; a critic snapshot made on another embedding is refused.
+    embedding_kind = "one-hot"
+
     def embedding(self, tokens: Sequence[int]) -> np.ndarray:
         """One-hot expanded embedding of the whole architecture (all token positions)."""
         return np.concatenate([_one_hot(t, n) for t, n in zip(tokens, self.vocab, strict=True)])

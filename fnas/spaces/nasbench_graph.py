@@ -62,6 +62,7 @@ class NasBenchGraphSpace(SearchSpace):
     token_names = ("link", "op1", "op2", "op3", "op4")
     # Block i is layer i: the shared link pattern plus that layer's op.
     blocks = ((0, 1), (0, 2), (0, 3), (0, 4))
+    embedding_kind = "graph-mean-one-hot"
 
     def __init__(self, dataset: str) -> None:
         if dataset not in NASBENCH_GRAPH_DATASETS:
@@ -98,6 +99,32 @@ class NasBenchGraphSpace(SearchSpace):
 
     def size(self) -> int:
         return len(self._table.key)
+
+    def embedding(self, tokens: Sequence[int]) -> np.ndarray:
+        """The mean one-hot embedding of the graph's token lists, so one graph has one embedding.
+
+        Cora's 26,206 graphs have 59,040 token lists (up to 54 for one graph). A critic fed the
+        plain one-hot of whichever list was sampled learns a graph under one spelling and
+        must guess its others; averaged, a result teaches it about the graph itself.
+        Measured with `fnas` over seeds 0-59 at a budget of 600, median activated samples
+        to the top-0.1% accuracy: pubmed 208.5 instead of 259, citeseer 84.5 instead of
+        88.5, cora 215.5 instead of 236.
+        """
+        return self._graph_embeddings[self._row(tokens)]
+
+    @functools.cached_property
+    def _graph_embeddings(self) -> np.ndarray:
+        """Row -> mean of the one-hot embeddings of every token list of that row (structure, no results)."""
+        row = self._table.row
+        spellings = np.argwhere(row >= 0)  # [n, 5] token lists
+        rows = row[tuple(spellings.T)]
+        eyes = [np.eye(n, dtype=np.float32) for n in self.vocab]
+        one_hot = np.concatenate([eye[spellings[:, i]] for i, eye in enumerate(eyes)], axis=1)
+        sums = np.zeros((len(self._table.key), one_hot.shape[1]), dtype=np.float32)
+        np.add.at(sums, rows, one_hot)
+        out = sums / np.bincount(rows, minlength=len(sums))[:, None].astype(np.float32)
+        out.flags.writeable = False
+        return out
 
     def describe(self, tokens: Sequence[int]) -> dict[str, Any]:
         tokens = self.validate(tokens)

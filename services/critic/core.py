@@ -172,6 +172,7 @@ class CriticCore:
             "kind": "fnas-critic-snapshot",
             "space": critic.space.id,
             "vocab": list(critic.space.vocab),
+            "embedding": critic.space.embedding_kind,
             "model": critic.model.meta() | {"param_groups": None},
             "observations": critic.trained.n_trained,
         }
@@ -206,6 +207,12 @@ class CriticCore:
             raise ValueError("not a critic snapshot (metadata kind is missing)")
         if list(meta.get("vocab", [])) != list(space.vocab):
             raise ValueError(f"snapshot of {meta.get('space')!r}, whose tokens differ from {space.id}'s")
+        # Snapshots from before spaces named their embedding were all made on the plain one-hot.
+        if (kind := meta.get("embedding", "one-hot")) != space.embedding_kind:
+            raise ValueError(
+                f"snapshot made on the {kind!r} embedding, but {space.id} now uses {space.embedding_kind!r}; "
+                "export it again from a search of this version"
+            )
         model = meta.get("model", {})
         if model.get("n_in") != space.embedding_size:
             raise ValueError(

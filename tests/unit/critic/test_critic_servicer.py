@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import grpc
 import pytest
+import safetensors.torch
 import torch
 
 from fnas import serving
@@ -13,6 +16,7 @@ from services.critic.core import CriticCore
 from services.critic.model import FitConfig
 from services.critic.servicer import CriticServicer
 from services.critic.store import CriticStore
+from services.critic.uac import read
 
 torch.set_num_threads(1)
 CORA = "nasbench-graph/cora"
@@ -142,6 +146,13 @@ async def test_snapshot_export_import_and_transfer_to_another_task(served):
     assert await client.import_snapshot(weights, "nasbench-graph/citeseer") == snapshot_id
     code, details = await code_of(client.import_snapshot(weights, "mnas"))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "tokens differ" in details
+    # A snapshot of an older version, made on the plain one-hot of whichever token list was sampled.
+    tensors, meta = read(weights)
+    del meta["embedding"]
+    stale = safetensors.torch.save(tensors, metadata={"fnas": json.dumps(meta)})
+    code, details = await code_of(client.import_snapshot(stale, CORA))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "'one-hot' embedding" in details and "'graph-mean-one-hot'" in details
     await client.open_search("s2", "nasbench-graph/citeseer", 2, snapshot_id=snapshot_id)
     transferred = servicer.core.get("s2").model.predict(torch.eye(45)[:3])[0]
     trained = servicer.core.get("s1").model.predict(torch.eye(45)[:3])[0]

@@ -125,6 +125,8 @@ def test_isomorphic_token_lists_share_a_key(space, a, b):
     assert a != b
     assert s.key(a) == s.key(b)
     assert s.lookup(a) == s.lookup(b)
+    # One graph, one embedding: the critic learns the graph, not the spelling it was sampled in.
+    assert np.array_equal(s.embedding(a), s.embedding(b))
 
 
 def test_different_graphs_have_different_keys(space):
@@ -180,12 +182,22 @@ def test_describe(space):
 def test_embeddings(space):
     cora, proteins = space["cora"], space["proteins"]
     assert cora.embedding_size == 45 and proteins.embedding_size == 29
-    tokens = (3, GCN, GAT, SAGE, FC)
+    # A graph with one spelling (a chain's order matters): the plain one-hot of its tokens.
+    tokens = (8, GCN, GAT, SAGE, FC)
     e = cora.embedding(tokens)
-    assert e.shape == (45,) and e.sum() == 5 and e[3] == 1 and e[9 + GCN] == 1 and e[9 + 27 + FC] == 1
+    assert e.shape == (45,) and e.dtype == np.float32
+    assert np.flatnonzero(e).tolist() == [8, 9 + GCN, 18 + GAT, 27 + SAGE, 36 + FC] and e.sum() == 5
+    # Two spellings (the chains 1->3 and 2->4 swap): the mean of their one-hots, each position summing to 1.
+    swapped = (3, GAT, GCN, FC, SAGE)
+    e = cora.embedding((3, GCN, GAT, SAGE, FC))
+    assert e[3] == 1 and e[9 + GCN] == e[9 + GAT] == e[18 + GCN] == e[18 + GAT] == 0.5
+    assert np.array_equal(e, cora.embedding(swapped)) and np.isclose(e.sum(), 5)
+    assert not np.array_equal(e, cora.embedding((8, GCN, GAT, SAGE, FC)))
     assert proteins.embedding((3, P_GCN, P_SAGE, P_ARMA, P_FC)).shape == (29,)
+    with pytest.raises(InvalidArchitecture):
+        cora.embedding((0, SKIP, SKIP, SKIP, SKIP))
     # Block i is the link pattern plus layer i's op.
-    block = cora.block_embedding(tokens, 2)
+    block = cora.block_embedding((3, GCN, GAT, SAGE, FC), 2)
     assert block.shape == (18,)
     assert np.flatnonzero(block).tolist() == [3, 9 + SAGE]
     assert proteins.block_embedding((3, P_GCN, P_SAGE, P_ARMA, P_FC), 3).shape == (14,)
