@@ -108,7 +108,8 @@ class NasBenchGraphSpace(SearchSpace):
         must guess its others; averaged, a result teaches it about the graph itself.
         Measured with `fnas` over seeds 0-59 at a budget of 600, median activated samples
         to the top-0.1% accuracy: pubmed 208.5 instead of 259, citeseer 84.5 instead of
-        88.5, cora 215.5 instead of 236.
+        88.5, cora 215.5 instead of 236. The latency reward's short searches got slower
+        (README, Benchmarks).
         """
         return self._graph_embeddings[self._row(tokens)]
 
