@@ -6,3 +6,6 @@ cd "$(dirname "$0")/.."
 rm -f fnas/v1/*_pb2*.py fnas/v1/*_pb2*.pyi
 python -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. protos/fnas/v1/*.proto
 touch fnas/v1/__init__.py
+# protoc drops comments, so a comment-only proto change leaves the stubs as they were; the hashes of
+# the sources record which protos these stubs were made from (tests/unit/test_stubs.py checks them too).
+(cd protos && sha256sum fnas/v1/*.proto) > fnas/v1/PROTOS.sha256
