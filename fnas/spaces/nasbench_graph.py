@@ -111,21 +111,7 @@ class NasBenchGraphSpace(SearchSpace):
         88.5, cora 215.5 instead of 236. The latency reward's short searches got slower
         (README, Benchmarks).
         """
-        return self._graph_embeddings[self._row(tokens)]
-
-    @functools.cached_property
-    def _graph_embeddings(self) -> np.ndarray:
-        """Row -> mean of the one-hot embeddings of every token list of that row (structure, no results)."""
-        row = self._table.row
-        spellings = np.argwhere(row >= 0)  # [n, 5] token lists
-        rows = row[tuple(spellings.T)]
-        eyes = [np.eye(n, dtype=np.float32) for n in self.vocab]
-        one_hot = np.concatenate([eye[spellings[:, i]] for i, eye in enumerate(eyes)], axis=1)
-        sums = np.zeros((len(self._table.key), one_hot.shape[1]), dtype=np.float32)
-        np.add.at(sums, rows, one_hot)
-        out = sums / np.bincount(rows, minlength=len(sums))[:, None].astype(np.float32)
-        out.flags.writeable = False
-        return out
+        return _graph_embeddings(self.dataset)[self._row(tokens)]
 
     def describe(self, tokens: Sequence[int]) -> dict[str, Any]:
         tokens = self.validate(tokens)
@@ -179,6 +165,25 @@ class _Table:
     latency_ms: np.ndarray  # float64
     params: np.ndarray  # int64
     row: np.ndarray  # int32, shape = vocab
+
+
+@functools.cache
+def _graph_embeddings(dataset: str) -> np.ndarray:
+    """Row -> mean of the one-hot embeddings of every token list of that row (structure, no results).
+
+    One array per dataset and process (4.7 MB), shared by every search's space object.
+    """
+    table = load_table(dataset)
+    row = table.row
+    spellings = np.argwhere(row >= 0)  # [n, 5] token lists
+    rows = row[tuple(spellings.T)]
+    eyes = [np.eye(n, dtype=np.float32) for n in row.shape]
+    one_hot = np.concatenate([eye[spellings[:, i]] for i, eye in enumerate(eyes)], axis=1)
+    sums = np.zeros((len(table.key), one_hot.shape[1]), dtype=np.float32)
+    np.add.at(sums, rows, one_hot)
+    out = sums / np.bincount(rows, minlength=len(sums))[:, None].astype(np.float32)
+    out.flags.writeable = False
+    return out
 
 
 def cache_path(dataset: str) -> Path:
