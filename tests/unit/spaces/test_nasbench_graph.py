@@ -181,19 +181,22 @@ def test_describe(space):
 
 def test_embeddings(space):
     cora, proteins = space["cora"], space["proteins"]
-    assert cora.embedding_size == 45 and proteins.embedding_size == 29
-    # A graph with one spelling (a chain's order matters): the plain one-hot of its tokens.
+    assert cora.embedding_size == 90 and proteins.embedding_size == 58
+    # A graph with one spelling (a chain's order matters): its plain one-hot, as canonical list and as mean.
     tokens = (8, GCN, GAT, SAGE, FC)
     e = cora.embedding(tokens)
-    assert e.shape == (45,) and e.dtype == np.float32
-    assert np.flatnonzero(e).tolist() == [8, 9 + GCN, 18 + GAT, 27 + SAGE, 36 + FC] and e.sum() == 5
-    # Two spellings (the chains 1->3 and 2->4 swap): the mean of their one-hots, each position summing to 1.
-    swapped = (3, GAT, GCN, FC, SAGE)
-    e = cora.embedding((3, GCN, GAT, SAGE, FC))
-    assert e[3] == 1 and e[9 + GCN] == e[9 + GAT] == e[18 + GCN] == e[18 + GAT] == 0.5
-    assert np.array_equal(e, cora.embedding(swapped)) and np.isclose(e.sum(), 5)
-    assert not np.array_equal(e, cora.embedding((8, GCN, GAT, SAGE, FC)))
-    assert proteins.embedding((3, P_GCN, P_SAGE, P_ARMA, P_FC)).shape == (29,)
+    assert e.shape == (90,) and e.dtype == np.float32
+    one_hot = [8, 9 + GCN, 18 + GAT, 27 + SAGE, 36 + FC]
+    assert np.flatnonzero(e).tolist() == one_hot + [45 + i for i in one_hot] and e.sum() == 10
+    # Two spellings (the chains 1->3 and 2->4 swap): the first in lexicographic order, then their mean.
+    a, b = (3, GCN, GAT, SAGE, FC), (3, GAT, GCN, FC, SAGE)
+    canonical, mean = cora.embedding(a)[:45], cora.embedding(a)[45:]
+    first = min(a, b)
+    assert first == b and np.flatnonzero(canonical).tolist() == [i * 9 + t for i, t in enumerate(first)]
+    assert mean[3] == 1 and mean[9 + GCN] == mean[9 + GAT] == mean[18 + GCN] == mean[18 + GAT] == 0.5
+    assert np.array_equal(cora.embedding(a), cora.embedding(b)) and np.isclose(mean.sum(), 5)
+    assert not np.array_equal(cora.embedding(a), cora.embedding(tokens))
+    assert proteins.embedding((3, P_GCN, P_SAGE, P_ARMA, P_FC)).shape == (58,)
     with pytest.raises(InvalidArchitecture):
         cora.embedding((0, SKIP, SKIP, SKIP, SKIP))
     # Block i is the link pattern plus layer i's op.
