@@ -7,6 +7,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def generate_edited(into: Path, edit) -> dict[str, bytes]:
+    """The stubs of protos/ with common.proto's text passed through `edit`."""
+    shutil.copytree(ROOT / "protos", into / "protos")
+    proto = into / "protos" / "fnas" / "v1" / "common.proto"
+    proto.write_text(edit(proto.read_text()))
+    shutil.copytree(ROOT / "scripts", into / "scripts")
+    (into / "fnas" / "v1").mkdir(parents=True)
+    subprocess.run(["bash", str(into / "scripts" / "gen_protos.sh")], check=True, capture_output=True)
+    return {p.name: p.read_bytes() for p in sorted((into / "fnas" / "v1").iterdir()) if p.is_file()}
+
+
 def generate(into: Path) -> dict[str, bytes]:
     """Runs the real generation script on a copy of protos/ + script; returns the stubs."""
     return generate_edited(into, lambda text: text)
@@ -18,17 +29,6 @@ def test_stubs_match_protos(tmp_path):
     assert fresh.keys() == committed.keys(), "stub files differ: run scripts/gen_protos.sh"
     stale = [name for name in fresh if fresh[name] != committed[name]]
     assert not stale, f"stubs out of date with protos/ (run scripts/gen_protos.sh): {stale}"
-
-
-def generate_edited(into: Path, edit) -> dict[str, bytes]:
-    """The stubs of protos/ with common.proto's text passed through `edit`."""
-    shutil.copytree(ROOT / "protos", into / "protos")
-    proto = into / "protos" / "fnas" / "v1" / "common.proto"
-    proto.write_text(edit(proto.read_text()))
-    shutil.copytree(ROOT / "scripts", into / "scripts")
-    (into / "fnas" / "v1").mkdir(parents=True)
-    subprocess.run(["bash", str(into / "scripts" / "gen_protos.sh")], check=True, capture_output=True)
-    return {p.name: p.read_bytes() for p in sorted((into / "fnas" / "v1").iterdir()) if p.is_file()}
 
 
 def test_drift_is_detected(tmp_path):

@@ -154,8 +154,9 @@ async def test_snapshot_export_import_and_transfer_to_another_task(served):
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert "'one-hot' embedding" in details and "'graph-canonical-and-mean-one-hot'" in details
     await client.open_search("s2", "nasbench-graph/citeseer", 2, snapshot_id=snapshot_id)
-    transferred = servicer.core.get("s2").model.predict(torch.eye(90)[:3])[0]
-    trained = servicer.core.get("s1").model.predict(torch.eye(90)[:3])[0]
+    x = torch.eye(servicer.core.get("s2").space.embedding_size)[:3]
+    transferred = servicer.core.get("s2").model.predict(x)[0]
+    trained = servicer.core.get("s1").model.predict(x)[0]
     assert (transferred == trained).all()
     await client.open_search("s3", "nasbench-graph/pubmed", 2, history=["s1"])
     assert servicer.core.get("s3").observed == 0  # pre-trained on s1's results, which stay s1's
