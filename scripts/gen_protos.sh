@@ -8,4 +8,7 @@ python -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_ou
 touch fnas/v1/__init__.py
 # protoc drops comments, so a comment-only proto change leaves the stubs as they were; the hashes of
 # the sources record which protos these stubs were made from (tests/unit/test_stubs.py checks them too).
-(cd protos && sha256sum fnas/v1/*.proto) > fnas/v1/PROTOS.sha256
+# Python's hashlib rather than sha256sum, which macOS lacks; the lines read as `sha256sum -c` expects.
+(cd protos && python -c 'import hashlib, sys
+for p in sys.argv[1:]:
+    print(hashlib.sha256(open(p, "rb").read()).hexdigest() + "  " + p)' fnas/v1/*.proto) > fnas/v1/PROTOS.sha256
