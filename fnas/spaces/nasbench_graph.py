@@ -190,8 +190,7 @@ def _graph_embeddings(dataset: str) -> np.ndarray:
     sums = np.zeros((n_rows, one_hot.shape[1]), dtype=np.float32)
     np.add.at(sums, rows, one_hot)
     mean = sums / np.bincount(rows, minlength=n_rows)[:, None].astype(np.float32)
-    first = np.full(n_rows, len(rows))
-    np.minimum.at(first, rows, np.arange(len(rows)))
+    _, first = np.unique(rows, return_index=True)  # each row's first spelling: its canonical list
     out = np.concatenate([one_hot[first], mean], axis=1)
     out.flags.writeable = False
     return out
