@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 
-from fnas.bench import akp_bench
+from fnas.bench import akp_bench, report
 from fnas.bench.akp_bench import THRESHOLD, AkpBenchConfig, run
 
 
@@ -103,12 +101,7 @@ def main(args: argparse.Namespace) -> int:
         workers=args.workers,
     )
     result = run(cfg, args.data_dir)
-    print(table(result))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    json_path, png_path = args.out.with_suffix(".json"), args.out.with_suffix(".png")
-    json_path.write_text(json.dumps(result, indent=1) + "\n")
-    plot(result, png_path)
-    print(f"wrote {json_path} and {png_path}", file=sys.stderr)
+    report.emit(result, table(result), args.out, plot)
     return 0
 
 

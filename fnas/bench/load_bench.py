@@ -272,8 +272,9 @@ def add_parser(sub) -> None:
 
 def main(args) -> int:
     """`fnas bench load`: runs, prints the figures, writes JSON and PNG; exit 1 on errors or lost samples."""
-    import json
     import sys
+
+    from fnas.bench import report
 
     cfg = LoadConfig(
         searches=args.searches,
@@ -284,10 +285,5 @@ def main(args) -> int:
         simulated_s=args.simulated_seconds,
     )
     result = asyncio.run(run(cfg, args.data_dir, progress=lambda s: print(s, file=sys.stderr, flush=True)))
-    print(table(result))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    json_path, png_path = args.out.with_suffix(".json"), args.out.with_suffix(".png")
-    json_path.write_text(json.dumps(result, indent=1) + "\n")
-    plot(result, png_path)
-    print(f"wrote {json_path} and {png_path}", file=sys.stderr)
+    report.emit(result, table(result), args.out, plot)
     return 0 if result["errors"] == 0 and result["lost_samples"] == 0 else 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -52,14 +51,15 @@ def add(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--out", type=Path, default=Path("bench-out/search"), help="writes OUT.json and OUT.png")
     s.add_argument("--data-dir", type=Path, default=Path("fnas-data/bench"), help="state of the mesh runs")
     s.set_defaults(func=search)
-    from fnas.bench import akp_bench, load_bench
+    from fnas.bench import akp_bench, ceiling, load_bench
 
     akp_bench.add_parser(bench)
     load_bench.add_parser(bench)
+    ceiling.add_parser(bench)
 
 
 def search(args: argparse.Namespace) -> int:
-    from fnas.bench import fnas_bench, search_bench
+    from fnas.bench import fnas_bench, report, search_bench
 
     if args.seeds < 1 or args.budget < 1 or args.mesh_seeds < 0:
         raise ValueError("--seeds and --budget must be >= 1, --mesh-seeds >= 0")
@@ -75,12 +75,6 @@ def search(args: argparse.Namespace) -> int:
         transfer_from=args.transfer_from,
         workers=args.workers,
     )
-    print(search_bench.table(result))
-    if extra := fnas_bench.table(result):
-        print(extra)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    json_path, png_path = args.out.with_suffix(".json"), args.out.with_suffix(".png")
-    json_path.write_text(json.dumps(result, indent=1) + "\n")
-    search_bench.plot(result, png_path)
-    print(f"wrote {json_path} and {png_path}", file=sys.stderr)
+    text = "\n".join(t for t in (search_bench.table(result), fnas_bench.table(result)) if t)
+    report.emit(result, text, args.out, search_bench.plot)
     return 0

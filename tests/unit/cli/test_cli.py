@@ -56,6 +56,8 @@ def test_describe_mnas_prints_mult_adds(capsys):
             ["search", "--space", "nasbench-graph/cora", "--strategy", "fnas", "--fnas", "elite_size=0"],
             "fnas.elite_size: must be >= 1, got 0",
         ),
+        (["bench", "ceiling", "--space", "mnas"], "mnas has no table"),
+        (["bench", "ceiling", "--seeds", "0"], "--seeds must be >= 1, got 0"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(argv, message):
