@@ -10,10 +10,11 @@ and asks how well the out-of-fold predictions separate
 - the top-1% from the next 4% (the top-5% without the top-1%).
 
 A search's critic learns from a few hundred samples, not from tens of
-thousands, so these figures bound what any critic with this net and this
-embedding can do: where the first AUC is near 0.5, the last step of a search
-is a draw among the top-1% architectures it trains, and only the rate at
-which it trains them can speed it up. The benchmark reads the table; it is a
+thousands, so these figures are a generous ceiling for a critic with this net
+and this embedding: where the first AUC is near 0.5, the last step of a
+search is close to a draw among the top-1% architectures it trains, and
+mainly the rate at which it trains them can speed it up (`last_step` in
+`fnas bench search` measures that draw in the searches themselves). The benchmark reads the table; it is a
 property of the space, not of a search.
 """
 

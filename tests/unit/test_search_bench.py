@@ -60,4 +60,15 @@ def test_ratios_to_ppo_carry_their_bootstrap_interval_in_the_json_and_the_table(
         strategies["ppo"]["top1"]["per_seed"], theirs["per_seed"], 40
     )
     lo, hi = strategies["random"]["top0.1"]["ratio_to_ppo_ci90"]
-    assert f"[{lo:.2f}, {hi:.2f}]" in search_bench.table(result).splitlines()[-2]
+    row = next(line for line in search_bench.table(result).splitlines() if " random " in line)
+    assert f"[{lo:.2f}, {hi:.2f}]" in row
+
+
+def test_last_step_counts_top1_samples_up_to_each_first_top01_one():
+    targets = {"top0.1": 0.9, "top1": 0.8}
+    curves = [
+        [0.5, 0.8, 0.85, 0.95, 0.8],  # 3 top-1% samples up to and with its first top-0.1% one; not the last
+        [0.8, 0.8, 0.1],  # never reaches the top 0.1%: all its top-1% samples count, re-trained ones twice
+    ]
+    assert search_bench.last_step(curves, targets) == {"top1_samples": 5, "top0.1_samples": 1, "share": 0.2}
+    assert search_bench.last_step([[0.1]], targets)["share"] is None
