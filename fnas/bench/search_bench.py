@@ -141,9 +141,10 @@ def _strategy(runs: Sequence[dict], budget: int, targets: dict[str, float]) -> d
 def last_step(curves: Sequence[Sequence[float]], targets: dict[str, float]) -> dict:
     """Trained samples at or above the top-1% reward, up to each seed's first top-0.1% one, pooled over seeds.
 
-    `share` (top-0.1% ones / top-1% ones) is the chance per top-1% sample of being a top-0.1% one. Where it
-    is the table's own share, the search picks among its top 1% no better than a draw, and only training
-    more of the top 1% gets it to the top 0.1% sooner. Re-trained architectures count each time.
+    `share` (top-0.1% ones / top-1% ones) is the chance per top-1% sample of being a top-0.1% one. Near the
+    table's own share (`fnas bench ceiling`), the search picks among its top 1% about as well as a draw, and
+    mainly training more of the top 1% gets it to the top 0.1% sooner. Re-trained architectures count each
+    time.
     """
     top1 = top01 = 0
     for curve in curves:
