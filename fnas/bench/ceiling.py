@@ -20,7 +20,6 @@ property of the space, not of a search.
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,7 +27,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fnas import spaces
 from fnas.bench import report, tabular
 from fnas.bench.akp_bench import spearman
 from services.critic.model import Scale, mlp, value_loss
@@ -82,7 +80,7 @@ def out_of_fold(
 def separation(pred: np.ndarray, y: np.ndarray, thresholds: dict[str, float]) -> dict:
     """How well `pred` separates the table's targets (see the module docstring)."""
     top01, top1 = y >= thresholds["top0.1"], y >= thresholds["top1"]
-    top5 = y >= np.sort(y)[::-1][max(1, math.ceil(0.05 * len(y))) - 1]
+    top5 = y >= tabular.top_share(y, 0.05)
     return {
         "architectures": len(y),
         "top0.1": int(top01.sum()),
@@ -103,11 +101,8 @@ def run(space_ids: Sequence[str], seeds: int = 3, progress: Callable[[str], None
         raise ValueError(f"--seeds must be >= 1, got {seeds}")
     out: dict = {"folds": FOLDS, "epochs": EPOCHS, "seeds": seeds, "spaces": {}}
     for space_id in space_ids:
-        space = spaces.get(space_id)
-        if not space.tabular:
-            raise ValueError(f"{space_id} has no table; choose a tabular space (nasbench-graph/<dataset>)")
-        setup = tabular.Setup(space, tabular.reward_spec(space, "accuracy"))
-        table = space.table()
+        setup = tabular.Setup.of(space_id, "accuracy")
+        space, table = setup.space, setup.space.table()
         x = np.stack([space.embedding(space.tokens_for_key(k)) for k in table["key"]])
         y = np.asarray(table["valid_accuracy"], dtype=np.float64)
         thresholds, per_seed = tabular.thresholds(setup), []

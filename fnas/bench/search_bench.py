@@ -22,11 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fnas import spaces
 from fnas.bench import fnas_bench, search_workers
 from fnas.bench.plain_loop import samples_to_reach
 from fnas.bench.reach_stats import ratio, summarise
-from fnas.bench.tabular import TARGETS, Setup, reward_spec, thresholds
+from fnas.bench.tabular import TARGETS, Setup, thresholds
 from fnas.v1 import common_pb2
 from services.agent import strategies
 
@@ -61,12 +60,10 @@ def run(
         if name not in strategies.STRATEGIES and name not in fnas_bench.STRATEGIES:
             known = ", ".join([*strategies.STRATEGIES, *fnas_bench.STRATEGIES])
             raise ValueError(f"unknown strategy {name!r}; choose one of: {known}")
-    setups = {}
-    for space_id in dict.fromkeys([*space_ids, *([transfer_from] if transfer_from else [])]):
-        space = spaces.get(space_id)
-        if not space.tabular:
-            raise ValueError(f"{space_id} is not a benchmark table; fnas bench search needs nasbench-graph/*")
-        setups[space_id] = Setup(space, reward_spec(space, reward_kind))
+    setups = {
+        space_id: Setup.of(space_id, reward_kind)
+        for space_id in dict.fromkeys([*space_ids, *([transfer_from] if transfer_from else [])])
+    }
     targets = {space_id: thresholds(setup) for space_id, setup in setups.items()}
 
     def task(space_id: str, name: str, seed: int, **fields) -> dict:

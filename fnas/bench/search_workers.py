@@ -19,10 +19,9 @@ from asyncio.subprocess import PIPE
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from fnas import spaces
 from fnas.bench import fnas_bench
 from fnas.bench.plain_loop import run_plain
-from fnas.bench.tabular import Setup, evaluator, reward_spec
+from fnas.bench.tabular import Setup, evaluator
 from services.agent import strategies
 
 #: Longest answer line of a worker: a transfer source's critic snapshot is about 1 MB of base64.
@@ -35,8 +34,8 @@ def run_one(task: dict) -> dict:
     For every strategy the trajectory's rewards and the wall seconds; for the fnas
     ones also `fnas_bench.plain_result`'s accounting (and snapshot, when asked).
     """
-    space = spaces.get(task["space"])
-    evaluate = evaluator(Setup(space, reward_spec(space, task["reward"])))
+    setup = Setup.of(task["space"], task["reward"])
+    space, evaluate = setup.space, evaluator(setup)
     name, seed, budget = task["strategy"], task["seed"], task["budget"]
     started = time.perf_counter()
     if name in fnas_bench.STRATEGIES:  # the agent's batch assembly, critic and buffer in memory

@@ -26,6 +26,14 @@ class Setup:
     space: spaces.SearchSpace
     reward: common_pb2.RewardSpec
 
+    @classmethod
+    def of(cls, space_id: str, reward_kind: str) -> Setup:
+        """The setup of a tabular space and a reward kind; ValueError for a space without a table."""
+        space = spaces.get(space_id)
+        if not space.tabular:
+            raise ValueError(f"{space_id} has no table; choose a tabular space (nasbench-graph/<dataset>)")
+        return cls(space, reward_spec(space, reward_kind))
+
 
 def reward_spec(space: spaces.SearchSpace, kind: str) -> common_pb2.RewardSpec:
     """accuracy: validation accuracy alone; latency: Eq. 2 with T = the space's 25th latency percentile."""
@@ -44,8 +52,13 @@ def thresholds(setup: Setup) -> dict[str, float]:
     rewards = np.array(
         [fn(a, lat) for a, lat in zip(table["valid_accuracy"], table["latency_ms"], strict=True)]
     )
-    ordered = np.sort(rewards)[::-1]
-    return {name: float(ordered[max(1, math.ceil(q * len(ordered))) - 1]) for name, q in TARGETS.items()}
+    return {name: top_share(rewards, q) for name, q in TARGETS.items()}
+
+
+def top_share(values: np.ndarray, q: float) -> float:
+    """The value that the best `q` share of `values` reach (at least the best one)."""
+    ordered = np.sort(values)[::-1]
+    return float(ordered[max(1, math.ceil(q * len(ordered))) - 1])
 
 
 def evaluator(setup: Setup) -> Callable[[tuple[int, ...]], float]:

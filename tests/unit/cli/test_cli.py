@@ -57,6 +57,7 @@ def test_describe_mnas_prints_mult_adds(capsys):
             "fnas.elite_size: must be >= 1, got 0",
         ),
         (["bench", "ceiling", "--space", "mnas"], "mnas has no table"),
+        (["bench", "search", "--space", "mnas", "--seeds", "1", "--budget", "1"], "mnas has no table"),
         (["bench", "ceiling", "--seeds", "0"], "--seeds must be >= 1, got 0"),
     ],
 )
