@@ -86,8 +86,9 @@ class Cluster:
             buffer_address=self.buffer_address,
         )
         self.agent = AgentApp(agent_cfg)
-        server_cfg = serving.ServerConfig(host="127.0.0.1", port=0, grace_s=1.0)
-        running = await serving.start([self.agent.register], server_cfg)
+        # The agent's own server settings (request size limit included), as `fnas serve agent` applies them.
+        server_cfg = self.agent.server_config(grace_s=1.0)
+        running = await serving.start([self.agent.register], server_cfg, self.agent.interceptors())
         self.agent_address = f"127.0.0.1:{running.port}"
         ready = asyncio.Event()
 

@@ -356,6 +356,19 @@ class Bus:
         self._subs.append(sub)
         return sub
 
+    async def subscribe(self, subject: str, handler: Callable[[str, bytes], Awaitable[None]]) -> Subscription:
+        """Calls `handler(subject, data)` on each core-NATS message on `subject` from now on (no replay)."""
+
+        async def on_msg(msg: Msg) -> None:
+            try:
+                await handler(msg.subject, msg.data)
+            except Exception:
+                log.exception("handler of %s failed", msg.subject)
+
+        sub = await self.nc.subscribe(subject, cb=on_msg)
+        self._subs.append(sub)
+        return sub
+
     async def delete(self, stream: str, seq: int) -> bool:
         """Deletes one message by sequence; False if it was already gone."""
         try:

@@ -95,15 +95,25 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def retrying(
-    attempts: int = 5, initial_s: float = 0.05, max_wait_s: float = 2.0, jitter_s: float = 0.05
+    attempts: int = 5,
+    initial_s: float = 0.05,
+    max_wait_s: float = 2.0,
+    jitter_s: float = 0.05,
+    max_delay_s: float | None = None,
 ) -> tenacity.AsyncRetrying:
-    """Retry policy for idempotent calls: exponential backoff with jitter, bounded, reraises at the end."""
+    """Retry policy for idempotent calls: exponential backoff with jitter, bounded, reraises at the end.
+
+    `max_delay_s`: no new attempt once that long has passed since the first.
+    """
     if attempts < 1:
         raise ValueError("attempts must be >= 1")
+    stop = tenacity.stop_after_attempt(attempts)
+    if max_delay_s is not None:
+        stop |= tenacity.stop_after_delay(max_delay_s)
     return tenacity.AsyncRetrying(
         retry=tenacity.retry_if_exception(is_transient),
         wait=tenacity.wait_exponential_jitter(multiplier=initial_s, max=max_wait_s, jitter=jitter_s),
-        stop=tenacity.stop_after_attempt(attempts),
+        stop=stop,
         reraise=True,
         before_sleep=tenacity.before_sleep_log(log, logging.WARNING),
     )
@@ -118,10 +128,21 @@ class ServiceClient:
 
     stub_class: type
 
-    def __init__(self, target: str, timeout_s: float = DEFAULT_TIMEOUT_S, tls: Any = None) -> None:
-        """`tls`: a fnas.tls.ClientTLS to reach a TLS (or mTLS) server; None: plaintext."""
+    def __init__(
+        self,
+        target: str,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        tls: Any = None,
+        patience_s: float | None = None,
+    ) -> None:
+        """`tls`: a fnas.tls.ClientTLS to reach a TLS (or mTLS) server; None: plaintext.
+
+        `patience_s`: no new attempt of a call once that long has passed since its first
+        (None: only the attempt count bounds it).
+        """
         self.target = target
         self.timeout_s = timeout_s
+        self.patience_s = patience_s
         self._channel = channel(target, tls=tls)
         self.stub = self.stub_class(self._channel)
 
@@ -134,8 +155,14 @@ class ServiceClient:
     async def close(self) -> None:
         await self._channel.close()
 
-    async def call(self, method, request, timeout_s: float | None = None, attempts: int = 5):
-        async for attempt in retrying(attempts=attempts):
+    async def call(
+        self,
+        method,
+        request,
+        timeout_s: float | None = None,
+        attempts: int = 5,
+    ):
+        async for attempt in retrying(attempts=attempts, max_delay_s=self.patience_s):
             with attempt:
                 return await method(request, timeout=timeout_s or self.timeout_s)
         raise AssertionError("unreachable: retrying() reraises")

@@ -23,7 +23,7 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from fnas import events, metrics, tls
+from fnas import bounds, events, metrics, tls
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,8 @@ class RequestGuard(aio.ServerInterceptor):
     """Checks what every FNAS request shares before its handler runs, answering INVALID_ARGUMENT.
 
     A request that does not parse gets 'request: ...' (gRPC itself would answer
-    UNKNOWN, the code of a crashed handler); a `search_id` that no search can
+    UNKNOWN, the code of a crashed handler); a non-finite number or an over-long
+    string anywhere in it gets its field path (fnas.bounds); a `search_id` that no search can
     have (too long for an LMDB key, or not a subject token: fnas.events) gets
     'search_id: ...'. Whether a search_id is required stays the handler's call.
     """
@@ -138,6 +139,8 @@ async def _check_request(request: Any, context: aio.ServicerContext) -> None:
         await context.abort(
             grpc.StatusCode.INVALID_ARGUMENT, f"request: not a valid message ({type(request.error).__name__})"
         )
+    if (problem := bounds.violation(request)) is not None:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
     search_id = getattr(request, "search_id", None)
     if isinstance(search_id, str) and search_id:
         problem = events.search_id_problem(search_id)

@@ -2,9 +2,9 @@
 
 A search belongs to the tenant whose token submitted it (fnas.auth); only that
 tenant sees, watches, cancels it or reads its top architectures. Another
-tenant's request for it is PERMISSION_DENIED (not NOT_FOUND: search ids are
-random 48-bit values, so admitting that one exists reveals nothing useful, and
-the caller learns why it failed). ListSearches shows only one's own searches.
+tenant's request for it is NOT_FOUND, word for word what an unknown id gets,
+so no answer tells another tenant that a search exists. ListSearches shows only
+one's own searches.
 Without authentication every caller is the anonymous tenant '' and sees all.
 
 Limits protect a shared agent from one tenant: a budget above the agent's

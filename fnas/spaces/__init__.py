@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cache
 
+from fnas.bounds import clip
 from fnas.spaces.base import InvalidArchitecture, SearchSpace, TableEntry
 
 NASBENCH_GRAPH_DATASETS = (
@@ -36,7 +37,7 @@ def get(space_id: str) -> SearchSpace:
         from fnas.spaces.nasbench_graph import NasBenchGraphSpace
 
         return NasBenchGraphSpace(dataset)
-    raise UnknownSpace(f"unknown space {space_id!r}; known: {', '.join(SPACE_IDS)}")
+    raise UnknownSpace(f"unknown space {clip(space_id)!r}; known: {', '.join(SPACE_IDS)}")
 
 
 __all__ = [

@@ -30,7 +30,8 @@ class SearchServiceStub:
     With authentication on, every call carries "authorization: Bearer <token>"
     (UNAUTHENTICATED without or with an unknown token); a search belongs to the
     tenant that submitted it, and any other tenant's Get, Watch, Cancel or
-    GetTopArchitectures of it is PERMISSION_DENIED (List shows only one's own).
+    GetTopArchitectures of it is NOT_FOUND, exactly as for an unknown id (List
+    shows only one's own).
     Limits (budget, running searches per tenant) answer RESOURCE_EXHAUSTED.
     """
 
@@ -77,7 +78,8 @@ class SearchServiceServicer:
     With authentication on, every call carries "authorization: Bearer <token>"
     (UNAUTHENTICATED without or with an unknown token); a search belongs to the
     tenant that submitted it, and any other tenant's Get, Watch, Cancel or
-    GetTopArchitectures of it is PERMISSION_DENIED (List shows only one's own).
+    GetTopArchitectures of it is NOT_FOUND, exactly as for an unknown id (List
+    shows only one's own).
     Limits (budget, running searches per tenant) answer RESOURCE_EXHAUSTED.
     """
 
@@ -169,7 +171,8 @@ class SearchService:
     With authentication on, every call carries "authorization: Bearer <token>"
     (UNAUTHENTICATED without or with an unknown token); a search belongs to the
     tenant that submitted it, and any other tenant's Get, Watch, Cancel or
-    GetTopArchitectures of it is PERMISSION_DENIED (List shows only one's own).
+    GetTopArchitectures of it is NOT_FOUND, exactly as for an unknown id (List
+    shows only one's own).
     Limits (budget, running searches per tenant) answer RESOURCE_EXHAUSTED.
     """
 

@@ -37,8 +37,13 @@ class AgentApp:
         self.store = AgentStore(cfg.data_dir / "agent")
         # The fnas strategies' critic and buffer (DESIGN.md step 2 and 6); channels connect lazily.
         tls = cfg.client_tls()
-        self.critic = CriticClient(cfg.critic_address, tls=tls) if cfg.critic_address else None
-        self.buffer = BufferClient(cfg.buffer_address, tls=tls) if cfg.buffer_address else None
+        patience = cfg.module_patience_s
+        self.critic = (
+            CriticClient(cfg.critic_address, tls=tls, patience_s=patience) if cfg.critic_address else None
+        )
+        self.buffer = (
+            BufferClient(cfg.buffer_address, tls=tls, patience_s=patience) if cfg.buffer_address else None
+        )
         limits = tenancy.Limits(cfg.max_searches_per_tenant, cfg.max_budget_samples, cfg.max_budget_seconds)
         self.servicer = SearchServicer(
             self.store,

@@ -31,6 +31,11 @@ One batch of the `fnas` strategy:
    behaviour log-prob (the PPO ratio's off-policy correction).
 5. The strategy's PPO update on fresh + replays.
 
+A critic that gives no predictions (down, frozen, failing past its retries)
+degrades the batch instead of failing the search: the rest of the batch is
+trained, as if the critic were off, and a buffer that gives no replays leaves
+the batch without them.
+
 The critic and the buffer sit behind two small ports (an in-process core or a
 gRPC client), so the agent and the plain loop run this same code and a seeded
 search gives the same trajectory in both.
@@ -38,13 +43,19 @@ search gives the same trajectory in both.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
+from services.agent import metrics
 from services.agent.fnas import FnasStrategy
 from services.agent.strategies import Feedback, Proposal
+from services.buffer.client import BufferUnavailable
+from services.critic.client import CriticUnavailable
+
+log = logging.getLogger(__name__)
 
 TRAINED, CRITIC, BUFFER = "trained", "critic", "buffer"
 
@@ -142,7 +153,22 @@ async def plan_batch(
             per_slot += cfg.local_candidates
         proposals = strategy.propose(need * per_slot, cfg.resample_temperature**round_)
         local = strategy.local_proposals(need * cfg.local_candidates) if round_ == 0 else []
-        predictions = await critic.predict([p.tokens for p in proposals + local], observed)
+        try:
+            predictions = await critic.predict([p.tokens for p in proposals + local], observed)
+        except CriticUnavailable as e:
+            log.warning("critic unavailable (%s): the rest of this batch is trained", e)
+            metrics.DEGRADED.labels("critic").inc()
+            for p in proposals:
+                if len(plan) >= size or n_jobs >= max_trained:
+                    break
+                key = key_of(p.tokens)
+                if cfg.dedup and key in training:
+                    plan.append(Planned(p.tokens, p.log_prob, TRAINED, copy_of=training[key]))
+                    continue
+                training[key] = len(plan)
+                plan.append(Planned(p.tokens, p.log_prob, TRAINED))
+                n_jobs += 1
+            return _cap_trusted(plan, cfg.max_trusted_fraction)
         # Local candidates only compete to be trained: what the critic already knows is skipped.
         untrusted = [
             (p, pred, key_of(p.tokens))
@@ -256,7 +282,12 @@ async def replays(
     if n == 0 or observed == 0:
         return []
     beta = min(1.0, max(0.0, progress))
-    drawn = await buffer.sample(n, beta, seed, observed, cfg.buffer_size, cfg.priority_temperature)
+    try:
+        drawn = await buffer.sample(n, beta, seed, observed, cfg.buffer_size, cfg.priority_temperature)
+    except BufferUnavailable as e:
+        log.warning("buffer unavailable (%s): no replays in this batch", e)
+        metrics.DEGRADED.labels("buffer").inc()
+        return []
     return [
         (r.entry.index, Feedback(tuple(r.entry.tokens), r.entry.reward, r.entry.log_prob, r.weight, BUFFER))
         for r in drawn

@@ -36,6 +36,8 @@ class AgentConfig(config.JetStreamClient):
     """host:port of the CriticService (UAC) the fnas strategies use; empty: none (they are refused)."""
     buffer_address: str = ""
     """host:port of the BufferService (AEB) the fnas strategies use; empty: none (they are refused)."""
+    module_patience_s: float = 120.0
+    """Seconds a critic or buffer call is retried; then the batch goes without it (trained, no replays)."""
 
     auth_tokens_file: Path | None = None
     """File of `tenant:token` lines; set (or auth_tokens), SearchService requires a bearer token."""
@@ -54,6 +56,8 @@ class AgentConfig(config.JetStreamClient):
         super().__post_init__()
         if min(self.max_searches_per_tenant, self.max_budget_samples, self.max_message_bytes) < 1:
             raise ValueError("max_searches_per_tenant, max_budget_samples and max_message_bytes must be >= 1")
+        if not 0 < self.module_patience_s <= 3600:
+            raise ValueError(f"module_patience_s must be in (0, 3600], got {self.module_patience_s}")
         if self.max_budget_seconds <= 0:
             raise ValueError("max_budget_seconds must be > 0")
         if not 0 <= self.port < 65536:

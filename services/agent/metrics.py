@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import Counter, Gauge
 
 from fnas.v1 import queue_pb2, search_pb2
@@ -17,15 +19,24 @@ SEARCHES = Counter("fnas_agent_searches_finished_total", "Searches that reached 
 RUNNING = Gauge("fnas_agent_searches_running", "Searches running in this agent.")
 POLICY = Gauge("fnas_agent_policy_stat", "Last PPO update scalars (train/approx_kl, ...).", ["stat"])
 
+DEGRADED = Counter(
+    "fnas_agent_degraded_batches_total",
+    "Batches planned without the critic's predictions or the buffer's replays (it gave none).",
+    ["service"],
+)
+
 for source in ("trained", "critic", "buffer"):
     SAMPLES.labels(source)
+for service in ("critic", "buffer"):
+    DEGRADED.labels(service)
 
 
 def observe_result(result: queue_pb2.TrainResult, status: search_pb2.SearchStatus) -> None:
     """A new (not duplicate) train result was stored."""
     if result.outcome == queue_pb2.TRAIN_OUTCOME_OK:
         ACTIVATED.inc()
-        BEST.labels(status.search_id).set(status.best.reward.value)
+        if status.state == search_pb2.SEARCH_STATE_RUNNING:  # a late result must not revive the series
+            BEST.labels(status.search_id).set(status.best.reward.value)
     else:
         FAILED.inc()
 
@@ -39,7 +50,12 @@ def observe_batch(status: search_pb2.SearchStatus, learned: int, train_stats: di
 
 
 def observe_finished(status: search_pb2.SearchStatus) -> None:
+    """Counts the final state and drops the search's own series, so a long-lived agent's /metrics stays
+    bounded by the searches running (their figures stay in the search status)."""
     SEARCHES.labels(search_pb2.SearchState.Name(status.state).removeprefix("SEARCH_STATE_").lower()).inc()
+    for gauge in PER_SEARCH:
+        with contextlib.suppress(KeyError):
+            gauge.remove(status.search_id)
 
 
 CALIBRATION_ERROR = Gauge(
@@ -59,3 +75,7 @@ def observe_sources(status: search_pb2.SearchStatus, critic: int, buffer: int) -
     SAMPLE_SPEEDUP.labels(status.search_id).set(status.sample_speedup)
     if status.HasField("calibration_error"):
         CALIBRATION_ERROR.labels(status.search_id).set(status.calibration_error)
+
+
+#: Gauges labelled by search id: removed when the search ends.
+PER_SEARCH = (BEST, CALIBRATION_ERROR, SAMPLE_SPEEDUP)

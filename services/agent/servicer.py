@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from fnas import auth, events, spaces, tenancy
+from fnas.bounds import clip
 from fnas.v1 import common_pb2, queue_pb2, search_pb2, search_pb2_grpc
 from services.agent import final_selection, metrics
 from services.agent.search_run import FINAL_STATES, SearchRun
@@ -216,10 +217,9 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
                 grpc.StatusCode.INVALID_ARGUMENT, f"search_id: longer than {MAX_SEARCH_ID_CHARS} characters"
             )
         status = self.store.status(search_id)
-        if status is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no search {search_id!r}")
-        if not tenancy.may_access(status, auth.current_tenant()):
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"search_id: {search_id!r} is not yours")
+        if status is None or not tenancy.may_access(status, auth.current_tenant()):
+            # Another tenant's search is answered exactly like an unknown id: nothing tells it exists.
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"search_id: no search {search_id!r}")
         return status
 
     async def _admit(self, spec: common_pb2.SearchSpec, tenant: str, context) -> None:
@@ -230,11 +230,13 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         if refusal:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal)
         for i, other in enumerate(spec.critic_history):
-            # Pre-training on another tenant's results would leak them into this tenant's critic.
+            # Pre-training on another tenant's results would leak them into this tenant's critic; the
+            # refusal is the critic's for a search it never saw, so it does not tell that one exists.
             known = self.store.status(other) if len(other) <= MAX_SEARCH_ID_CHARS else None
             if known is not None and not tenancy.may_access(known, tenant):
                 await context.abort(
-                    grpc.StatusCode.PERMISSION_DENIED, f"critic_history[{i}]: {other!r} is not yours"
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"critic_history[{i}]: no stored results of {clip(other)!r}",
                 )
 
 

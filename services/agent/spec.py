@@ -7,6 +7,7 @@ INVALID_ARGUMENT.
 from __future__ import annotations
 
 from fnas import spaces
+from fnas.bounds import clip
 from fnas.config import FieldError
 from fnas.reward import RewardFn
 from fnas.v1 import common_pb2
@@ -21,6 +22,8 @@ DEFAULT_DATASET = "digits"
 DEFAULT_EPOCHS = 5
 MAX_BATCH_SIZE = 1024
 MAX_SAMPLES = 10_000_000
+#: The longest emulated training time of a tabular job (it holds a trainer that long).
+MAX_SIMULATED_SECONDS = 600.0
 
 
 class SpecError(ValueError):
@@ -41,7 +44,9 @@ def validate(spec: common_pb2.SearchSpec) -> common_pb2.SearchSpec:
         raise SpecError("space", str(e)) from None
     out.strategy = spec.strategy or DEFAULT_STRATEGY
     if out.strategy not in STRATEGIES:
-        raise SpecError("strategy", f"unknown strategy {spec.strategy!r}; known: {', '.join(STRATEGIES)}")
+        raise SpecError(
+            "strategy", f"unknown strategy {clip(spec.strategy)!r}; known: {', '.join(STRATEGIES)}"
+        )
     _check_budget(spec.budget)
     if not spec.HasField("reward"):
         out.reward.cost = common_pb2.COST_METRIC_NONE  # accuracy alone
@@ -57,8 +62,11 @@ def validate(spec: common_pb2.SearchSpec) -> common_pb2.SearchSpec:
     else:
         out.task.dataset = spec.task.dataset or DEFAULT_DATASET
         out.task.epochs = spec.task.epochs or DEFAULT_EPOCHS
-    if spec.task.simulated_seconds < 0:
-        raise SpecError("task.simulated_seconds", "must be >= 0")
+    if not 0 <= spec.task.simulated_seconds <= MAX_SIMULATED_SECONDS:
+        raise SpecError(
+            "task.simulated_seconds",
+            f"must be in 0..{MAX_SIMULATED_SECONDS:g}, got {spec.task.simulated_seconds:g}",
+        )
     if spec.batch_size > MAX_BATCH_SIZE:
         raise SpecError("batch_size", f"must be <= {MAX_BATCH_SIZE}")
     _check_transfer(out)
@@ -66,7 +74,7 @@ def validate(spec: common_pb2.SearchSpec) -> common_pb2.SearchSpec:
     for i, arch in enumerate(spec.warm_start):
         field = f"warm_start[{i}]"
         if arch.space and arch.space != space.id:
-            raise SpecError(f"{field}.space", f"is {arch.space!r}, the search space is {space.id!r}")
+            raise SpecError(f"{field}.space", f"is {clip(arch.space)!r}, the search space is {space.id!r}")
         try:
             space.validate(arch.tokens)
         except spaces.InvalidArchitecture as e:

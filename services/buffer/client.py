@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import grpc
+
 from fnas.retry import ServiceClient
 from fnas.v1 import buffer_pb2, buffer_pb2_grpc, common_pb2
 from services.buffer.aeb import Entry, Replay
@@ -70,6 +72,10 @@ class BufferClient(ServiceClient):
         return reply.size, reply.observed
 
 
+class BufferUnavailable(RuntimeError):
+    """The buffer gave no replays (down or failing past every retry): the batch goes without them."""
+
+
 class RemoteBuffer:
     """The buffer port (services.agent.assemble.BufferPort) of one search over a BufferClient."""
 
@@ -79,5 +85,10 @@ class RemoteBuffer:
     async def sample(
         self, n: int, beta: float, seed: int, min_observed: int, capacity: int, temperature: float
     ) -> list[Replay]:
-        """The buffer service's replays for this search."""
-        return await self.client.sample(self.search_id, n, beta, seed, min_observed, capacity, temperature)
+        """The buffer service's replays for this search; BufferUnavailable when it gave none."""
+        try:
+            return await self.client.sample(
+                self.search_id, n, beta, seed, min_observed, capacity, temperature
+            )
+        except grpc.RpcError as e:
+            raise BufferUnavailable(f"{e.code().name}: {e.details()}") from e

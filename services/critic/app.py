@@ -49,7 +49,8 @@ class CriticApp:
         return SERVICE_NAME
 
     async def warm_up(self) -> None:
-        await self.feed.start()
+        bus = await self.feed.start()
+        await bus.subscribe(events.ALL_SEARCH_EVENTS, self.servicer.on_search_event)
         log.info("critic ready")
 
     async def close(self) -> None:

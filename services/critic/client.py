@@ -11,9 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import grpc
+
 from fnas.retry import ServiceClient
 from fnas.v1 import common_pb2, critic_pb2, critic_pb2_grpc
 from services.critic.decision import Prediction
+
+
+class CriticUnavailable(RuntimeError):
+    """The critic gave no predictions (down, frozen, failing past every retry): train, do not trust."""
+
 
 #: Predict attempts before giving up (each waits up to the critic's predict_wait_s first).
 PREDICT_ATTEMPTS = 30
@@ -83,5 +90,8 @@ class RemoteCritic:
         self.client, self.search_id, self.space = client, search_id, space
 
     async def predict(self, tokens: Sequence[Sequence[int]], min_observed: int) -> list[Prediction]:
-        """The critic service's predictions for this search."""
-        return await self.client.predict(self.search_id, self.space, tokens, min_observed)
+        """The critic service's predictions for this search; CriticUnavailable when it gave none."""
+        try:
+            return await self.client.predict(self.search_id, self.space, tokens, min_observed)
+        except grpc.RpcError as e:
+            raise CriticUnavailable(f"{e.code().name}: {e.details()}") from e

@@ -167,7 +167,8 @@ class CriticCore:
         critic = self.get(search_id)
         if critic is None:
             raise KeyError(search_id)
-        tensors = {k: v for k, v in critic.model.tensors().items() if k.startswith("net.")}
+        with critic.busy:
+            tensors = {k: v for k, v in critic.model.tensors().items() if k.startswith("net.")}
         meta = {
             "kind": "fnas-critic-snapshot",
             "space": critic.space.id,

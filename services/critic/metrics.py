@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -44,3 +45,10 @@ def observe_predictions(predictions: Sequence[Prediction]) -> None:
     """Counts one Predict answer by decision."""
     for p in predictions:
         PREDICTIONS.labels("known" if p.known else "trusted" if p.trusted else "untrusted").inc()
+
+
+def forget(search_id: str) -> None:
+    """Drops the series of a finished search, so a long-lived critic's /metrics stays bounded."""
+    for gauge in (THRESHOLD, PREQUENTIAL_ERROR):
+        with contextlib.suppress(KeyError):
+            gauge.remove(search_id)

@@ -16,8 +16,9 @@ from collections.abc import Sequence
 import grpc
 
 from fnas import spaces
+from fnas.bounds import clip
 from fnas.config import FieldError
-from fnas.v1 import common_pb2, critic_pb2, critic_pb2_grpc, queue_pb2
+from fnas.v1 import common_pb2, critic_pb2, critic_pb2_grpc, queue_pb2, search_pb2
 from services.critic import metrics
 from services.critic.core import CriticCore
 from services.critic.decision import NotReady, from_options
@@ -41,6 +42,19 @@ class CriticServicer(critic_pb2_grpc.CriticServiceServicer):
             return
         await self._observe(result.search_id, result.architecture, result.sample_index, result.reward.value)
 
+    async def on_search_event(self, subject: str, data: bytes) -> None:
+        """A search's end (its `finished` event): its series leave /metrics and its nets leave memory.
+
+        The nets stay in the store: a later call for that search reloads them.
+        """
+        event = search_pb2.SearchEvent.FromString(data)
+        if event.HasField("finished"):
+            metrics.forget(event.search_id)
+            lock = self._locks.get(event.search_id)
+            if lock is None or not lock.locked():
+                self._locks.pop(event.search_id, None)
+                self.core.critics.pop(event.search_id, None)
+
     async def _observe(
         self, search_id: str, arch: common_pb2.Architecture, index: int, reward: float
     ) -> None:
@@ -63,22 +77,22 @@ class CriticServicer(critic_pb2_grpc.CriticServiceServicer):
         for i, other in enumerate(request.history):
             if not self.core.observed(other):
                 await context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT, f"history[{i}]: no stored results of {other!r}"
+                    grpc.StatusCode.INVALID_ARGUMENT, f"history[{i}]: no stored results of {clip(other)!r}"
                 )
         try:
-            async with self._lock(request.search_id):
-                await asyncio.to_thread(
-                    self.core.open,
-                    request.search_id,
-                    space.id,
-                    request.seed,
-                    decision,
-                    request.snapshot_id,
-                    list(request.history),
-                )
+            await self._in_round(
+                request.search_id,
+                self.core.open,
+                request.search_id,
+                space.id,
+                request.seed,
+                decision,
+                request.snapshot_id,
+                list(request.history),
+            )
         except KeyError:
             await context.abort(
-                grpc.StatusCode.NOT_FOUND, f"snapshot_id: no snapshot {request.snapshot_id!r}"
+                grpc.StatusCode.NOT_FOUND, f"snapshot_id: no snapshot {clip(request.snapshot_id)!r}"
             )
         except ValueError as e:
             field = "snapshot_id" if request.snapshot_id and "snapshot" in str(e) else "history"
@@ -100,16 +114,12 @@ class CriticServicer(critic_pb2_grpc.CriticServiceServicer):
                 grpc.StatusCode.UNAVAILABLE,
                 f"observed {self.core.observed(request.search_id)} of {request.min_observed} results; retry",
             )
-        async with self._lock(request.search_id):
-            started, before = time.perf_counter(), critic.trained.n_trained
-            try:
-                predictions = await asyncio.to_thread(
-                    self.core.predict, request.search_id, tokens, request.min_observed
-                )
-            except NotReady as e:  # cannot happen after _wait; kept for safety
-                await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
-            if critic.trained.n_trained != before:
-                metrics.observe_round(request.search_id, critic, time.perf_counter() - started)
+        try:
+            predictions = await self._in_round(
+                request.search_id, self._predict, request.search_id, tokens, request.min_observed
+            )
+        except NotReady as e:  # cannot happen after _wait; kept for safety
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
         metrics.observe_predictions(predictions)
         return critic_pb2.PredictResponse(
             predictions=[
@@ -143,8 +153,7 @@ class CriticServicer(critic_pb2_grpc.CriticServiceServicer):
         if not request.search_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "search_id: required")
         try:
-            async with self._lock(request.search_id):
-                snapshot_id, data = self.core.export(request.search_id)
+            snapshot_id, data = await self._in_round(request.search_id, self.core.export, request.search_id)
         except KeyError:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"search_id: no critic for {request.search_id!r}")
         return critic_pb2.ExportSnapshotResponse(snapshot_id=snapshot_id, weights=data)
@@ -161,6 +170,33 @@ class CriticServicer(critic_pb2_grpc.CriticServiceServicer):
         return critic_pb2.ImportSnapshotResponse(snapshot_id=snapshot_id)
 
     # helpers
+    def _predict(self, search_id: str, tokens: list[tuple[int, ...]], min_observed: int):
+        """The core's predictions (in a worker thread); times the training round when there was one."""
+        critic = self.core.get(search_id)
+        started, before = time.perf_counter(), critic.trained.n_trained
+        predictions = self.core.predict(search_id, tokens, min_observed)
+        if critic.trained.n_trained != before:
+            metrics.observe_round(search_id, critic, time.perf_counter() - started)
+        return predictions
+
+    async def _in_round(self, search_id: str, fn, *args):
+        """fn(*args) in a worker thread under the search's lock, run to its end even if the caller leaves.
+
+        A call whose deadline passes is cancelled, but its thread cannot be: were the
+        lock released then, the client's retry would train the same nets beside it
+        (seen as Adam's `KeyError: 'exp_avg_sq'`). Shielded, the round keeps the lock
+        until it ends; the retry then finds it done, as rounds are idempotent by count.
+        """
+
+        async def locked():
+            async with self._lock(search_id):
+                return await asyncio.to_thread(fn, *args)
+
+        task = asyncio.ensure_future(locked())
+        # An abandoned round's error is logged, not lost: the retry gets its own.
+        task.add_done_callback(_log_abandoned)
+        return await asyncio.shield(task)
+
     def _lock(self, search_id: str) -> asyncio.Lock:
         return self._locks.setdefault(search_id, asyncio.Lock())
 
@@ -172,7 +208,7 @@ class CriticServicer(critic_pb2_grpc.CriticServiceServicer):
             if a.space and a.space != space.id:
                 await context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT,
-                    f"architectures[{i}].space: is {a.space!r}, not {space.id!r}",
+                    f"architectures[{i}].space: is {clip(a.space)!r}, not {space.id!r}",
                 )
             try:
                 out.append(space.validate(a.tokens))
@@ -193,3 +229,9 @@ class CriticServicer(critic_pb2_grpc.CriticServiceServicer):
                 except TimeoutError:
                     return False
         return True
+
+
+def _log_abandoned(task: asyncio.Task) -> None:
+    expected = KeyError | ValueError | NotReady  # answered to the caller as NOT_FOUND, INVALID_ARGUMENT...
+    if not task.cancelled() and (e := task.exception()) is not None and not isinstance(e, expected):
+        log.warning("critic round failed: %r", e)

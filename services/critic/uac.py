@@ -79,6 +79,9 @@ class SearchCritic:
         self.pretrained = model is not None
         # observe() runs on the event loop while a training round runs in a worker thread.
         self._lock = threading.Lock()
+        #: Held by every round and every reader of the nets: a retried or concurrent call never trains
+        #: the same nets and optimizer from two threads (which corrupted Adam's state).
+        self.busy = threading.RLock()
 
     @property
     def observed(self) -> int:
@@ -96,6 +99,11 @@ class SearchCritic:
         """Predictions after training on the first `min_observed` results; NotReady before they came."""
         if self.observed < min_observed:
             raise NotReady(f"observed {self.observed} of the {min_observed} results the request needs")
+        with self.busy:
+            return self._predict(tokens, min_observed)
+
+    def _predict(self, tokens: Sequence[Sequence[int]], min_observed: int) -> list[Prediction]:
+        # Idempotent by count: a retried call finds the round done and only predicts.
         if min_observed > self.trained.n_trained:
             self.train_to(min_observed)
         if not tokens:
@@ -133,6 +141,10 @@ class SearchCritic:
 
     def train_to(self, n: int) -> None:
         """One training round on the first n observations by sample index (see the module docstring)."""
+        with self.busy:
+            self._train_to(n)
+
+    def _train_to(self, n: int) -> None:
         with self._lock:
             data = sorted(self.observations.items())[:n]
         t = self.trained
@@ -172,6 +184,10 @@ class SearchCritic:
     # state
     def state(self) -> bytes:
         """Nets, optimizer, generator and decision state as safetensors bytes (history not included)."""
+        with self.busy:
+            return self._state()
+
+    def _state(self) -> bytes:
         t = self.trained
         meta = {
             "model": self.model.meta(),

@@ -18,6 +18,7 @@ import numpy as np
 import safetensors.numpy
 
 from fnas import spaces
+from fnas.bounds import clip
 from fnas.v1 import pool_pb2, pool_pb2_grpc
 from services.pool import metrics
 from services.pool.adapt import DTYPES, TensorSpec, adapt_block
@@ -118,7 +119,9 @@ def _check_weights(field: str, data: bytes) -> dict[str, tuple[int, ...]]:
         raise BadRequest(field, f"not a safetensors file ({type(e).__name__}: {e})") from None
     for name, dtype in dtypes.items():
         if _SAFETENSORS_DTYPES.get(dtype) not in DTYPES:
-            raise BadRequest(field, f"tensor {name!r} has dtype {dtype}; send one of {', '.join(DTYPES)}")
+            raise BadRequest(
+                field, f"tensor {clip(name)!r} has dtype {dtype}; send one of {', '.join(DTYPES)}"
+            )
     try:
         arrays = safetensors.numpy.load(data)
     except Exception as e:  # safetensors raises several types for malformed payloads
@@ -148,11 +151,11 @@ def check_query(
         for j, t in enumerate(block.tensors):
             tf = f"{field}.tensors[{j}]"
             if not t.name or t.name in names:
-                raise BadRequest(f"{tf}.name", "empty" if not t.name else f"duplicate name {t.name!r}")
+                raise BadRequest(f"{tf}.name", "empty" if not t.name else f"duplicate name {clip(t.name)!r}")
             names.add(t.name)
             dtype = t.dtype or "float32"
             if dtype not in DTYPES:
-                raise BadRequest(f"{tf}.dtype", f"is {dtype!r}; allowed: {', '.join(DTYPES)}")
+                raise BadRequest(f"{tf}.dtype", f"is {clip(dtype)!r}; allowed: {', '.join(DTYPES)}")
             if int(np.prod(t.shape, dtype=np.float64)) > max_elements:
                 raise BadRequest(f"{tf}.shape", f"{list(t.shape)} exceeds {max_elements} elements")
             specs.append(TensorSpec(t.name, tuple(t.shape), dtype))

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 import prometheus_client
@@ -23,7 +24,7 @@ from nats.js import api
 from fnas import events, queue
 from fnas.config import redact_url
 from fnas.queue import Heartbeat, Poison, StuckMessage
-from fnas.v1 import queue_pb2
+from fnas.v1 import queue_pb2, search_pb2
 from services.trainer.config import TrainerConfig
 from services.trainer.evaluate import Evaluator
 
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 JOBS = prometheus_client.Counter(
     "fnas_trainer_jobs_total",
     "Train jobs handled, by outcome: ok, failed (invalid job), exhausted (redeliveries ran out), "
-    "poison (undecodable, terminated), error (transient, redelivered).",
+    "poison (undecodable, terminated), error (transient, redelivered), dropped (its search had finished).",
     ["outcome"],
 )
 TRAIN_SECONDS = prometheus_client.Histogram(
@@ -45,13 +46,33 @@ QUEUE_PENDING = prometheus_client.Gauge(
 )
 
 
+#: Finished searches a trainer remembers, to drop their queued jobs (oldest forgotten first).
+MAX_FINISHED = 10_000
+
+
+class SearchFinished(Exception):
+    """The job's search finished (cancelled, failed or done) while the job waited or ran."""
+
+
 class TrainerWorker:
-    """One trainer: a pull loop over the JOBS queue plus the max-deliveries handler."""
+    """One trainer: a pull loop over the JOBS queue, the max-deliveries handler and the finished searches.
+
+    The agent announces every search's end on its event subject; a trainer then
+    stops the job of that search it is training and drops the ones still queued
+    (acked without a result: the search counts nothing after its end).
+    """
 
     def __init__(self, cfg: TrainerConfig, evaluator: Evaluator) -> None:
         self.cfg = cfg
         self.evaluator = evaluator
         self._bus: queue.Bus | None = None
+        self._finished: OrderedDict[str, None] = OrderedDict()
+        self._running: dict[str, set[asyncio.Task]] = {}
+
+    @property
+    def busy(self) -> bool:
+        """True while a job is being evaluated."""
+        return bool(self._running)
 
     async def run(self, stop_event: asyncio.Event) -> None:
         """Works until `stop_event` is set; the job in hand then gets cfg.grace_s to finish."""
@@ -78,6 +99,7 @@ class TrainerWorker:
                 replicas=self.cfg.stream_replicas,
             )
             await bus.on_max_deliveries(events.JOBS, events.TRAINER, self._on_exhausted)
+            await bus.subscribe(events.ALL_SEARCH_EVENTS, self._on_search_event)
             poller = asyncio.create_task(self._poll_pending(bus, stop_event), name="trainer-pending")
             log.info("trainer %s working on %s", self.cfg.trainer_id, redact_url(self.cfg.nats_url))
             await bus.work(
@@ -113,7 +135,12 @@ class TrainerWorker:
             log.info(
                 "job %s started", job.job_id, extra={"job_id": job.job_id, "trainer": self.cfg.trainer_id}
             )
-            result, after_publish = await self._evaluate(job, heartbeat)
+            try:
+                result, after_publish = await self._evaluate(job, heartbeat)
+            except SearchFinished:
+                JOBS.labels("dropped").inc()
+                log.info("job %s dropped: its search has finished", job.job_id)
+                return  # acked without a result
             await self._publish(result)
             if after_publish is not None:  # AKP: the trained blocks go to the pool once the result is durable
                 await after_publish()
@@ -139,8 +166,17 @@ class TrainerWorker:
         result = _result_of(job, self.cfg.trainer_id)
         after_publish = None
         start = time.perf_counter()
+        if job.search_id in self._finished:
+            raise SearchFinished(job.search_id)
+        task = asyncio.ensure_future(self.evaluator.evaluate(job, heartbeat))
+        running = self._running.setdefault(job.search_id, set())
+        running.add(task)
         try:
-            evaluation = await self.evaluator.evaluate(job, heartbeat)
+            evaluation = await task
+        except asyncio.CancelledError:
+            if task.cancelled() and job.search_id in self._finished:
+                raise SearchFinished(job.search_id) from None  # our own cancel, not the worker's
+            raise
         except ValueError as e:  # InvalidArchitecture, UnknownSpace, bad RewardSpec: retrying cannot help
             result.outcome = queue_pb2.TRAIN_OUTCOME_FAILED
             result.error = f"invalid job: {e}"
@@ -150,9 +186,25 @@ class TrainerWorker:
             result.pool_blocks_matched = evaluation.pool_blocks_matched
             result.pool_blocks_queried = evaluation.pool_blocks_queried
             after_publish = evaluation.after_publish
+        finally:
+            running.discard(task)
+            if not running:
+                self._running.pop(job.search_id, None)
         result.train_seconds = time.perf_counter() - start
         TRAIN_SECONDS.observe(result.train_seconds)
         return result, after_publish
+
+    async def _on_search_event(self, subject: str, data: bytes) -> None:
+        """Remembers a finished search and stops its jobs in training."""
+        event = search_pb2.SearchEvent.FromString(data)
+        if not event.HasField("finished"):
+            return
+        search_id = event.finished.search_id
+        self._finished[search_id] = None
+        while len(self._finished) > MAX_FINISHED:
+            self._finished.popitem(last=False)
+        for task in self._running.get(search_id, ()):
+            task.cancel()
 
     async def _publish(self, result: queue_pb2.TrainResult) -> None:
         if self._bus is None:

@@ -121,11 +121,15 @@ class Mesh:
         self.procs.append(proc)
         return proc
 
-    def start_agent(self) -> Proc:
+    def start_agent(self, extra: list[str] = ()) -> Proc:
         port = self.agent_address.rsplit(":", 1)[1]
-        return self._spawn(
-            "agent", "agent", ["--port", port, "--data-dir", str(self.root / "data"), "--grace-s", "1"]
-        )
+        args = ["--port", port, "--data-dir", str(self.root / "data"), "--grace-s", "1", *extra]
+        return self._spawn("agent", "agent", args)
+
+    def start_helper(self, service: str, port: int) -> Proc:
+        """The critic or buffer service on `port`, its LMDB under the mesh's data dir."""
+        args = ["--port", str(port), "--data-dir", str(self.root / "data"), "--grace-s", "1"]
+        return self._spawn(service, service, args)
 
     def start_trainer(
         self,

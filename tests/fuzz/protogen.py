@@ -12,6 +12,7 @@ the status code, so undecodable requests can be sent too.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import threading
 from collections.abc import Awaitable, Callable, Mapping
@@ -40,7 +41,11 @@ _INTS = {
     d.FieldDescriptor.TYPE_UINT64: (0, 2**64 - 1),
     d.FieldDescriptor.TYPE_FIXED64: (0, 2**64 - 1),
 }
-_ODD_TEXT = st.sampled_from(["", " ", "a.b", "*", ">", "x/1", "\x00", "é", "a" * 600, "../../etc/passwd"])
+_ODD_TEXT = st.sampled_from(
+    ["", " ", "a.b", "*", ">", "x/1", "\x00", "é", "a" * 600, "../../etc/passwd", "a" * 5000, "é" * 1025]
+)
+#: The longest error detail a reply may carry: values are echoed cut (fnas.bounds.clip), never whole.
+MAX_DETAILS_CHARS = 600
 
 
 def _scalar(field: d.FieldDescriptor) -> st.SearchStrategy[Any]:
@@ -125,7 +130,11 @@ def decodes(cls: type[Message], data: bytes) -> bool:
 def call(
     channel: grpc.Channel, method: str, data: bytes, timeout_s: float = 5.0, streaming: bool = False
 ) -> tuple[grpc.StatusCode, str]:
-    """Sends raw request bytes to `method` ('/pkg.Service/Method'); (status code, details)."""
+    """Sends raw request bytes to `method` ('/pkg.Service/Method'); (status code, details).
+
+    The deadline is `timeout_s` stretched by the machine's load (`scaled`).
+    """
+    timeout_s = scaled(timeout_s)
     try:
         if streaming:
             stream = channel.unary_stream(method)(data, timeout=timeout_s)
@@ -151,6 +160,16 @@ def check_reply(cls: type[Message], data: bytes, code: grpc.StatusCode, details:
         assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("request: "), details
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         assert FIELD_REASON.match(details), f"INVALID_ARGUMENT without '<field>: <reason>': {details!r}"
+    assert len(details) <= MAX_DETAILS_CHARS, f"{code.name} echoed {len(details)} characters: {details[:200]}"
+
+
+def scaled(seconds: float) -> float:
+    """A test deadline stretched by the machine's load: on a busy CI runner calls take longer.
+
+    The factor is the 1-minute load per core (at least 1), times FNAS_TEST_TIME_SCALE (default 1).
+    """
+    load = os.getloadavg()[0] / (os.cpu_count() or 1)
+    return seconds * max(1.0, load) * float(os.environ.get("FNAS_TEST_TIME_SCALE", "1"))
 
 
 class ServerThread:

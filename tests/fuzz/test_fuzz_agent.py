@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import math
+
 import grpc
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from protogen import ServerThread, call, check_reply, messages, requests
 
-from fnas import serving, tenancy
+from fnas import bounds, serving, tenancy
 from fnas.nats_server import EmbeddedNats
 from fnas.v1 import common_pb2, search_pb2
 from services.agent.app import AgentApp
 from services.agent.config import AgentConfig
-from services.agent.spec import STRATEGIES, validate
+from services.agent.spec import MAX_SIMULATED_SECONDS, STRATEGIES, validate
 
 pytestmark = pytest.mark.timeout(120)
 SERVICE = "/fnas.v1.SearchService/"
@@ -33,6 +35,11 @@ HINTS = {
     "cost": st.integers(0, 3),
     "target_latency_ms": st.floats(0.01, 100),
     "search_id": st.sampled_from(["", "0123456789ab", "x" * 65]),
+    # Values that once passed validation: a trainer held for 30 years, NaN budgets, a 1 MB name.
+    "simulated_seconds": st.sampled_from([0.0, 0.5, 1e9, math.nan, math.inf, -1.0]),
+    "max_seconds": st.sampled_from([0.0, 60.0, math.nan, math.inf, -math.inf]),
+    "target_reward": st.sampled_from([0.5, math.nan, math.inf]),
+    "name": st.sampled_from(["", "run-1", "n" * 1_000_000]),
 }
 
 
@@ -130,7 +137,9 @@ def test_submit_search_refuses_bad_specs_and_stores_only_good_ones(agent, data):
     (new,) = after - before
     status = app.store.status(new)
     validate(status.spec)  # what was stored is a valid spec...
-    assert tenancy.budget_refusal(status.spec, LIMITS) is None  # ...within the limits
+    assert tenancy.budget_refusal(status.spec, LIMITS) is None  # ...within the limits...
+    assert bounds.violation(status.spec) is None  # ...with finite numbers and bounded strings
+    assert status.spec.task.simulated_seconds <= MAX_SIMULATED_SECONDS
     request = search_pb2.CancelSearchRequest(search_id=new).SerializeToString()
     assert call(channel, SERVICE + "CancelSearch", request)[0] == grpc.StatusCode.OK
 
@@ -160,3 +169,47 @@ def test_reads_and_cancel_never_crash_or_store(agent, method, data):
         grpc.StatusCode.DEADLINE_EXCEEDED if method == "WatchSearch" else grpc.StatusCode.OK,
     ), f"{code.name}: {details}"
     assert len(app.store.statuses()) == len(before)
+
+
+def _edge(**fields) -> common_pb2.SearchSpec:
+    """A valid spec with one field set to a value that once got through."""
+    spec = _spec("nasbench-graph/cora", "ppo", 10, common_pb2.COST_METRIC_NONE, [], 1, 10)
+    for path, value in fields.items():
+        *parents, name = path.split("__")
+        target = spec
+        for p in parents:
+            target = getattr(target, p)
+        if isinstance(value, list):
+            getattr(target, name).extend(value)
+        else:
+            setattr(target, name, value)
+    return spec
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        (_edge(task__simulated_seconds=1e9), "task.simulated_seconds"),
+        (_edge(task__simulated_seconds=math.nan), "task.simulated_seconds"),
+        (_edge(budget__max_seconds=math.nan), "budget.max_seconds"),
+        (_edge(budget__max_seconds=math.inf), "budget.max_seconds"),
+        (_edge(budget__target_reward=math.nan), "budget.target_reward"),
+        (_edge(reward__alpha=math.inf), "reward.alpha"),
+        (_edge(fnas__ucb=math.nan), "fnas.ucb"),
+        (_edge(name="n" * 1_000_000), "name"),
+        (_edge(strategy="s" * 1_000_000), "strategy"),
+        (_edge(space="s" * 5000), "space"),
+        (_edge(critic_history=["a", "h" * 1_000_000]), "critic_history[1]"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_out_of_range_values_are_refused_with_their_field_and_a_short_reply(agent, spec, field):
+    app, channel = agent
+    before = len(app.store.statuses())
+    data = search_pb2.SubmitSearchRequest(spec=spec).SerializeToString()
+    code, details = call(channel, SERVICE + "SubmitSearch", data)
+    check_reply(search_pb2.SubmitSearchRequest, data, code, details)  # short: never echoes a huge value
+    # The request guard names the path in the request (spec.name), the spec check the path in the spec.
+    assert code == grpc.StatusCode.INVALID_ARGUMENT, details
+    assert details.removeprefix("spec.").startswith(f"{field}: "), details
+    assert len(app.store.statuses()) == before

@@ -117,18 +117,22 @@ async def test_a_tenant_sees_and_cancels_only_its_own_searches(agent):
         assert (await alice.get(mine)).tenant == "alice"
         assert [s.search_id for s in await alice.list()] == [mine]
         assert [s.search_id for s in await bob.list()] == [theirs]
-        for call in (
-            bob.get(mine),
-            bob.cancel(mine),
-            bob.top(mine),
-            anext(aiter(bob.watch(mine))),
+        unknown = "0123456789ab"
+        for name, call in (
+            ("get", lambda c, i: c.get(i)),
+            ("cancel", lambda c, i: c.cancel(i)),
+            ("top", lambda c, i: c.top(i)),
+            ("watch", lambda c, i: anext(aiter(c.watch(i)))),
         ):
-            code, details = await code_of(call)
-            assert code == grpc.StatusCode.PERMISSION_DENIED and details.startswith("search_id: "), details
+            # Another tenant's search answers word for word like an id that does not exist.
+            code, details = await code_of(call(bob, mine))
+            assert (code, details.replace(mine, unknown)) == await code_of(call(bob, unknown)), name
+            assert code == grpc.StatusCode.NOT_FOUND and details.startswith("search_id: "), details
         assert (await alice.get(mine)).state == search_pb2.SEARCH_STATE_RUNNING  # bob's cancel did nothing
-        # Pre-training a critic on another tenant's results would leak them.
+        # Pre-training a critic on another tenant's results would leak them: refused like unknown results.
         code, details = await code_of(bob.submit(spec(strategy="fnas-uac", critic_history=[mine])))
-        assert code == grpc.StatusCode.PERMISSION_DENIED and details.startswith("critic_history[0]: ")
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+        assert details == f"critic_history[0]: no stored results of {mine!r}"
         assert (await alice.cancel(mine)).state == search_pb2.SEARCH_STATE_CANCELLED
         assert (await bob.get(theirs)).state == search_pb2.SEARCH_STATE_RUNNING
 
@@ -167,4 +171,4 @@ async def test_cli_sends_the_token_and_client_certificate(agent, pki, capsys, mo
     assert "UNAUTHENTICATED" in capsys.readouterr().err
     monkeypatch.setenv("FNAS_TOKEN", BOB)  # the variable works too; bob sees none of alice's searches
     assert await asyncio.to_thread(cli.main, ["cancel", "--target", address, *files, mine]) == 1
-    assert "PERMISSION_DENIED" in capsys.readouterr().err
+    assert "NOT_FOUND" in capsys.readouterr().err

@@ -69,8 +69,24 @@ def as_list(samples) -> list[tuple[str, tuple[int, ...], float]]:
     return [(SOURCES[s.source], tuple(s.architecture.tokens), s.reward.value) for s in samples]
 
 
-async def test_fnas_search_accounting_adds_up_and_matches_the_plain_loop(cluster, client):
-    status, samples = await run_to_end(client, spec())
+def scrape(cluster) -> str:
+    return urllib.request.urlopen(f"http://127.0.0.1:{cluster.metrics_port}/metrics").read().decode()
+
+
+async def test_fnas_search_accounting_adds_up_and_matches_the_plain_loop(cluster, client, eventually):
+    search_id = await client.submit(spec())
+    samples, running = [], ""
+    async for e in client.watch(search_id):
+        if e.HasField("sample"):
+            samples.append(e.sample)
+        elif e.HasField("update") and e.update.calibration_samples and not running:
+            running = scrape(cluster)  # while the search runs, its own series are there...
+    status = await client.get(search_id)
+    label = f'search="{search_id}"'
+    for name in ("fnas_agent_best_reward", "fnas_agent_sample_speedup_ratio", "fnas_critic_threshold"):
+        assert f"{name}{{{label}}}" in running, name
+    # ...and once it has ended they leave /metrics (the critic hears of the end on NATS).
+    await eventually(lambda: label not in scrape(cluster), msg="a finished search's series stayed")
     assert status.state == search_pb2.SEARCH_STATE_SUCCEEDED
     by_source = {name: sum(SOURCES[s.source] == name for s in samples) for name in SOURCES.values()}
     assert status.activated_samples == 60
@@ -95,7 +111,7 @@ async def test_fnas_search_accounting_adds_up_and_matches_the_plain_loop(cluster
     plain = await arun_plain_fnas(strategy, accuracy(space), 60, decision=from_options(OPTIONS))
     assert plain.samples == as_list(samples)
 
-    text = urllib.request.urlopen(f"http://127.0.0.1:{cluster.metrics_port}/metrics").read().decode()
+    text = scrape(cluster)
     for line in (
         'fnas_agent_samples_total{source="critic"}',
         'fnas_agent_samples_total{source="buffer"}',

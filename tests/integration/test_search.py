@@ -91,6 +91,18 @@ async def test_cancel_stops_a_running_search(client, eventually):
     assert events[-1].HasField("finished") and [e.seq for e in events] == list(range(1, len(events) + 1))
 
 
+async def test_a_cancelled_search_frees_its_trainers_at_once(cluster, client, eventually):
+    """Its jobs in training stop and its queued ones are dropped: the next search does not wait for them."""
+    slow = await client.submit(spec(budget=100, task=common_pb2.Task(simulated_seconds=600)))
+    await eventually(lambda: all(w.busy for w in cluster.workers), timeout_s=20, msg="trainers never busy")
+    await client.cancel(slow)
+    await eventually(lambda: not any(w.busy for w in cluster.workers), timeout_s=10, msg="trainers still busy")
+    status, _ = await run_to_end(client, spec(budget=10))
+    assert status.state == search_pb2.SEARCH_STATE_SUCCEEDED and status.activated_samples == 10
+    cancelled = await client.get(slow)
+    assert cancelled.state == search_pb2.SEARCH_STATE_CANCELLED and cancelled.activated_samples == 0
+
+
 async def _activated(client: SearchClient, search_id: str) -> bool:
     return (await client.get(search_id)).activated_samples > 0
 

@@ -321,3 +321,23 @@ def test_spec_switches_and_options_reach_the_strategy_and_bad_ones_are_refused()
         s.fnas.CopyFrom(bad)
         with pytest.raises(specs.SpecError, match=f"^{field}:"):
             specs.validate(s)
+
+
+async def test_a_critic_and_buffer_that_answer_nothing_degrade_the_batch_instead_of_failing_it():
+    """Real clients to a port nobody serves: past their patience the batch is trained and goes unreplayed."""
+    import socket
+
+    from services.buffer.client import BufferClient, RemoteBuffer
+    from services.critic.client import CriticClient, RemoteCritic
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{sock.getsockname()[1]}"  # bound, never listening: connections are refused
+        async with (
+            CriticClient(address, timeout_s=0.5, patience_s=0.5) as critic,
+            BufferClient(address, timeout_s=0.5, patience_s=0.5) as buffer,
+        ):
+            s = strategy(batch_size=10)
+            plan = await assemble.plan_batch(s, RemoteCritic(critic, "s1", CORA.id), 30, max_trained=6)
+            assert len(plan) == 6 and all(p.trains for p in plan)
+            assert await assemble.replays(s, RemoteBuffer(buffer, "s1"), 6, 30, 0.5) == []

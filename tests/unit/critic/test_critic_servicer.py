@@ -161,3 +161,43 @@ async def test_snapshot_export_import_and_transfer_to_another_task(served):
     await client.open_search("s3", "nasbench-graph/pubmed", 2, history=["s1"])
     assert servicer.core.get("s3").observed == 0  # pre-trained on s1's results, which stay s1's
     assert (await code_of(client.export_snapshot("nope")))[0] == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_retried_predict_waits_for_the_abandoned_round_and_trains_once(served, monkeypatch):
+    """A Predict whose deadline passes mid-round must not let its retry train the same nets beside it."""
+    import threading
+    import time
+
+    from services.critic.model import UAC
+
+    servicer, client, _ = served
+    await client.open_search("s1", CORA, 7, common_pb2.FnasOptions(warmup=3))
+    for i in range(12):
+        await servicer.on_result(result(i, 0.6 + 0.01 * i))
+    fit, lock = UAC.fit, threading.Lock()
+    running, seen = [0], {"max": 0, "rounds": 0}
+
+    def slow_fit(self, *args, **kw):
+        with lock:
+            running[0] += 1
+            seen["max"], seen["rounds"] = max(seen["max"], running[0]), seen["rounds"] + 1
+        try:
+            time.sleep(0.6)  # a slow round: the first call's deadline passes inside it
+            return fit(self, *args, **kw)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(UAC, "fit", slow_fit)
+    from fnas.v1 import critic_pb2
+
+    request = critic_pb2.PredictRequest(
+        search_id="s1", architectures=[common_pb2.Architecture(tokens=arch(0))], min_observed=12
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await client.stub.Predict(request, timeout=0.2)
+    assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    preds = await client.predict("s1", CORA, [arch(0)], 12)  # the retry
+    assert len(preds) == 1 and preds[0].known
+    assert seen == {"max": 1, "rounds": 1}
+    assert servicer.core.get("s1").trained.n_trained == 12

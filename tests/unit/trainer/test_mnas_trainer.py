@@ -53,7 +53,9 @@ def test_training_on_cpu_lowers_the_loss(runner):
     assert out.iterations == 2 * (1437 // 64) == len(out.losses)
     first, last = np.mean(out.losses[:5]), np.mean(out.losses[-5:])
     assert last < first - 0.3, (first, last)
-    assert out.accuracy > 0.2  # ten classes: chance is 0.1
+    # Ten classes: chance is 0.1, with a standard deviation of 0.016 on the 360 held-out digits; 0.15 is
+    # three of them above it. (0.2 failed on some CPUs, whose float rounding gave 0.18 after 2 epochs.)
+    assert out.accuracy > 0.15
     assert out.mult_adds == count_mult_adds(MOBILENET_V2_TOKENS, (1, 8, 8), 10, 0.25)
     assert out.params == count_params(MOBILENET_V2_TOKENS, (1, 8, 8), 10, 0.25)
     assert out.params == sum(p.numel() for p in out.model.parameters())
