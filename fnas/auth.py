@@ -37,6 +37,8 @@ TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 MIN_TOKEN_CHARS = 16
 #: The tenant of every call when authentication is off.
 ANONYMOUS = ""
+#: The identity of the mesh's own services (a call that presented the service token).
+SERVICE_TENANT = "fnas-service"
 
 _TENANT: ContextVar[str] = ContextVar("fnas_tenant", default=ANONYMOUS)
 
@@ -230,6 +232,7 @@ def _as_tenant(behaviour: Any, tenant: str) -> Any:
 
 __all__ = [
     "ANONYMOUS",
+    "SERVICE_TENANT",
     "BearerAuth",
     "TokenTable",
     "auth_failures",

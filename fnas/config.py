@@ -11,9 +11,11 @@ import argparse
 import ast
 import dataclasses
 import inspect
+import ipaddress
 import itertools
 import os
 import re
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -65,12 +67,15 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, prefix: str) -> argpar
     """One flag per field (--nats-url, --ack-wait-s...), default None so the environment still applies."""
     docs = field_docs(cls)
     for f in dataclasses.fields(cls):
+        # A bool flag alone means true (--insecure); it also takes a value (--sync false).
+        switch = {"nargs": "?", "const": "true"} if str(f.type).startswith("bool") else {}
         parser.add_argument(
             "--" + f.name.replace("_", "-"),
             dest=f.name,
             type=_flag_parser(cls, f.name),
             default=None,
             help=f"{docs.get(f.name, '')} (env {env_var(prefix, f.name)}, default {f.default!r})",
+            **switch,
         )
     return parser
 
@@ -106,6 +111,17 @@ def field_docs(cls: type) -> dict[str, str]:
             if named and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
                 docs[node.target.id] = str(nxt.value.value).strip()
     return docs
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1), bracketed or not."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 #: JetStream's limit on a stream's replicas (num_replicas).
@@ -194,6 +210,11 @@ class TransportSecurity:
     """NATS user name; empty: connect without credentials."""
     nats_password: str = ""
     """NATS password (prefer the environment variable to a flag; never logged)."""
+    service_token: str = ""
+    """The mesh's shared secret: the critic, buffer and pool require it as a bearer token, every service
+    sends it to them (use the environment variable; never logged)."""
+    insecure: bool = False
+    """Listen or connect beyond loopback without a service identity or NATS credentials (trusted networks)."""
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -202,6 +223,51 @@ class TransportSecurity:
             raise ValueError("tls_client_ca: needs tls_cert and tls_key (mTLS is on top of TLS)")
         if self.nats_password and not self.nats_user:
             raise ValueError("nats_password: needs nats_user")
+        if self.service_token and (
+            len(self.service_token) < 16 or any(c.isspace() for c in self.service_token)
+        ):
+            raise ValueError("service_token: must be >= 16 characters without spaces")
+        if not self.insecure:
+            self._check_exposure()
+
+    def _check_exposure(self) -> None:
+        """ValueError when the service would listen or connect beyond loopback with nobody's identity.
+
+        A gRPC bind or a call to another service beyond loopback needs the
+        service identity (service_token, or mTLS: tls_client_ca); NATS beyond
+        loopback, or from a service that listens beyond it, needs credentials
+        (nats_user, or credentials in the URL). `insecure` lifts both.
+        """
+        identity = bool(self.service_token) or self.tls_client_ca is not None
+        host = getattr(self, "host", "127.0.0.1")
+        if not identity and not is_loopback(host):
+            raise ValueError(
+                f"host: {host} accepts calls from other hosts; set service_token (or mTLS: tls_client_ca) "
+                "so that only the mesh may call, or insecure on a trusted network"
+            )
+        for name in ("critic_address", "buffer_address", "pool_address"):
+            address = getattr(self, name, "")
+            if address and not identity and not is_loopback(address.rpartition(":")[0]):
+                raise ValueError(
+                    f"{name}: {address} is beyond loopback, where the service requires the mesh's identity; "
+                    "set service_token (or mTLS), or insecure on a trusted network"
+                )
+        nats_url = getattr(self, "nats_url", "")
+        if not nats_url or self.nats_user or "@" in urllib.parse.urlsplit(nats_url).netloc:
+            return
+        if not is_loopback(urllib.parse.urlsplit(nats_url).hostname or "") or not is_loopback(host):
+            raise ValueError(
+                "nats_url: NATS beyond loopback needs credentials (nats_user and nats_password, or a "
+                "token in the URL), or insecure on a trusted network"
+            )
+
+    def service_auth(self, services: list[str]) -> list[Any]:
+        """Server interceptors requiring service_token on `services` (full names); none without a token."""
+        from fnas import auth
+
+        if not self.service_token:
+            return []
+        return [auth.BearerAuth(auth.TokenTable({self.service_token: auth.SERVICE_TENANT}), services)]
 
     def server_tls(self) -> dict[str, Path | None]:
         """The TLS fields of fnas.serving.ServerConfig."""

@@ -55,7 +55,7 @@ def rpc_latency(service: str) -> prometheus_client.Histogram:
         return hist
 
 
-def start_http(port: int, addr: str = "0.0.0.0") -> int:
+def start_http(port: int, addr: str = "127.0.0.1") -> int:
     """Serves /metrics of this process on `port` (0: a free one); idempotent per port; returns the port."""
     with _lock:
         if port in _http_ports:

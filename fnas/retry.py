@@ -134,16 +134,18 @@ class ServiceClient:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         tls: Any = None,
         patience_s: float | None = None,
+        token: str = "",
     ) -> None:
         """`tls`: a fnas.tls.ClientTLS to reach a TLS (or mTLS) server; None: plaintext.
 
         `patience_s`: no new attempt of a call once that long has passed since its first
-        (None: only the attempt count bounds it).
+        (None: only the attempt count bounds it). `token`: the mesh's service token, sent
+        as a bearer token on every call.
         """
         self.target = target
         self.timeout_s = timeout_s
         self.patience_s = patience_s
-        self._channel = channel(target, tls=tls)
+        self._channel = channel(target, tls=tls, token=token or None)
         self.stub = self.stub_class(self._channel)
 
     async def __aenter__(self):

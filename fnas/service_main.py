@@ -49,6 +49,7 @@ class ServiceMain:
                 host=cfg.host,
                 port=cfg.port,
                 metrics_port=cfg.metrics_port,
+                metrics_host=cfg.metrics_host,
                 grace_s=cfg.grace_s,
                 **cfg.server_tls(),
             )

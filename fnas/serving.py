@@ -52,6 +52,8 @@ class ServerConfig:
     """gRPC port; 0 picks a free one (tests, the in-process harness)."""
     metrics_port: int | None = None
     """Prometheus /metrics port; None serves no endpoint."""
+    metrics_host: str = "127.0.0.1"
+    """Address /metrics listens on (loopback unless another host scrapes it)."""
     grace_s: float = 10.0
     """Seconds in-flight RPCs get to finish on shutdown."""
     max_send_message_bytes: int = MAX_MESSAGE_BYTES
@@ -248,7 +250,7 @@ async def serve(
     handlers and stops when the event is set.
     """
     if cfg.metrics_port is not None:
-        metrics.start_http(cfg.metrics_port)
+        metrics.start_http(cfg.metrics_port, addr=cfg.metrics_host)
     loop = asyncio.get_running_loop()
     stop = stop_event if stop_event is not None else asyncio.Event()
     signals = (signal.SIGTERM, signal.SIGINT) if stop_event is None else ()

@@ -37,13 +37,9 @@ class AgentApp:
         self.store = AgentStore(cfg.data_dir / "agent")
         # The fnas strategies' critic and buffer (DESIGN.md step 2 and 6); channels connect lazily.
         tls = cfg.client_tls()
-        patience = cfg.module_patience_s
-        self.critic = (
-            CriticClient(cfg.critic_address, tls=tls, patience_s=patience) if cfg.critic_address else None
-        )
-        self.buffer = (
-            BufferClient(cfg.buffer_address, tls=tls, patience_s=patience) if cfg.buffer_address else None
-        )
+        kw = {"tls": tls, "patience_s": cfg.module_patience_s, "token": cfg.service_token}
+        self.critic = CriticClient(cfg.critic_address, **kw) if cfg.critic_address else None
+        self.buffer = BufferClient(cfg.buffer_address, **kw) if cfg.buffer_address else None
         limits = tenancy.Limits(cfg.max_searches_per_tenant, cfg.max_budget_samples, cfg.max_budget_seconds)
         self.servicer = SearchServicer(
             self.store,
@@ -74,6 +70,7 @@ class AgentApp:
             host=cfg.host,
             port=cfg.port,
             metrics_port=cfg.metrics_port,
+            metrics_host=cfg.metrics_host,
             grace_s=cfg.grace_s,
             max_receive_message_bytes=cfg.max_message_bytes,
             **cfg.server_tls(),

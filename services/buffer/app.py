@@ -41,6 +41,10 @@ class BufferApp:
         buffer_pb2_grpc.add_BufferServiceServicer_to_server(self.servicer, server)
         return SERVICE_NAME
 
+    def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
+        """The service token required on every call when one is set (health and reflection stay open)."""
+        return self.cfg.service_auth([SERVICE_NAME])
+
     async def warm_up(self) -> None:
         await self.feed.start()
         log.info("buffer ready")

@@ -48,6 +48,10 @@ class CriticApp:
         critic_pb2_grpc.add_CriticServiceServicer_to_server(self.servicer, server)
         return SERVICE_NAME
 
+    def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
+        """The service token required on every call when one is set (health and reflection stay open)."""
+        return self.cfg.service_auth([SERVICE_NAME])
+
     async def warm_up(self) -> None:
         bus = await self.feed.start()
         await bus.subscribe(events.ALL_SEARCH_EVENTS, self.servicer.on_search_event)

@@ -38,6 +38,10 @@ class PoolApp:
         pool_pb2_grpc.add_PoolServiceServicer_to_server(self.servicer, server)
         return SERVICE_NAME
 
+    def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
+        """The service token required on every call when one is set (health and reflection stay open)."""
+        return self.cfg.service_auth([SERVICE_NAME])
+
     async def warm_up(self) -> None:
         blocks, per_task = self.store.stats()
         log.info("pool ready: %d blocks %s, %d MiB map", blocks, per_task, self.store.map_size() >> 20)

@@ -29,12 +29,16 @@ class PoolClient:
         timeout_s: float = TRANSFER_TIMEOUT_S,
         tls: ClientTLS | None = None,
         attempts: int = 5,
+        token: str = "",
     ) -> None:
-        """`tls`: reach a TLS (or mTLS) server; None: plaintext. `attempts` bounds the retries of a call."""
+        """`tls`: reach a TLS (or mTLS) server; None: plaintext. `attempts` bounds the retries of a call.
+
+        `token`: the mesh's service token, sent as a bearer token on every call.
+        """
         self.target = target
         self.timeout_s = timeout_s
         self.attempts = attempts
-        self._channel = channel(target, tls=tls)
+        self._channel = channel(target, tls=tls, token=token or None)
         self.stub = pool_pb2_grpc.PoolServiceStub(self._channel)
 
     async def __aenter__(self) -> PoolClient:

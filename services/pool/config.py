@@ -22,6 +22,8 @@ class PoolConfig(config.TransportSecurity):
     """gRPC port; 0 picks a free one."""
     metrics_port: int | None = None
     """Prometheus /metrics port; None serves no endpoint."""
+    metrics_host: str = "127.0.0.1"
+    """Address /metrics listens on: loopback unless a scraper on another host needs it (0.0.0.0 in a pod)."""
     log_level: str = "INFO"
     """Root log level."""
     map_size_mb: int = 64

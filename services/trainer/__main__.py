@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.setdefault(var, str(cfg.torch_threads))
     log.info("trainer config %s", config.redacted(cfg))  # secrets masked
     if cfg.metrics_port is not None:
-        metrics.start_http(cfg.metrics_port)
+        metrics.start_http(cfg.metrics_port, addr=cfg.metrics_host)
     asyncio.run(run(cfg))
     return 0
 

@@ -36,6 +36,8 @@ class TrainerConfig(config.JetStreamClient):
     """On SIGTERM, seconds the current job gets to finish before it is handed back to the queue."""
     metrics_port: int | None = None
     """Prometheus /metrics port; None serves no endpoint."""
+    metrics_host: str = "127.0.0.1"
+    """Address /metrics listens on: loopback unless a scraper on another host needs it (0.0.0.0 in a pod)."""
     torch_threads: int = 1
     """torch.set_num_threads for training; more threads than free cores slows training 20-50x."""
     pending_poll_s: float = 5.0

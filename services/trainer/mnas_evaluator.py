@@ -64,7 +64,13 @@ class MnasEvaluator:
         self.cfg = cfg
         self.pool = None
         if cfg.pool_address:  # the pool's own client: deadlines, and retries of its idempotent calls
-            self.pool = PoolClient(cfg.pool_address, cfg.pool_timeout_s, tls=cfg.client_tls(), attempts=3)
+            self.pool = PoolClient(
+                cfg.pool_address,
+                cfg.pool_timeout_s,
+                tls=cfg.client_tls(),
+                attempts=3,
+                token=cfg.service_token,
+            )
         self.settings = settings_of(cfg)
         self.child = ChildProcess(self.settings) if cfg.isolation == "process" else None
         self._runner = None  # the in-process JobRunner (isolation = "thread"), made on first use

@@ -18,6 +18,11 @@ def default(value: str) -> str:
     return found.group(1) if found else value
 
 
+def required(value: str) -> str:
+    """'${FNAS_SERVICE_TOKEN:?set it}' -> '<FNAS_SERVICE_TOKEN>': a variable compose will not run without."""
+    return re.sub(r"\$\{(\w+):\?[^}]*\}", lambda m: f"<{m.group(1)}>", value)
+
+
 def fnas_containers(compose) -> dict:
     return {n: s for n, s in compose["services"].items() if s.get("command", [""])[0] == "serve"}
 
@@ -51,8 +56,12 @@ def test_fnas_containers_agree_with_fnas_serve(compose, cli, landed):
         assert kind in cli, (
             f"services/{kind}/__main__.py exists: add {kind} to SERVICES in fnas/cli/cluster.py"
         )
-        env = {k: str(v) for k, v in svc.get("environment", {}).items()}
+        env = {k: required(str(v)) for k, v in svc.get("environment", {}).items()}
         cfg = cli[kind].effective(command[2:], env)
+        # Issue 21: the internal services answer only the mesh, NATS only its user, no default secrets.
+        assert cfg.service_token == "<FNAS_SERVICE_TOKEN>" and not cfg.insecure, name
+        assert not hasattr(cfg, "nats_url") or cfg.nats_password == "<FNAS_NATS_PASSWORD>", name
+        assert cfg.metrics_host == "0.0.0.0", f"{name}: Prometheus scrapes it from another container"
         if kind in GRPC_NAME:
             assert cfg.host == "0.0.0.0" and cfg.port == int(flag(command, "--port"))
         else:
@@ -94,6 +103,7 @@ def test_state_dependencies_and_exposure(compose, nats_version):
     nats = services["nats"]
     assert nats["image"] == f"nats:{nats_version}-alpine"  # the server version the tests run
     assert "--jetstream" in nats["command"]
+    assert flag(nats["command"], "--user") == "fnas" and ":?" in flag(nats["command"], "--pass")
     store = flag(nats["command"], "--store_dir")
     assert any(v.split(":")[0] in volumes and v.split(":")[1] == store for v in nats["volumes"])
     for name, svc in services.items():

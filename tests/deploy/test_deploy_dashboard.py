@@ -102,13 +102,25 @@ async def test_dashboard_queries_name_only_metrics_the_services_export(repo, tmp
         seed=1,
         budget=common_pb2.Budget(max_activated_samples=8),
     )
-    async with Cluster(tmp_path / "data", trainers=1, metrics_port=0) as cluster:
-        async with SearchClient(cluster.agent_address) as client:
-            search_id = await client.submit(spec)
-            events = [e async for e in client.watch(search_id)]
-            assert events[-1].HasField("finished")
+    async with (
+        Cluster(tmp_path / "data", trainers=1, metrics_port=0) as cluster,
+        SearchClient(cluster.agent_address) as client,
+    ):
+        search_id = await client.submit(spec)
+        events = [e async for e in client.watch(search_id)]
+        assert events[-1].HasField("finished")
+        # Per-search series leave /metrics when their search ends: keep one running while scraping.
+        running_spec = common_pb2.SearchSpec()
+        running_spec.CopyFrom(spec)
+        running_spec.budget.max_activated_samples = 10_000
+        running_spec.task.simulated_seconds = 0.05
+        running_id = await client.submit(running_spec)
+        async for e in client.watch(running_id):
+            if e.HasField("sample"):
+                break
         with urllib.request.urlopen(f"http://127.0.0.1:{cluster.metrics_port}/metrics", timeout=10) as r:
             text = r.read().decode()
+        await client.cancel(running_id)
     scraped = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
     assert scraped["fnas_agent_activated_samples_total"] >= 8  # the cluster really ran the search
     running = {n.split("_")[1] for n in scraped if n.startswith("fnas_")}  # services in this cluster

@@ -24,6 +24,7 @@ import nats
 from fnas import events, serving
 from fnas.cli.cluster import SERVICES
 from fnas.client import SearchClient
+from fnas.config import is_loopback
 from fnas.nats_server import EmbeddedNats
 from fnas.tls import ClientTLS
 from fnas.v1 import common_pb2, queue_pb2, search_pb2
@@ -77,11 +78,24 @@ class Proc:
 class Mesh:
     """nats-server + agent + trainers as separate processes (one test's cluster)."""
 
-    def __init__(self, root: Path, *, secure: bool = False, pki=None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        secure: bool = False,
+        pki=None,
+        host: str = "127.0.0.1",
+        nats_auth: bool = False,
+        service_token: str = "",
+    ) -> None:
+        """`service_token`: every service gets it (FNAS_<SERVICE>_SERVICE_TOKEN), the mesh's identity."""
         self.root, self.secure, self.pki, self.host = root, secure, pki, host
+        self.service_token = service_token
         self.logs = root / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
-        auth = {"user": NATS_USER, "password": NATS_PASSWORD} if secure else {}
+        # NATS beyond loopback always has a user (fnas.config refuses it without credentials).
+        self.nats_auth = nats_auth or secure or not is_loopback(host)
+        auth = {"user": NATS_USER, "password": NATS_PASSWORD} if self.nats_auth else {}
         # A fixed port, so that a restarted nats-server is where the clients reconnect to.
         self.nats = EmbeddedNats(root / "nats", port=free_port(host), host=host, **auth)
         self.agent_address = f"127.0.0.1:{free_port()}"
@@ -94,8 +108,10 @@ class Mesh:
     def _env(self, service: str) -> dict[str, str]:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
         prefix = f"FNAS_{service.upper()}_"
-        if self.secure:
+        if self.nats_auth:
             env |= {prefix + "NATS_USER": NATS_USER, prefix + "NATS_PASSWORD": NATS_PASSWORD}
+        if self.service_token:
+            env[prefix + "SERVICE_TOKEN"] = self.service_token
         if self.secure and service == "agent":
             env |= {
                 prefix + "AUTH_TOKENS": f"e2e:{TOKEN}",
@@ -126,9 +142,9 @@ class Mesh:
         args = ["--port", port, "--data-dir", str(self.root / "data"), "--grace-s", "1", *extra]
         return self._spawn("agent", "agent", args)
 
-    def start_helper(self, service: str, port: int) -> Proc:
+    def start_helper(self, service: str, port: int, extra: list[str] = ()) -> Proc:
         """The critic or buffer service on `port`, its LMDB under the mesh's data dir."""
-        args = ["--port", str(port), "--data-dir", str(self.root / "data"), "--grace-s", "1"]
+        args = ["--port", str(port), "--data-dir", str(self.root / "data"), "--grace-s", "1", *extra]
         return self._spawn(service, service, args)
 
     def start_trainer(
@@ -145,9 +161,9 @@ class Mesh:
         args += ["--max-deliver", "5", "--grace-s", "1", "--nak-delay-s", "0.2", *extra]
         return self._spawn(name, "trainer", args, prefix)
 
-    def start_pool(self, port: int) -> Proc:
+    def start_pool(self, port: int, extra: list[str] = ()) -> Proc:
         """The PoolService on `port`, its LMDB under the mesh's data dir (fsync per put: the default)."""
-        args = ["--port", str(port), "--data-dir", str(self.root / "data"), "--grace-s", "1"]
+        args = ["--port", str(port), "--data-dir", str(self.root / "data"), "--grace-s", "1", *extra]
         return self._spawn("pool", "pool", args)
 
     def tls(self) -> ClientTLS | None:
@@ -177,7 +193,7 @@ class Mesh:
             await asyncio.sleep(0.1)
 
     async def nats_client(self) -> nats.NATS:
-        auth = {"user": NATS_USER, "password": NATS_PASSWORD} if self.secure else {}
+        auth = {"user": NATS_USER, "password": NATS_PASSWORD} if self.nats_auth else {}
         return await nats.connect(self.nats.url, **auth)
 
     def close(self) -> None:

@@ -170,5 +170,8 @@ async def test_cli_sends_the_token_and_client_certificate(agent, pki, capsys, mo
     assert await asyncio.to_thread(cli.main, ["ls", "--target", address, *files]) == 1
     assert "UNAUTHENTICATED" in capsys.readouterr().err
     monkeypatch.setenv("FNAS_TOKEN", BOB)  # the variable works too; bob sees none of alice's searches
-    assert await asyncio.to_thread(cli.main, ["cancel", "--target", address, *files, mine]) == 1
-    assert "NOT_FOUND" in capsys.readouterr().err
+    # Another tenant's search is an unknown id to bob: the same exit code and message as one.
+    assert await asyncio.to_thread(cli.main, ["cancel", "--target", address, *files, mine]) == 2
+    theirs = capsys.readouterr().err
+    assert await asyncio.to_thread(cli.main, ["cancel", "--target", address, *files, "0123456789ab"]) == 2
+    assert theirs.replace(mine, "0123456789ab") == capsys.readouterr().err and "no search" in theirs

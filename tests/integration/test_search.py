@@ -96,7 +96,9 @@ async def test_a_cancelled_search_frees_its_trainers_at_once(cluster, client, ev
     slow = await client.submit(spec(budget=100, task=common_pb2.Task(simulated_seconds=600)))
     await eventually(lambda: all(w.busy for w in cluster.workers), timeout_s=20, msg="trainers never busy")
     await client.cancel(slow)
-    await eventually(lambda: not any(w.busy for w in cluster.workers), timeout_s=10, msg="trainers still busy")
+    await eventually(
+        lambda: not any(w.busy for w in cluster.workers), timeout_s=10, msg="trainers still busy"
+    )
     status, _ = await run_to_end(client, spec(budget=10))
     assert status.state == search_pb2.SEARCH_STATE_SUCCEEDED and status.activated_samples == 10
     cancelled = await client.get(slow)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,3 +137,40 @@ async def test_nats_credentials(tmp_path):
             # Refused at once, not retried forever: a misconfigured service fails its start-up.
             with pytest.raises(queue.NatsAuthError):
                 await queue.connect(server.url, "refused", **creds)
+
+
+@pytest.mark.parametrize(
+    ("service", "fields", "refused"),
+    [
+        ("critic", {"host": "0.0.0.0"}, "host: 0.0.0.0"),
+        ("pool", {"host": "10.0.0.5"}, "host: 10.0.0.5"),
+        ("trainer", {"nats_url": "nats://nats:4222"}, "nats_url:"),
+        ("trainer", {"nats_url": "nats://127.0.0.1:4222", "pool_address": "pool:50053"}, "pool_address:"),
+        ("agent", {"host": "0.0.0.0", "service_token": "t" * 16}, "nats_url:"),  # exposed: NATS needs a user
+        ("agent", {"critic_address": "critic:50052"}, "critic_address:"),
+    ],
+)
+def test_a_service_beyond_loopback_needs_an_identity_unless_insecure(service, fields, refused):
+    from services.agent.config import AgentConfig
+    from services.critic.config import CriticConfig
+    from services.pool.config import PoolConfig
+    from services.trainer.config import TrainerConfig
+
+    cls = {"agent": AgentConfig, "critic": CriticConfig, "pool": PoolConfig, "trainer": TrainerConfig}[
+        service
+    ]
+    with pytest.raises(ValueError, match="^" + re.escape(refused)) as e:
+        cls(**fields)
+    assert "service_token" in str(e.value) or "credentials" in str(e.value)
+    assert cls(**fields, insecure=True)  # told so, on a trusted network
+    identified = {"service_token": "t" * 16, "nats_user": "fnas", "nats_password": "p"}
+    assert cls(**(fields | identified))
+
+
+def test_nats_credentials_in_the_url_count_and_loopback_needs_none():
+    from services.trainer.config import TrainerConfig
+
+    assert TrainerConfig(nats_url="tls://secret-token@nats:4222")
+    assert TrainerConfig(nats_url="nats://localhost:4222")
+    with pytest.raises(ValueError, match="service_token: must be >= 16"):
+        TrainerConfig(service_token="short")
