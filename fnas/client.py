@@ -65,6 +65,17 @@ class SearchClient:
         request = search_pb2.GetTopArchitecturesRequest(search_id=search_id, k=k)
         return list((await self._read(self._stub.GetTopArchitectures, request)).samples)
 
+    async def export_critic_snapshot(self, search_id: str) -> tuple[str, bytes]:
+        """(snapshot id, safetensors bytes) of the search's critic, stored as the caller's snapshot."""
+        request = search_pb2.ExportCriticSnapshotRequest(search_id=search_id)
+        reply = await self._read(self._stub.ExportCriticSnapshot, request)
+        return reply.snapshot_id, reply.weights
+
+    async def import_critic_snapshot(self, weights: bytes, space: str) -> str:
+        """Stores exported snapshot bytes for `space` as the caller's; returns the snapshot id."""
+        request = search_pb2.ImportCriticSnapshotRequest(weights=weights, space=space)
+        return (await self._read(self._stub.ImportCriticSnapshot, request)).snapshot_id
+
     async def cancel(self, search_id: str) -> search_pb2.SearchStatus:
         request = search_pb2.CancelSearchRequest(search_id=search_id)
         return (await self._read(self._stub.CancelSearch, request)).status

@@ -41,8 +41,11 @@ class Cluster:
         trainers: int = 2,
         nats_url: str | None = None,
         metrics_port: int | None = None,
+        auth_tokens: str = "",
     ) -> None:
+        """`auth_tokens`: `tenant:token,...` the agent requires (AgentConfig.auth_tokens); empty: open."""
         self.data_dir = Path(data_dir)
+        self.auth_tokens = auth_tokens
         self.n_trainers = trainers
         self.metrics_port = metrics_port
         self.nats = None if nats_url else EmbeddedNats(self.data_dir / "nats")
@@ -84,6 +87,7 @@ class Cluster:
             port=0,
             critic_address=self.critic_address,
             buffer_address=self.buffer_address,
+            auth_tokens=self.auth_tokens,
         )
         self.agent = AgentApp(agent_cfg)
         # The agent's own server settings (request size limit included), as `fnas serve agent` applies them.

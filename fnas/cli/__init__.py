@@ -13,9 +13,9 @@ from collections.abc import Sequence
 
 import grpc
 
-from fnas.cli import arch, bench, cluster, export, jobs, search, spaces
+from fnas.cli import arch, bench, cluster, export, jobs, search, snapshot, spaces
 
-COMMANDS = (spaces, arch, search, jobs, cluster, bench, export)
+COMMANDS = (spaces, arch, search, jobs, snapshot, cluster, bench, export)
 _BAD_INPUT = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
 
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from fnas.v1 import common_pb2 as fnas_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x66nas/v1/critic.proto\x12\x07\x66nas.v1\x1a\x14\x66nas/v1/common.proto\"P\n\nPrediction\x12\r\n\x05value\x18\x01 \x01(\x01\x12\x13\n\x0buncertainty\x18\x02 \x01(\x01\x12\x0f\n\x07trusted\x18\x03 \x01(\x08\x12\r\n\x05known\x18\x04 \x01(\x08\"\x90\x01\n\x11OpenSearchRequest\x12\x11\n\tsearch_id\x18\x01 \x01(\t\x12\r\n\x05space\x18\x02 \x01(\t\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12%\n\x07options\x18\x04 \x01(\x0b\x32\x14.fnas.v1.FnasOptions\x12\x13\n\x0bsnapshot_id\x18\x05 \x01(\t\x12\x0f\n\x07history\x18\x06 \x03(\t\"&\n\x12OpenSearchResponse\x12\x10\n\x08observed\x18\x01 \x01(\x04\"g\n\x0ePredictRequest\x12\x11\n\tsearch_id\x18\x01 \x01(\t\x12,\n\rarchitectures\x18\x02 \x03(\x0b\x32\x15.fnas.v1.Architecture\x12\x14\n\x0cmin_observed\x18\x03 \x01(\x04\"`\n\x0fPredictResponse\x12(\n\x0bpredictions\x18\x01 \x03(\x0b\x32\x13.fnas.v1.Prediction\x12\x10\n\x08observed\x18\x02 \x01(\x04\x12\x11\n\tthreshold\x18\x03 \x01(\x01\"E\n\x0eObserveRequest\x12\x11\n\tsearch_id\x18\x01 \x01(\t\x12 \n\x07samples\x18\x02 \x03(\x0b\x32\x0f.fnas.v1.Sample\"#\n\x0fObserveResponse\x12\x10\n\x08observed\x18\x01 \x01(\x04\"*\n\x15\x45xportSnapshotRequest\x12\x11\n\tsearch_id\x18\x01 \x01(\t\">\n\x16\x45xportSnapshotResponse\x12\x13\n\x0bsnapshot_id\x18\x01 \x01(\t\x12\x0f\n\x07weights\x18\x02 \x01(\x0c\"7\n\x15ImportSnapshotRequest\x12\x0f\n\x07weights\x18\x01 \x01(\x0c\x12\r\n\x05space\x18\x02 \x01(\t\"-\n\x16ImportSnapshotResponse\x12\x13\n\x0bsnapshot_id\x18\x01 \x01(\t2\xf8\x02\n\rCriticService\x12\x45\n\nOpenSearch\x12\x1a.fnas.v1.OpenSearchRequest\x1a\x1b.fnas.v1.OpenSearchResponse\x12<\n\x07Predict\x12\x17.fnas.v1.PredictRequest\x1a\x18.fnas.v1.PredictResponse\x12<\n\x07Observe\x12\x17.fnas.v1.ObserveRequest\x1a\x18.fnas.v1.ObserveResponse\x12Q\n\x0e\x45xportSnapshot\x12\x1e.fnas.v1.ExportSnapshotRequest\x1a\x1f.fnas.v1.ExportSnapshotResponse\x12Q\n\x0eImportSnapshot\x12\x1e.fnas.v1.ImportSnapshotRequest\x1a\x1f.fnas.v1.ImportSnapshotResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x66nas/v1/critic.proto\x12\x07\x66nas.v1\x1a\x14\x66nas/v1/common.proto\"P\n\nPrediction\x12\r\n\x05value\x18\x01 \x01(\x01\x12\x13\n\x0buncertainty\x18\x02 \x01(\x01\x12\x0f\n\x07trusted\x18\x03 \x01(\x08\x12\r\n\x05known\x18\x04 \x01(\x08\"\xa0\x01\n\x11OpenSearchRequest\x12\x11\n\tsearch_id\x18\x01 \x01(\t\x12\r\n\x05space\x18\x02 \x01(\t\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12%\n\x07options\x18\x04 \x01(\x0b\x32\x14.fnas.v1.FnasOptions\x12\x13\n\x0bsnapshot_id\x18\x05 \x01(\t\x12\x0f\n\x07history\x18\x06 \x03(\t\x12\x0e\n\x06tenant\x18\x07 \x01(\t\"&\n\x12OpenSearchResponse\x12\x10\n\x08observed\x18\x01 \x01(\x04\"g\n\x0ePredictRequest\x12\x11\n\tsearch_id\x18\x01 \x01(\t\x12,\n\rarchitectures\x18\x02 \x03(\x0b\x32\x15.fnas.v1.Architecture\x12\x14\n\x0cmin_observed\x18\x03 \x01(\x04\"`\n\x0fPredictResponse\x12(\n\x0bpredictions\x18\x01 \x03(\x0b\x32\x13.fnas.v1.Prediction\x12\x10\n\x08observed\x18\x02 \x01(\x04\x12\x11\n\tthreshold\x18\x03 \x01(\x01\"E\n\x0eObserveRequest\x12\x11\n\tsearch_id\x18\x01 \x01(\t\x12 \n\x07samples\x18\x02 \x03(\x0b\x32\x0f.fnas.v1.Sample\"#\n\x0fObserveResponse\x12\x10\n\x08observed\x18\x01 \x01(\x04\":\n\x15\x45xportSnapshotRequest\x12\x11\n\tsearch_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\">\n\x16\x45xportSnapshotResponse\x12\x13\n\x0bsnapshot_id\x18\x01 \x01(\t\x12\x0f\n\x07weights\x18\x02 \x01(\x0c\"G\n\x15ImportSnapshotRequest\x12\x0f\n\x07weights\x18\x01 \x01(\x0c\x12\r\n\x05space\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\"-\n\x16ImportSnapshotResponse\x12\x13\n\x0bsnapshot_id\x18\x01 \x01(\t2\xf8\x02\n\rCriticService\x12\x45\n\nOpenSearch\x12\x1a.fnas.v1.OpenSearchRequest\x1a\x1b.fnas.v1.OpenSearchResponse\x12<\n\x07Predict\x12\x17.fnas.v1.PredictRequest\x1a\x18.fnas.v1.PredictResponse\x12<\n\x07Observe\x12\x17.fnas.v1.ObserveRequest\x1a\x18.fnas.v1.ObserveResponse\x12Q\n\x0e\x45xportSnapshot\x12\x1e.fnas.v1.ExportSnapshotRequest\x1a\x1f.fnas.v1.ExportSnapshotResponse\x12Q\n\x0eImportSnapshot\x12\x1e.fnas.v1.ImportSnapshotRequest\x1a\x1f.fnas.v1.ImportSnapshotResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,25 +35,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PREDICTION']._serialized_start=55
   _globals['_PREDICTION']._serialized_end=135
   _globals['_OPENSEARCHREQUEST']._serialized_start=138
-  _globals['_OPENSEARCHREQUEST']._serialized_end=282
-  _globals['_OPENSEARCHRESPONSE']._serialized_start=284
-  _globals['_OPENSEARCHRESPONSE']._serialized_end=322
-  _globals['_PREDICTREQUEST']._serialized_start=324
-  _globals['_PREDICTREQUEST']._serialized_end=427
-  _globals['_PREDICTRESPONSE']._serialized_start=429
-  _globals['_PREDICTRESPONSE']._serialized_end=525
-  _globals['_OBSERVEREQUEST']._serialized_start=527
-  _globals['_OBSERVEREQUEST']._serialized_end=596
-  _globals['_OBSERVERESPONSE']._serialized_start=598
-  _globals['_OBSERVERESPONSE']._serialized_end=633
-  _globals['_EXPORTSNAPSHOTREQUEST']._serialized_start=635
-  _globals['_EXPORTSNAPSHOTREQUEST']._serialized_end=677
-  _globals['_EXPORTSNAPSHOTRESPONSE']._serialized_start=679
-  _globals['_EXPORTSNAPSHOTRESPONSE']._serialized_end=741
-  _globals['_IMPORTSNAPSHOTREQUEST']._serialized_start=743
-  _globals['_IMPORTSNAPSHOTREQUEST']._serialized_end=798
-  _globals['_IMPORTSNAPSHOTRESPONSE']._serialized_start=800
-  _globals['_IMPORTSNAPSHOTRESPONSE']._serialized_end=845
-  _globals['_CRITICSERVICE']._serialized_start=848
-  _globals['_CRITICSERVICE']._serialized_end=1224
+  _globals['_OPENSEARCHREQUEST']._serialized_end=298
+  _globals['_OPENSEARCHRESPONSE']._serialized_start=300
+  _globals['_OPENSEARCHRESPONSE']._serialized_end=338
+  _globals['_PREDICTREQUEST']._serialized_start=340
+  _globals['_PREDICTREQUEST']._serialized_end=443
+  _globals['_PREDICTRESPONSE']._serialized_start=445
+  _globals['_PREDICTRESPONSE']._serialized_end=541
+  _globals['_OBSERVEREQUEST']._serialized_start=543
+  _globals['_OBSERVEREQUEST']._serialized_end=612
+  _globals['_OBSERVERESPONSE']._serialized_start=614
+  _globals['_OBSERVERESPONSE']._serialized_end=649
+  _globals['_EXPORTSNAPSHOTREQUEST']._serialized_start=651
+  _globals['_EXPORTSNAPSHOTREQUEST']._serialized_end=709
+  _globals['_EXPORTSNAPSHOTRESPONSE']._serialized_start=711
+  _globals['_EXPORTSNAPSHOTRESPONSE']._serialized_end=773
+  _globals['_IMPORTSNAPSHOTREQUEST']._serialized_start=775
+  _globals['_IMPORTSNAPSHOTREQUEST']._serialized_end=846
+  _globals['_IMPORTSNAPSHOTRESPONSE']._serialized_start=848
+  _globals['_IMPORTSNAPSHOTRESPONSE']._serialized_end=893
+  _globals['_CRITICSERVICE']._serialized_start=896
+  _globals['_CRITICSERVICE']._serialized_end=1272
 # @@protoc_insertion_point(module_scope)

@@ -20,20 +20,22 @@ class Prediction(_message.Message):
     def __init__(self, value: _Optional[float] = ..., uncertainty: _Optional[float] = ..., trusted: _Optional[bool] = ..., known: _Optional[bool] = ...) -> None: ...
 
 class OpenSearchRequest(_message.Message):
-    __slots__ = ("search_id", "space", "seed", "options", "snapshot_id", "history")
+    __slots__ = ("search_id", "space", "seed", "options", "snapshot_id", "history", "tenant")
     SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
     SPACE_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
     HISTORY_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     search_id: str
     space: str
     seed: int
     options: _common_pb2.FnasOptions
     snapshot_id: str
     history: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, search_id: _Optional[str] = ..., space: _Optional[str] = ..., seed: _Optional[int] = ..., options: _Optional[_Union[_common_pb2.FnasOptions, _Mapping]] = ..., snapshot_id: _Optional[str] = ..., history: _Optional[_Iterable[str]] = ...) -> None: ...
+    tenant: str
+    def __init__(self, search_id: _Optional[str] = ..., space: _Optional[str] = ..., seed: _Optional[int] = ..., options: _Optional[_Union[_common_pb2.FnasOptions, _Mapping]] = ..., snapshot_id: _Optional[str] = ..., history: _Optional[_Iterable[str]] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class OpenSearchResponse(_message.Message):
     __slots__ = ("observed",)
@@ -76,10 +78,12 @@ class ObserveResponse(_message.Message):
     def __init__(self, observed: _Optional[int] = ...) -> None: ...
 
 class ExportSnapshotRequest(_message.Message):
-    __slots__ = ("search_id",)
+    __slots__ = ("search_id", "tenant")
     SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     search_id: str
-    def __init__(self, search_id: _Optional[str] = ...) -> None: ...
+    tenant: str
+    def __init__(self, search_id: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class ExportSnapshotResponse(_message.Message):
     __slots__ = ("snapshot_id", "weights")
@@ -90,12 +94,14 @@ class ExportSnapshotResponse(_message.Message):
     def __init__(self, snapshot_id: _Optional[str] = ..., weights: _Optional[bytes] = ...) -> None: ...
 
 class ImportSnapshotRequest(_message.Message):
-    __slots__ = ("weights", "space")
+    __slots__ = ("weights", "space", "tenant")
     WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     SPACE_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     weights: bytes
     space: str
-    def __init__(self, weights: _Optional[bytes] = ..., space: _Optional[str] = ...) -> None: ...
+    tenant: str
+    def __init__(self, weights: _Optional[bytes] = ..., space: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class ImportSnapshotResponse(_message.Message):
     __slots__ = ("snapshot_id",)

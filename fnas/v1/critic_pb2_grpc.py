@@ -28,6 +28,10 @@ if _version_not_supported:
 class CriticServiceStub:
     """The UAC critic (paper 4.2): V and U over the space's one-hot embedding.
     Trained results come from the event stream (durable consumer "critic").
+    An internal service: with a service token set, every call must carry it
+    (UNAUTHENTICATED otherwise); users reach snapshots through SearchService.
+    A snapshot belongs to the tenant it was exported or imported for; another
+    tenant's snapshot id is NOT_FOUND, exactly as an unknown one.
     """
 
     def __init__(self, channel):
@@ -66,6 +70,10 @@ class CriticServiceStub:
 class CriticServiceServicer:
     """The UAC critic (paper 4.2): V and U over the space's one-hot embedding.
     Trained results come from the event stream (durable consumer "critic").
+    An internal service: with a service token set, every call must carry it
+    (UNAUTHENTICATED otherwise); users reach snapshots through SearchService.
+    A snapshot belongs to the tenant it was exported or imported for; another
+    tenant's snapshot id is NOT_FOUND, exactly as an unknown one.
     """
 
     def OpenSearch(self, request, context):
@@ -142,6 +150,10 @@ def add_CriticServiceServicer_to_server(servicer, server):
 class CriticService:
     """The UAC critic (paper 4.2): V and U over the space's one-hot embedding.
     Trained results come from the event stream (durable consumer "critic").
+    An internal service: with a service token set, every call must carry it
+    (UNAUTHENTICATED otherwise); users reach snapshots through SearchService.
+    A snapshot belongs to the tenant it was exported or imported for; another
+    tenant's snapshot id is NOT_FOUND, exactly as an unknown one.
     """
 
     @staticmethod

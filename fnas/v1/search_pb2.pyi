@@ -162,3 +162,31 @@ class GetTopArchitecturesResponse(_message.Message):
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
     samples: _containers.RepeatedCompositeFieldContainer[_common_pb2.Sample]
     def __init__(self, samples: _Optional[_Iterable[_Union[_common_pb2.Sample, _Mapping]]] = ...) -> None: ...
+
+class ExportCriticSnapshotRequest(_message.Message):
+    __slots__ = ("search_id",)
+    SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
+    search_id: str
+    def __init__(self, search_id: _Optional[str] = ...) -> None: ...
+
+class ExportCriticSnapshotResponse(_message.Message):
+    __slots__ = ("snapshot_id", "weights")
+    SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    snapshot_id: str
+    weights: bytes
+    def __init__(self, snapshot_id: _Optional[str] = ..., weights: _Optional[bytes] = ...) -> None: ...
+
+class ImportCriticSnapshotRequest(_message.Message):
+    __slots__ = ("weights", "space")
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    SPACE_FIELD_NUMBER: _ClassVar[int]
+    weights: bytes
+    space: str
+    def __init__(self, weights: _Optional[bytes] = ..., space: _Optional[str] = ...) -> None: ...
+
+class ImportCriticSnapshotResponse(_message.Message):
+    __slots__ = ("snapshot_id",)
+    SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    snapshot_id: str
+    def __init__(self, snapshot_id: _Optional[str] = ...) -> None: ...

@@ -71,6 +71,16 @@ class SearchServiceStub:
                 request_serializer=fnas_dot_v1_dot_search__pb2.GetTopArchitecturesRequest.SerializeToString,
                 response_deserializer=fnas_dot_v1_dot_search__pb2.GetTopArchitecturesResponse.FromString,
                 _registered_method=True)
+        self.ExportCriticSnapshot = channel.unary_unary(
+                '/fnas.v1.SearchService/ExportCriticSnapshot',
+                request_serializer=fnas_dot_v1_dot_search__pb2.ExportCriticSnapshotRequest.SerializeToString,
+                response_deserializer=fnas_dot_v1_dot_search__pb2.ExportCriticSnapshotResponse.FromString,
+                _registered_method=True)
+        self.ImportCriticSnapshot = channel.unary_unary(
+                '/fnas.v1.SearchService/ImportCriticSnapshot',
+                request_serializer=fnas_dot_v1_dot_search__pb2.ImportCriticSnapshotRequest.SerializeToString,
+                response_deserializer=fnas_dot_v1_dot_search__pb2.ImportCriticSnapshotResponse.FromString,
+                _registered_method=True)
 
 
 class SearchServiceServicer:
@@ -125,6 +135,21 @@ class SearchServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportCriticSnapshot(self, request, context):
+        """Stores the search's critic as a snapshot of the caller's, for transfer
+        (paper 3.1, 7.2); FAILED_PRECONDITION for a search without a critic.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportCriticSnapshot(self, request, context):
+        """Stores snapshot bytes (from another agent, say) as the caller's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SearchServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -157,6 +182,16 @@ def add_SearchServiceServicer_to_server(servicer, server):
                     servicer.GetTopArchitectures,
                     request_deserializer=fnas_dot_v1_dot_search__pb2.GetTopArchitecturesRequest.FromString,
                     response_serializer=fnas_dot_v1_dot_search__pb2.GetTopArchitecturesResponse.SerializeToString,
+            ),
+            'ExportCriticSnapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportCriticSnapshot,
+                    request_deserializer=fnas_dot_v1_dot_search__pb2.ExportCriticSnapshotRequest.FromString,
+                    response_serializer=fnas_dot_v1_dot_search__pb2.ExportCriticSnapshotResponse.SerializeToString,
+            ),
+            'ImportCriticSnapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportCriticSnapshot,
+                    request_deserializer=fnas_dot_v1_dot_search__pb2.ImportCriticSnapshotRequest.FromString,
+                    response_serializer=fnas_dot_v1_dot_search__pb2.ImportCriticSnapshotResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -328,6 +363,60 @@ class SearchService:
             '/fnas.v1.SearchService/GetTopArchitectures',
             fnas_dot_v1_dot_search__pb2.GetTopArchitecturesRequest.SerializeToString,
             fnas_dot_v1_dot_search__pb2.GetTopArchitecturesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportCriticSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fnas.v1.SearchService/ExportCriticSnapshot',
+            fnas_dot_v1_dot_search__pb2.ExportCriticSnapshotRequest.SerializeToString,
+            fnas_dot_v1_dot_search__pb2.ExportCriticSnapshotResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportCriticSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fnas.v1.SearchService/ImportCriticSnapshot',
+            fnas_dot_v1_dot_search__pb2.ImportCriticSnapshotRequest.SerializeToString,
+            fnas_dot_v1_dot_search__pb2.ImportCriticSnapshotResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,7 @@ async def open_search(run: SearchRun, strategy: FnasStrategy) -> None:
             run.spec.fnas,
             run.spec.critic_snapshot,
             list(run.spec.critic_history),
+            run.store.status(run.search_id).tenant,
         )
     if uses_buffer(run.spec) and run.buffer is None:
         raise MissingService("this agent has no buffer service (set --buffer-address)")

@@ -132,7 +132,7 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
             )
         search_id = uuid.uuid4().hex[:12]
         if uses_critic(spec):
-            await self._open_critic(search_id, spec, context)
+            await self._open_critic(search_id, spec, tenant, context)
         now = time.time()
         self.store.put_status(
             search_pb2.SearchStatus(
@@ -148,24 +148,43 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         log.info("search %s submitted: %s %s", search_id, spec.space, spec.strategy)
         return search_pb2.SubmitSearchResponse(search_id=search_id)
 
-    async def _open_critic(self, search_id: str, spec, context) -> None:
+    async def _open_critic(self, search_id: str, spec, tenant: str, context) -> None:
         """Creates the search's critic now, so a bad snapshot or history is refused, not a failed search."""
         try:
             await self.critic.open_search(
-                search_id, spec.space, spec.seed, spec.fnas, spec.critic_snapshot, list(spec.critic_history)
+                search_id,
+                spec.space,
+                spec.seed,
+                spec.fnas,
+                spec.critic_snapshot,
+                list(spec.critic_history),
+                tenant,
             )
         except grpc.aio.AioRpcError as e:
-            # The critic names its own fields; the client knows the SearchSpec's.
-            renamed = (
-                ("snapshot_id:", "critic_snapshot:"),
-                ("history", "critic_history"),
-                ("options.", "fnas."),
+            await _abort_as_spec(e, context)
+
+    async def ExportCriticSnapshot(self, request, context):
+        status = await self._status(request.search_id, context)
+        if not uses_critic(status.spec) or self.critic is None:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION, f"search_id: {status.spec.strategy} search has no critic"
             )
-            details = e.details() or ""
-            for critic_field, spec_field in renamed:
-                if details.startswith(critic_field):
-                    details = spec_field + details[len(critic_field) :]
-            await context.abort(e.code(), details)
+        try:
+            snapshot_id, weights = await self.critic.export_snapshot(status.search_id, status.tenant)
+        except grpc.aio.AioRpcError as e:
+            await context.abort(e.code(), e.details() or "")
+        return search_pb2.ExportCriticSnapshotResponse(snapshot_id=snapshot_id, weights=weights)
+
+    async def ImportCriticSnapshot(self, request, context):
+        if self.critic is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "this agent has no critic service")
+        try:
+            snapshot_id = await self.critic.import_snapshot(
+                request.weights, request.space, auth.current_tenant()
+            )
+        except grpc.aio.AioRpcError as e:
+            await context.abort(e.code(), e.details() or "")
+        return search_pb2.ImportCriticSnapshotResponse(snapshot_id=snapshot_id)
 
     async def GetSearch(self, request, context):
         return search_pb2.GetSearchResponse(status=await self._status(request.search_id, context))
@@ -238,6 +257,16 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"critic_history[{i}]: no stored results of {clip(other)!r}",
                 )
+
+
+async def _abort_as_spec(error: grpc.aio.AioRpcError, context) -> None:
+    """Passes the critic's refusal on, its field names turned into the SearchSpec's."""
+    renamed = (("snapshot_id:", "critic_snapshot:"), ("history", "critic_history"), ("options.", "fnas."))
+    details = error.details() or ""
+    for critic_field, spec_field in renamed:
+        if details.startswith(critic_field):
+            details = spec_field + details[len(critic_field) :]
+    await context.abort(error.code(), details)
 
 
 def top(store: AgentStore, status: search_pb2.SearchStatus, k: int) -> list[common_pb2.Sample]:

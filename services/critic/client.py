@@ -39,8 +39,12 @@ class CriticClient(ServiceClient):
         options: common_pb2.FnasOptions | None = None,
         snapshot_id: str = "",
         history: Sequence[str] = (),
+        tenant: str = "",
     ) -> int:
-        """Creates the search's critic (idempotent); returns the results it already holds."""
+        """Creates the search's critic (idempotent); returns the results it already holds.
+
+        `snapshot_id` names one of `tenant`'s snapshots.
+        """
         request = critic_pb2.OpenSearchRequest(
             search_id=search_id,
             space=space,
@@ -48,6 +52,7 @@ class CriticClient(ServiceClient):
             options=options,
             snapshot_id=snapshot_id,
             history=history,
+            tenant=tenant,
         )
         # Pre-training on a long history can take a while.
         return (await self.call(self.stub.OpenSearch, request, timeout_s=max(self.timeout_s, 120.0))).observed
@@ -68,19 +73,16 @@ class CriticClient(ServiceClient):
         request = critic_pb2.ObserveRequest(search_id=search_id, samples=samples)
         return (await self.call(self.stub.Observe, request)).observed
 
-    async def export_snapshot(self, search_id: str) -> tuple[str, bytes]:
-        """(snapshot id, safetensors bytes) of the search's critic."""
-        reply = await self.call(
-            self.stub.ExportSnapshot, critic_pb2.ExportSnapshotRequest(search_id=search_id)
-        )
+    async def export_snapshot(self, search_id: str, tenant: str = "") -> tuple[str, bytes]:
+        """(snapshot id, safetensors bytes) of the search's critic, stored as `tenant`'s snapshot."""
+        request = critic_pb2.ExportSnapshotRequest(search_id=search_id, tenant=tenant)
+        reply = await self.call(self.stub.ExportSnapshot, request)
         return reply.snapshot_id, reply.weights
 
-    async def import_snapshot(self, weights: bytes, space: str) -> str:
-        """Stores exported snapshot bytes for `space`; returns the snapshot id."""
-        reply = await self.call(
-            self.stub.ImportSnapshot, critic_pb2.ImportSnapshotRequest(weights=weights, space=space)
-        )
-        return reply.snapshot_id
+    async def import_snapshot(self, weights: bytes, space: str, tenant: str = "") -> str:
+        """Stores exported snapshot bytes for `space` as `tenant`'s; returns the snapshot id."""
+        request = critic_pb2.ImportSnapshotRequest(weights=weights, space=space, tenant=tenant)
+        return (await self.call(self.stub.ImportSnapshot, request)).snapshot_id
 
 
 class RemoteCritic:

@@ -88,12 +88,13 @@ class CriticCore:
         decision: DecisionConfig | None = None,
         snapshot_id: str = "",
         history: Sequence[str] = (),
+        tenant: str = "",
     ) -> SearchCritic:
         """The critic of a search, created on first call (from a snapshot and/or earlier histories).
 
         Idempotent: a later call (an agent resuming) returns the existing critic
-        unchanged. KeyError for an unknown snapshot; ValueError for a snapshot
-        or history of another space layout.
+        unchanged. KeyError for a snapshot `tenant` does not have (unknown, or
+        another tenant's); ValueError for a snapshot or history of another space layout.
         """
         critic = self.get(search_id)
         if critic is not None:
@@ -101,7 +102,7 @@ class CriticCore:
         sp = spaces.get(space)
         model = None
         if snapshot_id:
-            model = self._snapshot_model(snapshot_id, sp)
+            model = self._snapshot_model(snapshot_id, sp, tenant)
             model.generator.manual_seed(seed)
         critic = SearchCritic(sp, seed, decision or self.decision, self.fit, model)
         if history:
@@ -162,8 +163,8 @@ class CriticCore:
         return out
 
     # snapshots
-    def export(self, search_id: str) -> tuple[str, bytes]:
-        """Stores the search's nets as a snapshot; returns (snapshot id, safetensors bytes)."""
+    def export(self, search_id: str, tenant: str = "") -> tuple[str, bytes]:
+        """Stores the search's nets as a snapshot of `tenant`'s; returns (snapshot id, safetensors bytes)."""
         critic = self.get(search_id)
         if critic is None:
             raise KeyError(search_id)
@@ -178,25 +179,24 @@ class CriticCore:
             "observations": critic.trained.n_trained,
         }
         data = safetensors.torch.save(tensors, metadata={"fnas": json.dumps(meta)})
-        return self._put_snapshot(data), data
+        return self._put_snapshot(data, tenant), data
 
-    def import_snapshot(self, data: bytes, space: str) -> str:
-        """Validates snapshot bytes against `space` and stores them; ValueError says what is wrong."""
+    def import_snapshot(self, data: bytes, space: str, tenant: str = "") -> str:
+        """Validates snapshot bytes against `space` and stores them as `tenant`'s; ValueError says why not."""
         self._model_of(data, spaces.get(space))
-        return self._put_snapshot(data)
+        return self._put_snapshot(data, tenant)
 
-    def _put_snapshot(self, data: bytes) -> str:
+    def _put_snapshot(self, data: bytes, tenant: str) -> str:
         snapshot_id = hashlib.sha256(data).hexdigest()[:16]
         if self.store is not None:
-            self.store.put_snapshot(snapshot_id, data)
+            self.store.put_snapshot(_snapshot_key(snapshot_id, tenant), data)
         else:
-            self._snapshots[snapshot_id] = data
+            self._snapshots[_snapshot_key(snapshot_id, tenant)] = data
         return snapshot_id
 
-    def _snapshot_model(self, snapshot_id: str, space: spaces.SearchSpace) -> UAC:
-        data = (
-            self.store.snapshot(snapshot_id) if self.store is not None else self._snapshots.get(snapshot_id)
-        )
+    def _snapshot_model(self, snapshot_id: str, space: spaces.SearchSpace, tenant: str) -> UAC:
+        key = _snapshot_key(snapshot_id, tenant)
+        data = self.store.snapshot(key) if self.store is not None else self._snapshots.get(key)
         if data is None:
             raise KeyError(snapshot_id)
         return self._model_of(data, space)
@@ -223,6 +223,14 @@ class CriticCore:
             return UAC.restore(tensors, model, weights_only=True)
         except (KeyError, TypeError, RuntimeError) as e:  # missing or mis-shaped tensors
             raise ValueError(f"snapshot weights do not fit the critic: {e}") from None
+
+
+def _snapshot_key(snapshot_id: str, tenant: str) -> str:
+    """Where a tenant's snapshot is stored: its own key space, so another tenant's id finds nothing.
+
+    The anonymous tenant (authentication off) keeps the bare id, as snapshots had before tenants.
+    """
+    return f"{tenant}/{snapshot_id}" if tenant else snapshot_id
 
 
 class LocalCritic:

@@ -89,6 +89,7 @@ class CriticServicer(critic_pb2_grpc.CriticServiceServicer):
                 decision,
                 request.snapshot_id,
                 list(request.history),
+                request.tenant,
             )
         except KeyError:
             await context.abort(
@@ -153,7 +154,9 @@ class CriticServicer(critic_pb2_grpc.CriticServiceServicer):
         if not request.search_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "search_id: required")
         try:
-            snapshot_id, data = await self._in_round(request.search_id, self.core.export, request.search_id)
+            snapshot_id, data = await self._in_round(
+                request.search_id, self.core.export, request.search_id, request.tenant
+            )
         except KeyError:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"search_id: no critic for {request.search_id!r}")
         return critic_pb2.ExportSnapshotResponse(snapshot_id=snapshot_id, weights=data)
@@ -164,7 +167,7 @@ class CriticServicer(critic_pb2_grpc.CriticServiceServicer):
         except spaces.UnknownSpace as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"space: {e}")
         try:
-            snapshot_id = self.core.import_snapshot(request.weights, request.space)
+            snapshot_id = self.core.import_snapshot(request.weights, request.space, request.tenant)
         except ValueError as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"weights: {e}")
         return critic_pb2.ImportSnapshotResponse(snapshot_id=snapshot_id)

@@ -7,13 +7,14 @@ the Prometheus counters, and critic transfer through a snapshot.
 
 from __future__ import annotations
 
+import asyncio
 import urllib.request
 
 import grpc
 import pytest
 import torch
 
-from fnas import spaces
+from fnas import cli, spaces
 from fnas.bench import tabular
 from fnas.bench.fnas_loop import arun_plain_fnas
 from fnas.client import SearchClient
@@ -140,12 +141,23 @@ async def test_one_module_variants_use_only_their_source(client):
     assert status.policy_samples_trained == status.activated_samples == 30
 
 
-async def test_transfer_from_a_snapshot_and_bad_transfer_is_refused(cluster, client):
+async def test_transfer_from_a_snapshot_and_bad_transfer_is_refused(cluster, client, tmp_path, capsys):
     first, _ = await run_to_end(client, spec(budget=30))
-    async with CriticClient(cluster.critic_address) as critic:
-        snapshot_id, weights = await critic.export_snapshot(first.search_id)
-        assert len(weights) > 100_000
-        assert await critic.import_snapshot(weights, "nasbench-graph/citeseer") == snapshot_id
+    snapshot_id, weights = await client.export_critic_snapshot(first.search_id)  # through the agent
+    assert len(weights) > 100_000
+    assert await client.import_critic_snapshot(weights, "nasbench-graph/citeseer") == snapshot_id
+    async with CriticClient(cluster.critic_address) as critic:  # the critic's own API says the same
+        assert await critic.export_snapshot(first.search_id) == (snapshot_id, weights)
+    # ...and so does the command line, both ways.
+    out, target = tmp_path / "critic.safetensors", ["--target", cluster.agent_address]
+    assert (
+        await asyncio.to_thread(cli.main, ["snapshot", "export", *target, first.search_id, "--out", str(out)])
+        == 0
+    )
+    assert out.read_bytes() == weights and snapshot_id in capsys.readouterr().out
+    imported = ["snapshot", "import", *target, str(out), "--space", "nasbench-graph/pubmed"]
+    assert await asyncio.to_thread(cli.main, imported) == 0
+    assert f"--critic-snapshot {snapshot_id}" in capsys.readouterr().out
     citeseer = spec(budget=20, seed=1, critic_snapshot=snapshot_id)
     citeseer.space = "nasbench-graph/citeseer"
     status, samples = await run_to_end(client, citeseer)
@@ -173,3 +185,36 @@ async def test_transfer_from_a_snapshot_and_bad_transfer_is_refused(cluster, cli
         assert e.value.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
         assert e.value.details().startswith(field), e.value.details()
     assert len(await client.list()) == before
+
+
+async def test_snapshots_belong_to_the_tenant_that_exported_them(tmp_path):
+    """Another tenant's snapshot (or search) is NOT_FOUND, word for word like an unknown one."""
+    alice_token, bob_token = "alice-token-0123456789", "bob-token-0123456789ab"
+    tokens = f"alice:{alice_token},bob:{bob_token}"
+    async with (
+        Cluster(tmp_path / "data", trainers=2, auth_tokens=tokens) as cluster,
+        SearchClient(cluster.agent_address, token=alice_token) as alice,
+        SearchClient(cluster.agent_address, token=bob_token) as bob,
+    ):
+        first, _ = await run_to_end(alice, spec(budget=20))
+        snapshot_id, weights = await alice.export_critic_snapshot(first.search_id)
+        unknown = "0123456789abcdef"
+        for call in (
+            lambda sid: bob.submit(spec(budget=10, critic_snapshot=sid)),
+            lambda sid: bob.export_critic_snapshot(first.search_id if sid == snapshot_id else "0123456789ab"),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as theirs:
+                await call(snapshot_id)
+            with pytest.raises(grpc.aio.AioRpcError) as none:
+                await call(unknown)
+            assert theirs.value.code() == none.value.code() == grpc.StatusCode.NOT_FOUND
+            assert (
+                theirs.value.details().replace(snapshot_id, unknown).replace(first.search_id, "0123456789ab")
+                == none.value.details()
+            )
+        status, _ = await run_to_end(alice, spec(budget=10, critic_snapshot=snapshot_id))
+        assert status.state == search_pb2.SEARCH_STATE_SUCCEEDED  # the owner transfers it
+        # Bob may bring the same bytes in himself: then the snapshot is his own too.
+        assert await bob.import_critic_snapshot(weights, CORA) == snapshot_id
+        status, _ = await run_to_end(bob, spec(budget=10, critic_snapshot=snapshot_id))
+        assert status.state == search_pb2.SEARCH_STATE_SUCCEEDED
