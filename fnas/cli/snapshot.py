@@ -1,4 +1,4 @@
-"""`fnas snapshot export|import`: critic snapshots, to transfer a critic to other searches (paper 3.1, 7.2)."""
+"""`fnas snapshot export|import`: critic snapshots, to transfer a critic (paper 3.1, 7.2)."""
 
 from __future__ import annotations
 
