@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from timing import scaled
 
 from fnas import queue
 from fnas.nats_server import EmbeddedNats
@@ -57,8 +58,8 @@ async def assert_eventually(
     interval_s: float = 0.02,
     msg: str = "",
 ) -> None:
-    """Polls `check` (sync or async) until it returns true; fails the test after timeout_s."""
-    deadline = time.monotonic() + timeout_s
+    """Polls `check` (sync or async) until it returns true; fails the test after a scaled timeout_s."""
+    deadline = time.monotonic() + scaled(timeout_s)
     while True:
         result = check()
         if isinstance(result, Awaitable):

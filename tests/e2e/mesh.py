@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import nats
+from timing import scaled
 
 from fnas import events, serving
 from fnas.cli.cluster import SERVICES
@@ -180,7 +181,7 @@ class Mesh:
         """Until the agent reports SERVING (imports torch: seconds on a busy machine)."""
         tls = self.tls()
         creds = tls.credentials() if tls else None
-        deadline = time.monotonic() + timeout_s
+        deadline = time.monotonic() + scaled(timeout_s)
         while True:
             assert proc.popen.poll() is None, f"agent exited during start-up:\n{proc.text()[-3000:]}"
             try:
@@ -207,7 +208,7 @@ class Mesh:
 
 async def wait_logged(proc: Proc, text: str, timeout_s: float = 30.0) -> None:
     """Until `text` appears in the process's log."""
-    deadline = time.monotonic() + timeout_s
+    deadline = time.monotonic() + scaled(timeout_s)
     while text not in proc.text():
         assert proc.popen.poll() is None, f"{proc.name} exited:\n{proc.text()[-3000:]}"
         assert time.monotonic() < deadline, f"{proc.name} did not log {text!r} in {timeout_s} s"
@@ -216,7 +217,7 @@ async def wait_logged(proc: Proc, text: str, timeout_s: float = 30.0) -> None:
 
 async def wait_activated(client: SearchClient, search_id: str, n: int, timeout_s: float = 60.0) -> None:
     """Until the search has at least n activated samples."""
-    deadline = time.monotonic() + timeout_s
+    deadline = time.monotonic() + scaled(timeout_s)
     while (await client.get(search_id)).activated_samples < n:
         assert time.monotonic() < deadline, f"fewer than {n} activated samples after {timeout_s} s"
         await asyncio.sleep(0.05)
@@ -254,7 +255,7 @@ async def counted_once(
             if event.HasField("sample"):
                 trajectory.append(event.sample)
 
-    await asyncio.wait_for(follow(), timeout_s)
+    await asyncio.wait_for(follow(), scaled(timeout_s))
     status = await client.get(search_id)
     assert status.state == search_pb2.SEARCH_STATE_SUCCEEDED, status.error
     assert status.activated_samples == budget == status.policy_samples_trained

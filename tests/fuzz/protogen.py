@@ -12,7 +12,6 @@ the status code, so undecodable requests can be sent too.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import threading
 from collections.abc import Awaitable, Callable, Mapping
@@ -23,6 +22,7 @@ from google.protobuf import descriptor as d
 from google.protobuf import message_factory
 from google.protobuf.message import DecodeError, Message
 from hypothesis import strategies as st
+from timing import scaled
 
 #: "<field>: <reason>", the field possibly nested and indexed: "samples[0].reward.value: must be finite".
 FIELD_REASON = re.compile(r"^[a-z_]+(\[\d+\])?(\.[a-z_]+(\[\d+\])?)*: \S")
@@ -161,15 +161,6 @@ def check_reply(cls: type[Message], data: bytes, code: grpc.StatusCode, details:
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         assert FIELD_REASON.match(details), f"INVALID_ARGUMENT without '<field>: <reason>': {details!r}"
     assert len(details) <= MAX_DETAILS_CHARS, f"{code.name} echoed {len(details)} characters: {details[:200]}"
-
-
-def scaled(seconds: float) -> float:
-    """A test deadline stretched by the machine's load: on a busy CI runner calls take longer.
-
-    The factor is the 1-minute load per core (at least 1), times FNAS_TEST_TIME_SCALE (default 1).
-    """
-    load = os.getloadavg()[0] / (os.cpu_count() or 1)
-    return seconds * max(1.0, load) * float(os.environ.get("FNAS_TEST_TIME_SCALE", "1"))
 
 
 class ServerThread:
