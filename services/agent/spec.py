@@ -24,6 +24,10 @@ MAX_BATCH_SIZE = 1024
 MAX_SAMPLES = 10_000_000
 #: The longest emulated training time of a tabular job (it holds a trainer that long).
 MAX_SIMULATED_SECONDS = 600.0
+#: Longest warm_start and critic_history lists: every progress event carries the spec, and NATS's
+#: default message limit is 1 MiB (with strings of at most fnas.bounds.MAX_STRING_CHARS, these fit).
+MAX_WARM_START = 1000
+MAX_CRITIC_HISTORY = 100
 
 
 class SpecError(ValueError):
@@ -69,6 +73,9 @@ def validate(spec: common_pb2.SearchSpec) -> common_pb2.SearchSpec:
         )
     if spec.batch_size > MAX_BATCH_SIZE:
         raise SpecError("batch_size", f"must be <= {MAX_BATCH_SIZE}")
+    for name, cap in (("warm_start", MAX_WARM_START), ("critic_history", MAX_CRITIC_HISTORY)):
+        if len(getattr(spec, name)) > cap:
+            raise SpecError(name, f"at most {cap} entries, got {len(getattr(spec, name))}")
     _check_transfer(out)
     _check_fnas_options(out)
     for i, arch in enumerate(spec.warm_start):

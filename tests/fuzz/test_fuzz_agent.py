@@ -200,6 +200,8 @@ def _edge(**fields) -> common_pb2.SearchSpec:
         (_edge(strategy="s" * 1_000_000), "strategy"),
         (_edge(space="s" * 5000), "space"),
         (_edge(critic_history=["a", "h" * 1_000_000]), "critic_history[1]"),
+        (_edge(warm_start=[common_pb2.Architecture(tokens=[8, 0, 1, 1, 1])] * 1001), "warm_start"),
+        (_edge(critic_history=["0123456789ab"] * 101), "critic_history"),
     ],
     ids=lambda v: v if isinstance(v, str) else "",
 )

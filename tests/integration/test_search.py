@@ -135,3 +135,14 @@ async def test_watch_after_the_last_event_of_a_finished_search_returns(client):
     events = [e async for e in client.watch(status.search_id)]
     assert [e async for e in client.watch(status.search_id, after_seq=events[-1].seq)] == []
     assert [e.seq async for e in client.watch(status.search_id, after_seq=events[-2].seq)] == [events[-1].seq]
+
+
+async def test_the_in_process_cluster_applies_the_agents_request_limit(cluster, client):
+    """`fnas up` refuses what `fnas serve agent` refuses: requests over max_message_bytes (4 MiB)."""
+    big = spec(name="n" * 1000)
+    big.warm_start.extend([common_pb2.Architecture(tokens=[8, 0, 1, 1, 1])] * 600_000)  # about 5 MiB
+    assert big.ByteSize() > cluster.agent.cfg.max_message_bytes == 4 * 1024 * 1024
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await client.submit(big)
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert await client.list() == []
