@@ -193,6 +193,14 @@ class Mesh:
             assert time.monotonic() < deadline, f"agent not SERVING in {timeout_s} s:\n{proc.text()[-3000:]}"
             await asyncio.sleep(0.1)
 
+    async def wait_ready(self, agent: Proc, helpers: list[Proc] = (), trainers: list[Proc] = ()) -> None:
+        """Until the agent is SERVING, each helper (critic, buffer, pool) ready and each trainer working."""
+        await self.wait_agent(agent)
+        for proc in helpers:
+            await wait_logged(proc, f"{proc.name} ready", timeout_s=60)
+        for proc in trainers:
+            await wait_logged(proc, "working on")
+
     async def nats_client(self) -> nats.NATS:
         auth = {"user": NATS_USER, "password": NATS_PASSWORD} if self.nats_auth else {}
         return await nats.connect(self.nats.url, **auth)

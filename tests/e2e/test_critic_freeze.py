@@ -42,11 +42,7 @@ async def test_a_frozen_critic_degrades_batches_and_the_search_completes_with_ex
         ]
     )  # fmt: skip
     trainers = [mesh.start_trainer(f"t{i}") for i in range(2)]
-    await mesh.wait_agent(agent)
-    for proc in (critic, buffer):
-        await wait_logged(proc, f"{proc.name} ready", timeout_s=60)
-    for t in trainers:
-        await wait_logged(t, "working on")
+    await mesh.wait_ready(agent, [critic, buffer], trainers)
     spec = common_pb2.SearchSpec(
         space="nasbench-graph/cora",
         strategy="fnas",

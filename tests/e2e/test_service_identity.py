@@ -17,7 +17,7 @@ import urllib.request
 import grpc
 import nats
 import pytest
-from mesh import Mesh, free_port, wait_logged
+from mesh import Mesh, free_port
 
 from fnas import serving
 from fnas.v1 import buffer_pb2, common_pb2, critic_pb2, pool_pb2, search_pb2
@@ -88,11 +88,7 @@ async def test_internal_services_refuse_strangers_and_serve_the_mesh(mesh):
         ["--critic-address", address["critic"], "--buffer-address", address["buffer"], *EXPOSED]
     )
     trainers = [mesh.start_trainer(f"t{i}", extra=["--pool-address", address["pool"]]) for i in range(2)]
-    await mesh.wait_agent(agent)
-    for proc in helpers:
-        await wait_logged(proc, f"{proc.name} ready", timeout_s=60)
-    for t in trainers:
-        await wait_logged(t, "working on")
+    await mesh.wait_ready(agent, helpers, trainers)
 
     # The mesh itself carries the token: a whole fnas search through critic and buffer.
     spec = common_pb2.SearchSpec(
