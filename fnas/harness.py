@@ -42,10 +42,15 @@ class Cluster:
         nats_url: str | None = None,
         metrics_port: int | None = None,
         auth_tokens: str = "",
+        agent_port: int = 0,
     ) -> None:
-        """`auth_tokens`: `tenant:token,...` the agent requires (AgentConfig.auth_tokens); empty: open."""
+        """`auth_tokens`: `tenant:token,...` the agent requires (AgentConfig.auth_tokens); empty: open.
+
+        `agent_port`: the agent's gRPC port on 127.0.0.1 (0: a free one).
+        """
         self.data_dir = Path(data_dir)
         self.auth_tokens = auth_tokens
+        self.agent_port = agent_port
         self.n_trainers = trainers
         self.metrics_port = metrics_port
         self.nats = None if nats_url else EmbeddedNats(self.data_dir / "nats")
@@ -84,7 +89,7 @@ class Cluster:
         agent_cfg = AgentConfig(
             nats_url=self.nats_url,
             data_dir=self.data_dir,
-            port=0,
+            port=self.agent_port,
             critic_address=self.critic_address,
             buffer_address=self.buffer_address,
             auth_tokens=self.auth_tokens,

@@ -64,8 +64,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--width", type=float, default=d.width, help="width multiplier of every network")
     p.add_argument("--image-side", type=int, default=d.image_side, help="images are resized to this side")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="training minibatch size")
+    p.add_argument("--seed", type=int, default=d.seed, help="seeds the architectures, split and training")
     p.add_argument(
         "--workers", type=int, default=d.workers, help="training processes (one torch thread each)"
     )

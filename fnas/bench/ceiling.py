@@ -25,11 +25,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from fnas.bench import report, tabular
 from fnas.bench.akp_bench import spearman
-from services.critic.model import Scale, mlp, value_loss
 
 #: Folds, passes over the training folds, minibatch and Adam learning rate of each fit.
 FOLDS = 5
@@ -52,6 +50,10 @@ def out_of_fold(
     x: np.ndarray, y: np.ndarray, seed: int, folds: int = FOLDS, epochs: int = EPOCHS
 ) -> np.ndarray:
     """Predictions of the value net for every row, each from a net that never saw that row."""
+    import torch  # here, not at the top: `fnas --help` must not wait for torch
+
+    from services.critic.model import Scale, mlp, value_loss
+
     if folds < 2:
         raise ValueError(f"need >= 2 folds, got {folds}")
     fold = np.random.default_rng(seed).integers(0, folds, len(y))

@@ -27,7 +27,7 @@ from services.agent import fnas
 from services.critic.core import CriticCore
 
 STRATEGIES = tuple(fnas.VARIANTS)
-SOURCES = ("trained", "critic", "buffer")
+SOURCES = ("trained", "critic", "buffer", "recall")
 
 
 def plain(

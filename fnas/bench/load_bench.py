@@ -261,7 +261,7 @@ def add_parser(sub) -> None:
     p.add_argument("--budget", type=int, default=d.budget, help="activated samples per search")
     p.add_argument("--trainers", type=int, default=d.trainers, help="trainer workers")
     p.add_argument("--space", default=d.space, help="a tabular space")
-    p.add_argument("--strategy", default=d.strategy)
+    p.add_argument("--strategy", default=d.strategy, help="the strategy of every search (see fnas search)")
     p.add_argument("--simulated-seconds", type=float, default=d.simulated_s, help="emulated training time")
     p.add_argument(
         "--data-dir", type=Path, default=Path("fnas-data/bench-load"), help="state (a fresh subdir)"

@@ -6,14 +6,13 @@ the rewards of what it trained.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from fnas import spaces
-from fnas.reward import RewardFn
+from fnas.standing import table_rewards, top_share
 from fnas.v1 import common_pb2, queue_pb2
 from services.trainer.evaluate import TabularEvaluator
 
@@ -47,18 +46,8 @@ def reward_spec(space: spaces.SearchSpace, kind: str) -> common_pb2.RewardSpec:
 
 def thresholds(setup: Setup) -> dict[str, float]:
     """Reward that the best `q` share of the space's unique architectures reach."""
-    table = setup.space.table()
-    fn = RewardFn.from_spec(setup.reward)
-    rewards = np.array(
-        [fn(a, lat) for a, lat in zip(table["valid_accuracy"], table["latency_ms"], strict=True)]
-    )
+    rewards = table_rewards(setup.space, setup.reward)
     return {name: top_share(rewards, q) for name, q in TARGETS.items()}
-
-
-def top_share(values: np.ndarray, q: float) -> float:
-    """The value that the best `q` share of `values` reach (at least the best one)."""
-    ordered = np.sort(values)[::-1]
-    return float(ordered[max(1, math.ceil(q * len(ordered))) - 1])
 
 
 def evaluator(setup: Setup) -> Callable[[tuple[int, ...]], float]:

@@ -8,6 +8,9 @@ a bad flag value): one line on stderr, exit code 2, as argparse does.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -23,24 +26,43 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fnas", description="FNAS: fast reinforcement-learning neural architecture search."
     )
+    parser.add_argument("--version", action="version", version=f"fnas {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMANDS:
         module.add(sub)
     return parser
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("fnas")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout without installing
+        return "unknown"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # A client retries a missing agent a few times: the final error is one line, the retries are noise.
+    logging.getLogger("fnas.retry").setLevel(logging.ERROR)
     try:
         return args.func(args) or 0
     except ValueError as e:  # InvalidArchitecture, UnknownSpace, bad values...
         print(f"fnas {args.command}: error: {e}", file=sys.stderr)
         return 2
     except grpc.aio.AioRpcError as e:
-        print(f"fnas {args.command}: error: {e.code().name}: {e.details()}", file=sys.stderr)
+        print(f"fnas {args.command}: error: {_rpc_error(e, args)}", file=sys.stderr)
         return 2 if e.code() in _BAD_INPUT else 1
+    except BrokenPipeError:  # `fnas watch | head`: the reader left; end quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         return 130
+
+
+def _rpc_error(e: grpc.aio.AioRpcError, args: argparse.Namespace) -> str:
+    if e.code() == grpc.StatusCode.UNAVAILABLE and getattr(args, "target", None):
+        return f"no agent answers at {args.target} (UNAVAILABLE); start one with `fnas up`, or check --target"
+    return f"{e.code().name}: {e.details()}"
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ def add(sub: argparse._SubParsersAction) -> None:
         default="accuracy",
         help="validation accuracy, or Eq. 2 with T = the space's 25th latency percentile",
     )
-    s.add_argument("--seeds", type=int, default=10)
+    s.add_argument("--seeds", type=int, default=10, help="searches per strategy and space (seeds 0..N-1)")
     s.add_argument("--budget", type=int, default=3000, help="activated samples per search")
     s.add_argument(
         "--mesh-seeds",

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import importlib
 import signal
+import socket
 from pathlib import Path
 
 SERVICES = ("agent", "critic", "pool", "buffer", "trainer")
@@ -21,8 +22,13 @@ def add(sub: argparse._SubParsersAction) -> None:
         s.set_defaults(func=lambda args, m=module: m.main(_argv(args)))
 
     u = sub.add_parser("up", help="NATS, the agent and trainers in this process, until Ctrl-C")
-    u.add_argument("--data-dir", type=Path, default=Path("fnas-data"))
-    u.add_argument("--trainers", type=int, default=2)
+    u.add_argument(
+        "--port", type=int, default=50051, help="the agent's gRPC port on 127.0.0.1 (0: a free one)"
+    )
+    u.add_argument(
+        "--data-dir", type=Path, default=Path("fnas-data"), help="where NATS and the services keep state"
+    )
+    u.add_argument("--trainers", type=int, default=2, help="trainer workers (tabular and real training)")
     u.add_argument("--metrics-port", type=int, default=9464, help="Prometheus /metrics port (0: a free one)")
     u.set_defaults(func=up)
 
@@ -40,7 +46,25 @@ def _argv(args: argparse.Namespace) -> list[str]:
 def up(args: argparse.Namespace) -> int:
     if args.trainers < 1:
         raise ValueError("--trainers must be >= 1")
+    for flag, port in (("--port", args.port), ("--metrics-port", args.metrics_port)):
+        check_port_free(flag, port)
     return asyncio.run(_up(args))
+
+
+def check_port_free(flag: str, port: int) -> None:
+    """ValueError naming `flag` when `port` on 127.0.0.1 is taken or out of range (before anything starts)."""
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{flag} must be in 0..65535, got {port}")
+    if port == 0:
+        return
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            raise ValueError(
+                f"{flag} {port}: the port is already in use (another `fnas up`?); "
+                f"pass {flag} with another port, or {flag} 0 for a free one"
+            ) from None
 
 
 async def _up(args: argparse.Namespace) -> int:
@@ -49,7 +73,9 @@ async def _up(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-    async with Cluster(args.data_dir, trainers=args.trainers, metrics_port=args.metrics_port) as cluster:
+    async with Cluster(
+        args.data_dir, trainers=args.trainers, metrics_port=args.metrics_port, agent_port=args.port
+    ) as cluster:
         print(f"agent   {cluster.agent_address}   (fnas search --target {cluster.agent_address} ...)")
         print(f"nats    {cluster.nats_url}")
         print(f"metrics http://127.0.0.1:{cluster.metrics_port}/metrics")

@@ -19,7 +19,7 @@ def add(sub: argparse._SubParsersAction) -> None:
         p = sub.add_parser(name, help=text)
         connection.add_arguments(p)
         if name != "ls":
-            p.add_argument("search_id")
+            p.add_argument("search_id", help="the id `fnas search` printed (see `fnas ls`)")
         p.set_defaults(func=lambda args, f=func: asyncio.run(f(args)))
 
 
@@ -38,8 +38,14 @@ async def watch(args: argparse.Namespace) -> int:
                     bar.show(s.activated_samples, s.best.reward.value)
         bar.close()
         status = await client.get(args.search_id)
-        output.print_result(status, await client.top(args.search_id), time.time() - status.created_at)
+        output.print_result(status, await client.top(args.search_id), _ran(status))
     return 0
+
+
+def _ran(status: search_pb2.SearchStatus) -> float:
+    """Seconds the search ran: until its end (its last update) once it ended, until now otherwise."""
+    end = time.time() if status.state == search_pb2.SEARCH_STATE_RUNNING else status.updated_at
+    return end - status.created_at
 
 
 async def ls(args: argparse.Namespace) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 from google.protobuf import json_format
@@ -13,34 +12,28 @@ from fnas.v1 import common_pb2, search_pb2
 
 
 class Progress:
-    """One self-overwriting line on a terminal; a line every few seconds otherwise."""
+    """A tqdm bar of activated samples with rate, ETA and the best reward; off unless stderr is a terminal."""
 
     def __init__(self, total: int, enabled: bool = True, stream=sys.stderr) -> None:
-        self.total = max(total, 1)
-        self.enabled = enabled
-        self.stream = stream
-        self.tty = stream.isatty()
-        self.started = self._last = time.monotonic()
-        self._done = -1
+        from tqdm import tqdm
+
+        self.bar = tqdm(
+            total=max(total, 1),
+            unit="sample",
+            desc="activated",
+            file=stream,
+            disable=None if enabled else True,  # None: off when the stream is not a terminal
+            dynamic_ncols=True,
+        )
 
     def show(self, done: int, best: float) -> None:
-        if not self.enabled:
+        if self.bar.disable:
             return
-        now = time.monotonic()
-        if not self.tty and (done == self._done or (now - self._last < 2.0 and done < self.total)):
-            return
-        self._last, self._done = now, done
-        filled = int(30 * min(done, self.total) / self.total)
-        line = (
-            f"[{'#' * filled}{'.' * (30 - filled)}] {done}/{self.total} activated  "
-            f"best {best:.4f}  {now - self.started:.1f}s"
-        )
-        self.stream.write(f"\r{line}" if self.tty else f"{line}\n")
-        self.stream.flush()
+        self.bar.set_postfix_str(f"best {best:.4f}", refresh=False)
+        self.bar.update(min(done, self.bar.total) - self.bar.n)
 
     def close(self) -> None:
-        if self.enabled and self.tty:
-            self.stream.write("\n")
+        self.bar.close()
 
 
 def print_result(status: search_pb2.SearchStatus, top: list[common_pb2.Sample], seconds: float) -> None:

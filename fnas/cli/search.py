@@ -71,7 +71,9 @@ def add_spec_arguments(p: argparse.ArgumentParser) -> None:
         help=f"fnas: set a SearchSpec.fnas limit (repeatable); FIELD is one of {', '.join(FNAS_FIELDS)}",
     )
     p.add_argument("--budget", type=int, default=200, help="activated (trained) samples")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed", type=int, default=0, help="seeds the policy and the search; the same seed, the same search"
+    )
     p.add_argument(
         "--batch-size", type=int, default=0, help="samples per policy update (0: strategy default)"
     )
@@ -177,9 +179,18 @@ async def _run(args: argparse.Namespace, spec: common_pb2.SearchSpec) -> int:
     from fnas.harness import Cluster
     from services.agent.spec import validate
 
-    validate(spec)  # the agent would refuse it too, but only after the whole cluster had started
+    # The agent would refuse these too, but only after the whole cluster had started.
+    spec = validate(spec)
+    _check_local_dataset(spec.task.dataset)
     async with Cluster(args.data_dir, trainers=args.trainers) as cluster:
         return await _search(cluster.agent_address, spec, args)
+
+
+def _check_local_dataset(dataset: str) -> None:
+    """ValueError when an npz: or imagefolder: dataset's path is missing (the trainers here would fail)."""
+    for prefix in ("npz:", "imagefolder:"):
+        if dataset.startswith(prefix) and not Path(dataset[len(prefix) :]).expanduser().exists():
+            raise ValueError(f"--dataset {dataset}: no such file or folder")
 
 
 async def _search(target: str, spec: common_pb2.SearchSpec, args: argparse.Namespace) -> int:

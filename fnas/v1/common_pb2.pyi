@@ -13,6 +13,7 @@ class SampleSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SAMPLE_SOURCE_TRAINED: _ClassVar[SampleSource]
     SAMPLE_SOURCE_CRITIC: _ClassVar[SampleSource]
     SAMPLE_SOURCE_BUFFER: _ClassVar[SampleSource]
+    SAMPLE_SOURCE_RECALL: _ClassVar[SampleSource]
 
 class CostMetric(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -24,6 +25,7 @@ SAMPLE_SOURCE_UNSPECIFIED: SampleSource
 SAMPLE_SOURCE_TRAINED: SampleSource
 SAMPLE_SOURCE_CRITIC: SampleSource
 SAMPLE_SOURCE_BUFFER: SampleSource
+SAMPLE_SOURCE_RECALL: SampleSource
 COST_METRIC_UNSPECIFIED: CostMetric
 COST_METRIC_LATENCY: CostMetric
 COST_METRIC_MULT_ADDS: CostMetric

@@ -57,7 +57,8 @@ from services.critic.client import CriticUnavailable
 
 log = logging.getLogger(__name__)
 
-TRAINED, CRITIC, BUFFER = "trained", "critic", "buffer"
+#: Where a policy sample's reward came from (common_pb2.SampleSource, by the name the metrics use).
+TRAINED, CRITIC, BUFFER, RECALL = "trained", "critic", "buffer", "recall"
 
 
 class PredictionLike(Protocol):
@@ -261,7 +262,7 @@ def fresh_feedback(
             continue
         if p.audit:
             strategy.audits.append((p.value, reward))
-        out.append((pos, Feedback(p.tokens, reward, p.log_prob, 1.0, TRAINED)))
+        out.append((pos, Feedback(p.tokens, reward, p.log_prob, 1.0, RECALL if p.copy_of >= 0 else TRAINED)))
     return out
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from fnas.v1 import common_pb2, queue_pb2, search_pb2
 from services.agent import assemble, metrics
-from services.agent.assemble import BUFFER, CRITIC, TRAINED, Planned
+from services.agent.assemble import BUFFER, CRITIC, RECALL, TRAINED, Planned
 from services.agent.fnas import FnasStrategy
 from services.agent.spec import uses_buffer, uses_critic
 from services.agent.store import LoopState, Pending
@@ -28,6 +28,7 @@ SOURCES = {
     TRAINED: common_pb2.SAMPLE_SOURCE_TRAINED,
     CRITIC: common_pb2.SAMPLE_SOURCE_CRITIC,
     BUFFER: common_pb2.SAMPLE_SOURCE_BUFFER,
+    RECALL: common_pb2.SAMPLE_SOURCE_RECALL,
 }
 
 
@@ -91,8 +92,7 @@ async def learn(
         progress = strategy.plan_observed / budget.max_activated_samples
     else:
         status = run.store.status(run.search_id)
-        done = status.policy_samples_trained + status.policy_samples_critic + status.policy_samples_buffer
-        progress = done / max(budget.max_policy_samples, 1)
+        progress = policy_samples(status) / max(budget.max_policy_samples, 1)
     buffer = RemoteBuffer(run.buffer, run.search_id) if uses_buffer(run.spec) else None
     replayed = await assemble.replays(strategy, buffer, len(fresh), strategy.plan_observed, progress)
     feedback = [f for _, f in fresh] + [f for _, f in replayed]
@@ -100,7 +100,8 @@ async def learn(
     samples = []
     for pos, f in fresh:
         p = plan[pos]
-        reward = trained[p.copy_of if p.copy_of >= 0 else pos].reward if f.source == TRAINED else None
+        shared = f.source in (TRAINED, RECALL)
+        reward = trained[p.copy_of if p.copy_of >= 0 else pos].reward if shared else None
         samples.append(_sample(run, f, base + pos, reward))
     samples += [_sample(run, f, loop.next_index + j) for j, (_, f) in enumerate(replayed)]
     loop.next_index += len(replayed)
@@ -113,6 +114,7 @@ async def learn(
         status.policy_samples_trained += counts[TRAINED]
         status.policy_samples_critic += counts[CRITIC]
         status.policy_samples_buffer += counts[BUFFER]
+        status.policy_samples_recall += counts[RECALL]
         status.updates += 1 if feedback else 0
         if calibration is not None:
             status.calibration_error = calibration
@@ -124,14 +126,23 @@ async def learn(
 
     status, new_events = run.store.commit(run.search_id, mutate, strategy.state(), loop, samples, events)
     metrics.observe_batch(status, counts[TRAINED], train_stats)
-    metrics.observe_sources(status, counts[CRITIC], counts[BUFFER])
+    metrics.observe_sources(status, counts[CRITIC], counts[BUFFER], counts[RECALL])
     await run.on_events(run.search_id, new_events)
+
+
+def policy_samples(status: search_pb2.SearchStatus) -> int:
+    """Samples the policy learned from, of every source."""
+    return (
+        status.policy_samples_trained
+        + status.policy_samples_critic
+        + status.policy_samples_buffer
+        + status.policy_samples_recall
+    )
 
 
 def speedup(status: search_pb2.SearchStatus) -> float:
     """Sample speedup: policy samples of every source per activated sample."""
-    policy = status.policy_samples_trained + status.policy_samples_critic + status.policy_samples_buffer
-    return policy / max(status.activated_samples, 1)
+    return policy_samples(status) / max(status.activated_samples, 1)
 
 
 def _sample(run: SearchRun, f, index: int, reward: common_pb2.Reward | None = None) -> common_pb2.Sample:

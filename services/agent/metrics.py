@@ -25,7 +25,7 @@ DEGRADED = Counter(
     ["service"],
 )
 
-for source in ("trained", "critic", "buffer"):
+for source in ("trained", "critic", "buffer", "recall"):
     SAMPLES.labels(source)
 for service in ("critic", "buffer"):
     DEGRADED.labels(service)
@@ -68,10 +68,11 @@ SAMPLE_SPEEDUP = Gauge(
 )
 
 
-def observe_sources(status: search_pb2.SearchStatus, critic: int, buffer: int) -> None:
-    """Samples of an fnas batch whose reward came from the critic or the buffer, and the ratios."""
+def observe_sources(status: search_pb2.SearchStatus, critic: int, buffer: int, recall: int = 0) -> None:
+    """Samples of an fnas batch whose reward came from the critic, the buffer or a recall, and the ratios."""
     SAMPLES.labels("critic").inc(critic)
     SAMPLES.labels("buffer").inc(buffer)
+    SAMPLES.labels("recall").inc(recall)
     SAMPLE_SPEEDUP.labels(status.search_id).set(status.sample_speedup)
     if status.HasField("calibration_error"):
         CALIBRATION_ERROR.labels(status.search_id).set(status.calibration_error)

@@ -116,7 +116,7 @@ class SearchRun:
     def _stop_reason(self, waiting: bool = False) -> tuple[int, str] | None:
         status = self.store.status(self.search_id)
         budget = self.spec.budget
-        policy = status.policy_samples_trained + status.policy_samples_critic + status.policy_samples_buffer
+        policy = fnas_run.policy_samples(status)
         if self._cancelled:
             return search_pb2.SEARCH_STATE_CANCELLED, ""
         if budget.max_seconds and time.time() - status.created_at >= budget.max_seconds:

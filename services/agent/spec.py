@@ -6,7 +6,7 @@ INVALID_ARGUMENT.
 
 from __future__ import annotations
 
-from fnas import spaces
+from fnas import datasets, spaces
 from fnas.bounds import clip
 from fnas.config import FieldError
 from fnas.reward import RewardFn
@@ -66,6 +66,12 @@ def validate(spec: common_pb2.SearchSpec) -> common_pb2.SearchSpec:
     else:
         out.task.dataset = spec.task.dataset or DEFAULT_DATASET
         out.task.epochs = spec.task.epochs or DEFAULT_EPOCHS
+        try:
+            datasets.check_name(
+                out.task.dataset
+            )  # its files are the trainers' to check: they may be elsewhere
+        except ValueError as e:
+            raise SpecError("task.dataset", str(e)) from None
     if not 0 <= spec.task.simulated_seconds <= MAX_SIMULATED_SECONDS:
         raise SpecError(
             "task.simulated_seconds",

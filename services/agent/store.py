@@ -22,6 +22,12 @@ from fnas.v1 import common_pb2, queue_pb2, search_pb2
 
 MAP_SIZE = 1 << 36  # address space only: the file grows as written (TECH-NOTES, LMDB)
 _DBS = ("searches", "samples", "results", "events", "checkpoints")
+#: A search in one of these states counts no more results.
+_ENDED = (
+    search_pb2.SEARCH_STATE_SUCCEEDED,
+    search_pb2.SEARCH_STATE_FAILED,
+    search_pb2.SEARCH_STATE_CANCELLED,
+)
 
 
 @dataclass
@@ -90,14 +96,19 @@ class AgentStore:
     def add_result(self, result: queue_pb2.TrainResult) -> search_pb2.SearchStatus | None:
         """Stores a result once and moves the search's counters with it.
 
-        Returns the updated status, or None when the result was a duplicate or
-        belongs to no search of this agent (both are acknowledged and dropped).
+        Returns the updated status, or None when the result was a duplicate,
+        belongs to no search of this agent, or came after its search ended (a
+        cancelled search's counts stay what cancelling it reported): all are
+        acknowledged and dropped.
         """
         key = _key(result.search_id, result.sample_index)
         with self.env.begin(write=True) as txn:
             status = self.status(result.search_id, txn)
-            if status is None or not txn.put(
-                key, result.SerializeToString(), db=self.db["results"], overwrite=False
+            ended = status is not None and status.state in _ENDED
+            if (
+                status is None
+                or ended
+                or not txn.put(key, result.SerializeToString(), db=self.db["results"], overwrite=False)
             ):
                 return None
             if result.outcome == queue_pb2.TRAIN_OUTCOME_OK:

@@ -31,6 +31,7 @@ SOURCES = {
     common_pb2.SAMPLE_SOURCE_TRAINED: "trained",
     common_pb2.SAMPLE_SOURCE_CRITIC: "critic",
     common_pb2.SAMPLE_SOURCE_BUFFER: "buffer",
+    common_pb2.SAMPLE_SOURCE_RECALL: "recall",
 }
 # A small warm-up and a loose target so that a short search trusts, audits and replays.
 OPTIONS = common_pb2.FnasOptions(warmup=10, target_error=2.0, audit_fraction=0.2)
@@ -95,9 +96,13 @@ async def test_fnas_search_accounting_adds_up_and_matches_the_plain_loop(cluster
         "trained": status.policy_samples_trained,
         "critic": status.policy_samples_critic,
         "buffer": status.policy_samples_buffer,
+        "recall": status.policy_samples_recall,
     }
     assert by_source["critic"] > 0 and by_source["buffer"] > 0
-    assert status.policy_samples_trained >= status.activated_samples  # in-batch duplicates share a job
+    # One meaning of "activated": every trained sample is one train job; in-batch duplicates are recalls.
+    assert status.policy_samples_trained == status.activated_samples
+    trained = [s for s in samples if s.source == common_pb2.SAMPLE_SOURCE_TRAINED]
+    assert len({s.index for s in trained}) == status.activated_samples
     assert status.sample_speedup == pytest.approx(len(samples) / status.activated_samples)
     assert status.calibration_samples > 0 and status.HasField("calibration_error")
     assert sorted(s.index for s in samples) == list(range(len(samples)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import socket
 import subprocess
 import sys
 
@@ -59,13 +60,61 @@ def test_describe_mnas_prints_mult_adds(capsys):
         (["bench", "ceiling", "--space", "mnas"], "mnas has no table"),
         (["bench", "search", "--space", "mnas", "--seeds", "1", "--budget", "1"], "mnas has no table"),
         (["bench", "ceiling", "--seeds", "0"], "--seeds must be >= 1, got 0"),
+        # Checked before any cluster starts (issue 22).
+        (["search", "--space", "mnas", "--dataset", "npz:/no/such.npz"], "npz:/no/such.npz: no such file"),
+        (["search", "--space", "mnas", "--dataset", "moon"], "task.dataset: unknown dataset 'moon'"),
+        (["ls", "--target", "127.0.0.1:1"], "no agent answers at 127.0.0.1:1"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(argv, message):
     run = subprocess.run([sys.executable, "-m", "fnas", *argv], capture_output=True, text=True, timeout=60)
-    assert run.returncode == 2
+    assert run.returncode == (1 if argv[0] == "ls" else 2)  # nothing listening is no bad input
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], run.stderr
+
+
+def test_up_on_a_port_in_use_names_the_flag_that_fixes_it(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv = ["up", "--port", str(port), "--data-dir", str(tmp_path)]
+        run = subprocess.run(
+            [sys.executable, "-m", "fnas", *argv], capture_output=True, text=True, timeout=60
+        )
+    assert run.returncode == 2
+    (line,) = run.stderr.strip().splitlines()
+    assert f"--port {port}: the port is already in use" in line and "--port 0" in line
+    assert not (tmp_path / "nats").exists()  # nothing started
+
+
+def _actions(parser: argparse.ArgumentParser, path: str = "fnas"):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _actions(sub, f"{path} {name}")
+        elif not isinstance(action, argparse._HelpAction | argparse._VersionAction):
+            yield path, action
+
+
+def test_every_flag_and_argument_has_a_help_line():
+    from fnas.cli import build_parser
+
+    missing = [f"{path} {a.option_strings or a.dest}" for path, a in _actions(build_parser()) if not a.help]
+    assert not missing, missing
+
+
+def test_help_and_version_do_not_import_torch_or_the_services():
+    """What makes `fnas --help` slow: torch alone takes about a second to import."""
+    code = (
+        "import sys; from fnas.cli import build_parser, main\n"
+        "try: main(['--version'])\nexcept SystemExit: pass\n"
+        "build_parser().format_help()\n"
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.endswith('.app')))"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.stdout.strip().splitlines()[-1] == "[]", run.stdout + run.stderr
+    assert run.stdout.startswith("fnas ")
 
 
 def test_readme_commands_and_ci_agree():
