@@ -31,14 +31,17 @@ async def watch(args: argparse.Namespace) -> int:
     async with connection.client(args) as client:
         status = await client.get(args.search_id)
         bar = output.Progress(status.spec.budget.max_activated_samples)
+        trajectory = []
         async for event in client.watch(args.search_id):
+            if event.HasField("sample"):
+                trajectory.append(event.sample)
             for field in ("update", "finished"):
                 if event.HasField(field):
                     s = getattr(event, field)
                     bar.show(s.activated_samples, s.best.reward.value)
         bar.close()
         status = await client.get(args.search_id)
-        output.print_result(status, await client.top(args.search_id), _ran(status))
+        output.print_result(status, await client.top(args.search_id), _ran(status), trajectory)
     return 0
 
 

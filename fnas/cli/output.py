@@ -36,31 +36,82 @@ class Progress:
         self.bar.close()
 
 
-def print_result(status: search_pb2.SearchStatus, top: list[common_pb2.Sample], seconds: float) -> None:
+#: Below this many audited samples the calibration error is printed as not yet meaningful.
+MIN_AUDITS = 10
+
+_SOURCES = ("trained", "critic", "buffer", "recall")
+
+
+def _source(s: common_pb2.Sample) -> str:
+    return common_pb2.SampleSource.Name(s.source).removeprefix("SAMPLE_SOURCE_").lower()
+
+
+def activated_order(trajectory: list[common_pb2.Sample]) -> dict[int, int]:
+    """Sample index -> its place among the trained (activated) samples, 1-based, in sample order."""
+    trained = sorted(s.index for s in trajectory if s.source == common_pb2.SAMPLE_SOURCE_TRAINED)
+    return {index: n for n, index in enumerate(trained, 1)}
+
+
+def table_of(status: search_pb2.SearchStatus):
+    """The benchmark table of a tabular space by the search's reward (fnas.standing.Table), else None."""
+    from fnas import spaces, standing
+
+    try:
+        space = spaces.get(status.spec.space)
+    except spaces.UnknownSpace:
+        return None
+    return standing.Table(space, status.spec.reward) if space.tabular else None
+
+
+def print_result(
+    status: search_pb2.SearchStatus,
+    top: list[common_pb2.Sample],
+    seconds: float,
+    trajectory: list[common_pb2.Sample] = (),
+) -> None:
+    """The summary, the sources of the policy samples and the best architectures, with their standing."""
     state = search_pb2.SearchState.Name(status.state).removeprefix("SEARCH_STATE_").lower()
     print(
-        f"search {status.search_id} {state} in {seconds:.1f}s: {status.activated_samples} activated samples, "
-        f"{status.updates} policy updates, {status.failed_samples} failed"
+        f"search {status.search_id} {state} in {seconds:.1f}s: {status.activated_samples} activated "
+        f"(trained) samples, {status.updates} policy updates, {status.failed_samples} failed"
     )
     if status.error:
         print(f"error: {status.error}")
-    if status.policy_samples_critic or status.policy_samples_buffer:  # the fnas modules (paper 4.2, 5)
-        cal = f"{status.calibration_error:.4f}" if status.HasField("calibration_error") else "-"
+    if status.policy_samples_critic or status.policy_samples_buffer or status.policy_samples_recall:
         print(
             f"policy samples: {status.policy_samples_trained} trained, "
-            f"{status.policy_samples_critic} critic, {status.policy_samples_buffer} buffer; "
-            f"sample speedup {status.sample_speedup:.2f}x; "
-            f"critic calibration error {cal} on {status.calibration_samples} audited"
+            f"{status.policy_samples_critic} trusted to the critic, {status.policy_samples_buffer} replayed "
+            f"from the buffer, {status.policy_samples_recall} recalled; "
+            f"sample speedup {status.sample_speedup:.2f}x (policy samples per activated sample)"
         )
-    header = f"{'rank':>4} {'reward':>8} {'accuracy':>8} {'latency_ms':>10} {'mult_adds':>12} {'sample':>6}"
+        print(calibration_line(status))
+    table = table_of(status)
+    order = activated_order(trajectory) if trajectory else {}
+    mnas = status.spec.space == "mnas"
+    header = f"{'rank':>4} {'reward':>8} {'accuracy':>8} {'latency_ms':>10}"
+    header += f" {'mult_adds':>12}" * mnas + f" {'activated#':>10}" * bool(order)
+    header += f"  {'table rank':<22}" * (table is not None)
     print(f"{header}  architecture")
     for rank, s in enumerate(top, 1):
         r = s.reward
-        print(
-            f"{rank:>4} {r.value:>8.4f} {r.accuracy:>8.4f} {r.latency_ms:>10.3f} {r.mult_adds:>12,} "
-            f"{s.index:>6}  {_short(s.architecture.tokens)}"
-        )
+        line = f"{rank:>4} {r.value:>8.4f} {r.accuracy:>8.4f} {r.latency_ms:>10.3f}"
+        line += f" {r.mult_adds:>12,}" * mnas + f" {order.get(s.index, ''):>10}" * bool(order)
+        line += f"  {table.standing(r.value)!s:<22}" * (table is not None)
+        print(f"{line}  {_short(s.architecture.tokens)}")
+    if order:
+        print("activated#: the trained sample that found it (1 = the first trained)")
     _print_akp_and_final(status)
+
+
+def calibration_line(status: search_pb2.SearchStatus) -> str:
+    """The critic's calibration check: its mean error where it claimed to be right, in reward units."""
+    n = status.calibration_samples
+    if not status.HasField("calibration_error") or n < MIN_AUDITS:
+        return f"critic calibration: not yet meaningful ({n} of the {MIN_AUDITS} audited samples it needs)"
+    return (
+        f"critic calibration: mean |V - R| {status.calibration_error:.4f} (reward units) "
+        f"over {n} audited samples (would-be trusted, trained anyway)"
+    )
 
 
 def _print_akp_and_final(status: search_pb2.SearchStatus) -> None:
@@ -111,6 +162,7 @@ def result_dict(
             "trained": status.policy_samples_trained,
             "critic": status.policy_samples_critic,
             "buffer": status.policy_samples_buffer,
+            "recall": status.policy_samples_recall,
         },
         # FNAS accounting: policy samples per activated sample, and the UAC calibration check.
         "sample_speedup": status.sample_speedup,
@@ -140,7 +192,7 @@ def _sample(s: common_pb2.Sample) -> dict:
         "latency_ms": s.reward.latency_ms,
         "mult_adds": s.reward.mult_adds,
         "params": s.reward.params,
-        "source": common_pb2.SampleSource.Name(s.source).removeprefix("SAMPLE_SOURCE_").lower(),
+        "source": _source(s),
     }
 
 
@@ -149,26 +201,44 @@ def write_json(path: Path, status, top, trajectory) -> None:
     path.write_text(json.dumps(result_dict(status, top, trajectory), indent=1) + "\n")
 
 
-def plot_trajectory(path: Path, trajectory: list[common_pb2.Sample], title: str) -> None:
-    """Reward of each trained sample against activated samples, with the running best (paper Fig. 4)."""
+def plot_trajectory(
+    path: Path, trajectory: list[common_pb2.Sample], title: str, top_reward: float | None = None
+) -> None:
+    """Every policy sample's reward against the activated samples so far, by source, with the running
+    best of the trained ones (paper Fig. 4) and, for a table, the reward of its top 0.1%."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    trained = [s for s in trajectory if s.source == common_pb2.SAMPLE_SOURCE_TRAINED]
-    rewards = [s.reward.value for s in trained]
-    best, running = float("-inf"), []
-    for r in rewards:
-        best = max(best, r)
-        running.append(best)
+    points: dict[str, tuple[list[int], list[float]]] = {name: ([], []) for name in _SOURCES}
+    activated, best, running = 0, float("-inf"), []
+    for s in sorted(trajectory, key=lambda s: s.index):
+        source = _source(s)
+        if source == "trained":
+            activated += 1
+            best = max(best, s.reward.value)
+            running.append(best)
+        xs, ys = points.setdefault(source, ([], []))
+        xs.append(activated)
+        ys.append(s.reward.value)
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.scatter(range(1, len(rewards) + 1), rewards, s=6, alpha=0.5, label="trained sample")
-    ax.plot(range(1, len(rewards) + 1), running, color="tab:green", label="best so far")
-    ax.set_xlabel("activated samples")
+    style = {
+        "trained": dict(color="tab:blue", marker="o", label="trained (activated)"),
+        "critic": dict(color="tab:orange", marker="^", label="trusted to the critic (V)"),
+        "buffer": dict(color="tab:purple", marker="s", label="replayed from the buffer"),
+        "recall": dict(color="tab:gray", marker="x", label="recalled (trained once)"),
+    }
+    for name, (xs, ys) in points.items():
+        if xs:
+            ax.scatter(xs, ys, s=8, alpha=0.5, **style.get(name, {"label": name}))
+    ax.plot(range(1, len(running) + 1), running, color="tab:green", label="best trained so far")
+    if top_reward is not None:
+        ax.axhline(top_reward, color="tab:red", linestyle="--", linewidth=1, label="table's top 0.1%")
+    ax.set_xlabel("activated (trained) samples")
     ax.set_ylabel("reward")
     ax.set_title(title)
-    ax.legend(loc="lower right")
+    ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

@@ -215,12 +215,14 @@ async def _search(target: str, spec: common_pb2.SearchSpec, args: argparse.Names
         bar.close()
         status = await client.get(search_id)
         top = await client.top(search_id, args.top)
-    output.print_result(status, top, time.monotonic() - started)
+    output.print_result(status, top, time.monotonic() - started, trajectory)
+    plot = args.plot or (args.json.with_suffix(".png") if args.json else None)
     if args.json:
         output.write_json(args.json, status, top, trajectory)
-        plot = args.plot or args.json.with_suffix(".png")
-        output.plot_trajectory(plot, trajectory, title=f"{spec.space} {spec.strategy} seed {spec.seed}")
-        print(f"wrote {args.json} and {plot}", file=sys.stderr)
-    elif args.plot:
-        output.plot_trajectory(args.plot, trajectory, title=f"{spec.space} {spec.strategy}")
+    if plot:
+        table = output.table_of(status)
+        title = f"{spec.space} {spec.strategy} seed {spec.seed}"
+        output.plot_trajectory(plot, trajectory, title, table.top(0.001) if table else None)
+    if args.json or plot:
+        print(f"wrote {', '.join(str(p) for p in (args.json, plot) if p)}", file=sys.stderr)
     return 0 if status.state == search_pb2.SEARCH_STATE_SUCCEEDED else 1
