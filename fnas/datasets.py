@@ -28,6 +28,8 @@ PREFIXES = ("npz:", "imagefolder:")
 #: Side that imagefolder images are resized to when the caller asks for none.
 DEFAULT_IMAGE_SIDE = 32
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+#: scikit-learn's digits count pixels 0..16.
+DIGITS_SCALE = 1.0 / 16.0
 _SYNTHETIC_SEED = 20190101  # the synthetic images are one fixed dataset; only the split varies
 
 
@@ -41,6 +43,13 @@ class Dataset:
     x_val: np.ndarray
     y_val: np.ndarray
     num_classes: int
+    #: The recipe from the images as loaded to the network's input (before any resize): x * input_scale,
+    #: then (x - mean) / std; mean and std are those of the training split, one value for every channel.
+    input_scale: float = 1.0
+    mean: float = 0.0
+    std: float = 1.0
+    #: Positions of the validation images among the images as loaded (the split is fixed by the seed).
+    val_index: np.ndarray | None = None
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -68,18 +77,23 @@ def load(name: str, *, seed: int = 0, val_fraction: float = 0.2, image_side: int
     check_name(name)
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    scale = 1.0
     if name == "digits":
         x, y = _digits()
+        scale = DIGITS_SCALE
     elif name == "synthetic":
         x, y = synthetic()
     elif name.startswith("npz:"):
         x, y = _npz(Path(name[4:]).expanduser())
     else:
         x, y = _imagefolder(Path(name[12:]).expanduser(), image_side or DEFAULT_IMAGE_SIDE)
-    return split(name, x, y, seed, val_fraction)
+        scale = 1.0 / 255.0
+    return split(name, x * scale, y, seed, val_fraction, input_scale=scale)
 
 
-def split(name: str, x: np.ndarray, y: np.ndarray, seed: int, val_fraction: float) -> Dataset:
+def split(
+    name: str, x: np.ndarray, y: np.ndarray, seed: int, val_fraction: float, input_scale: float = 1.0
+) -> Dataset:
     """Stratified train / validation split by `seed`; images standardised with training-split statistics."""
     rng = np.random.default_rng(seed)
     val_idx = []
@@ -95,16 +109,17 @@ def split(name: str, x: np.ndarray, y: np.ndarray, seed: int, val_fraction: floa
         raise ValueError(f"dataset {name!r}: too few images ({len(y)}) for a train / validation split")
     x = x.astype(np.float32)
     mean, std = float(x[train_idx].mean()), float(x[train_idx].std())
-    x = (x - mean) / (std if std > 0 else 1.0)
+    std = std if std > 0 else 1.0
+    x = (x - mean) / std
     num_classes = int(y.max()) + 1
-    return Dataset(name, x[train_idx], y[train_idx], x[val], y[val], num_classes)
+    return Dataset(name, x[train_idx], y[train_idx], x[val], y[val], num_classes, input_scale, mean, std, val)
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray]:
     source = importlib.resources.files("sklearn.datasets.data").joinpath("digits.csv.gz")
     with importlib.resources.as_file(source) as path:
         raw = np.loadtxt(path, delimiter=",", dtype=np.float32)
-    return raw[:, :64].reshape(-1, 1, 8, 8) / 16.0, raw[:, 64].astype(np.int64)
+    return raw[:, :64].reshape(-1, 1, 8, 8), raw[:, 64].astype(np.int64)  # counts 0..16, as sklearn's
 
 
 def synthetic(
@@ -193,7 +208,7 @@ def _imagefolder(root: Path, side: int) -> tuple[np.ndarray, np.ndarray]:
                     rgb = img.convert("RGB").resize((side, side), Image.Resampling.BILINEAR)
             except (UnidentifiedImageError, OSError) as e:
                 raise ValueError(f"dataset {where}: cannot read image {file} ({e})") from None
-            images.append(np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1) / 255.0)
+            images.append(np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1))  # 0..255
             labels.append(label)
     y = np.array(labels, dtype=np.int64)
     _check_classes(y, where)

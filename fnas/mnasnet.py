@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from fnas.spaces.mnas import LayerSpec, count_mult_adds, count_params, plan
+from fnas.spaces.mnas import LayerSpec, NetworkPlan, count_mult_adds, count_params, plan
 
 __all__ = ["MnasNet", "SearchedLayer", "SqueezeExcite", "build_model", "count_mult_adds", "count_params"]
 
@@ -70,22 +70,18 @@ class SearchedLayer(nn.Module):
 
 
 class MnasNet(nn.Module):
-    """Stem conv, `blocks` (the seven searched blocks, an nn.ModuleList), head 1x1 conv, pool, classifier."""
+    """Stem conv, `blocks` (the seven searched blocks, an nn.ModuleList), head 1x1 conv, pool, classifier.
 
-    def __init__(
-        self,
-        tokens: Sequence[int],
-        num_classes: int,
-        in_channels: int,
-        width_mult: float,
-        dropout: float = 0.0,
-    ) -> None:
+    Built from a layer plan (fnas.spaces.mnas.NetworkPlan, or anything with its fields), so that
+    `fnas export` can write this class beside a literal plan into a model.py that needs torch alone.
+    """
+
+    def __init__(self, p: NetworkPlan, dropout: float = 0.0) -> None:
         super().__init__()
-        p = plan(tokens, in_channels, num_classes, width_mult)
-        self.stem = _conv_bn(in_channels, p.stem_channels, 3, 2)
+        self.stem = _conv_bn(p.in_channels, p.stem_channels, 3, 2)
         self.blocks = nn.ModuleList(nn.Sequential(*(SearchedLayer(s) for s in block)) for block in p.blocks)
         self.head = _conv_bn(p.blocks[-1][-1].out_channels, p.head_channels, 1)
-        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(p.head_channels, num_classes))
+        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(p.head_channels, p.num_classes))
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -126,4 +122,4 @@ def build_model(
     shape = tuple(int(s) for s in input_shape)
     if len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"input_shape must be (channels, height, width), all >= 1; got {tuple(input_shape)}")
-    return MnasNet(tokens, num_classes, shape[0], width_mult, dropout)
+    return MnasNet(plan(tokens, shape[0], num_classes, width_mult), dropout)

@@ -8,14 +8,15 @@ come from a retrain done here, not from the trainers: the same recipe, epochs, s
 retrain (from scratch), so on a CPU the result is bit-identical to what the final selection measured, and
 trainers never have to keep every model they train. Trainer settings (width multiplier, input side, batch
 size, learning rate, data seed) are read as the trainers read them (FNAS_TRAINER_* variables, then the
-defaults); flags override them. DIR gets architecture.json, model.py (build() and load()) and
-weights.safetensors (loaded by model.py, no pickle).
+defaults); flags override them. DIR gets architecture.json (with the input recipe, `preprocess`), model.py
+(build(), load() and preprocess(); torch alone, no fnas install) and weights.safetensors (no pickle).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -25,38 +26,78 @@ from fnas.v1 import common_pb2, search_pb2
 
 _MODEL_PY = '''"""{title}
 
-Architecture {key} of the `mnas` space ({blocks} blocks); build() makes the network, load() adds the trained
-weights (safetensors, next to this file). Needs torch and the fnas package (fnas.mnasnet).
+Architecture {key} of the `mnas` space ({blocks} blocks).
+Needs torch and safetensors alone: build() makes the network, load() adds the trained weights
+(weights.safetensors, next to this file), and preprocess() turns raw images into the network's input
+the way training saw them.
 """
 
+from __future__ import annotations
+
+import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import safetensors.torch
-
-from fnas.mnasnet import build_model
+import torch
+import torch.nn.functional as F
+from torch import nn
 
 TOKENS = {tokens}
 NUM_CLASSES = {num_classes}
 INPUT_SHAPE = {input_shape}
 WIDTH_MULT = {width_mult}
+#: Raw images (as the dataset stores them) -> the input: x * SCALE, (x - MEAN[c]) / STD[c] per channel c,
+#: then a bilinear resize (align_corners=False) to SIDE x SIDE.
+PREPROCESS = json.loads({preprocess!r})
 WEIGHTS = Path(__file__).with_name("weights.safetensors")
+#: The network's layer plan: stem, the searched blocks' layers, head (fnas.spaces.mnas.plan).
+PLAN = json.loads({plan!r}, object_hook=lambda d: SimpleNamespace(**d))
 
 
-def build():
+{network}
+
+def build() -> MnasNet:
     """The network, freshly initialised (train it from scratch, or call load())."""
-    return build_model(TOKENS, NUM_CLASSES, INPUT_SHAPE, WIDTH_MULT)
+    return MnasNet(PLAN)
 
 
-def load(path=WEIGHTS):
+def load(path=WEIGHTS) -> MnasNet:
     """The network with the exported weights, ready to fine-tune or evaluate."""
     model = build()
     model.load_state_dict(safetensors.torch.load_file(str(path)), strict=True)
     return model
 
 
+def preprocess(images) -> torch.Tensor:
+    """Raw images, (N, H, W) or (N, C, H, W) numbers as the dataset stores them, as the network's input."""
+    x = torch.as_tensor(images, dtype=torch.float32)
+    if x.dim() == 3:
+        x = x.unsqueeze(1)
+    p = PREPROCESS
+    x = x * p["scale"]
+    mean = torch.tensor(p["mean"], dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(p["std"], dtype=torch.float32).view(1, -1, 1, 1)
+    x = (x - mean) / std
+    side = p["resize"]["side"]
+    if side and tuple(x.shape[2:]) != (side, side):
+        x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
+    return x
+
+
 if __name__ == "__main__":
     print(load())
 '''
+
+
+def network_source() -> str:
+    """The source of the network's modules (fnas.mnasnet), for a model.py that needs torch alone."""
+    import inspect
+
+    from fnas import mnasnet
+
+    parts = [mnasnet._conv_bn, mnasnet.SqueezeExcite, mnasnet.SearchedLayer, mnasnet.MnasNet]
+    return "\n\n".join(inspect.getsource(p) for p in parts)
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -135,7 +176,8 @@ def export(args: argparse.Namespace, status: search_pb2.SearchStatus, c: search_
     """Retrains the candidate as the final selection did and writes DIR."""
     import safetensors.torch
 
-    from fnas import spaces
+    from fnas import datasets, spaces
+    from fnas.spaces.mnas import plan
     from fnas.v1 import queue_pb2
     from services.trainer.config import TrainerConfig
     from services.trainer.job import JobRunner, Settings
@@ -156,10 +198,19 @@ def export(args: argparse.Namespace, status: search_pb2.SearchStatus, c: search_
     args.out.mkdir(parents=True, exist_ok=True)
     # Plain contiguous CPU tensors: safetensors stores no strides (the trainer trains channels_last).
     state = {k: v.detach().to("cpu").contiguous() for k, v in out.model.state_dict().items()}
-    safetensors.torch.save_file(state, str(args.out / "weights.safetensors"))
+    # Written like the other two files, so all three get the same permissions.
+    (args.out / "weights.safetensors").write_bytes(safetensors.torch.save(state))
     space = spaces.get("mnas")
     tokens = list(c.sample.architecture.tokens)
     shape = runner.data(job.task.dataset).input_shape
+    raw = datasets.load(job.task.dataset, seed=cfg.data_seed, val_fraction=cfg.val_fraction,
+                        image_side=cfg.image_side)  # fmt: skip
+    preprocess = {
+        "scale": raw.input_scale,
+        "mean": [raw.mean] * shape[0],
+        "std": [raw.std] * shape[0],
+        "resize": {"side": cfg.image_side, "method": "bilinear", "align_corners": False},
+    }
     final = c.final_reward if c.HasField("final_reward") else None
     meta = {
         "search_id": status.search_id,
@@ -180,6 +231,8 @@ def export(args: argparse.Namespace, status: search_pb2.SearchStatus, c: search_
         "mult_adds": out.mult_adds,
         "params": out.params,
         "trainer_settings": settings_of(cfg),
+        # Raw images -> the network's input, as in training (model.py's preprocess() applies it).
+        "preprocess": preprocess,
         "blocks": space.describe(tokens)["blocks"],
     }
     (args.out / "architecture.json").write_text(json.dumps(meta, indent=1) + "\n")
@@ -192,6 +245,9 @@ def export(args: argparse.Namespace, status: search_pb2.SearchStatus, c: search_
         num_classes=meta["num_classes"],
         input_shape=tuple(shape),
         width_mult=cfg.width_mult,
+        preprocess=json.dumps(preprocess),
+        plan=json.dumps(dataclasses.asdict(plan(tokens, shape[0], meta["num_classes"], cfg.width_mult))),
+        network=network_source(),
     )
     (args.out / "model.py").write_text(source)
     print(

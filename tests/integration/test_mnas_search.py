@@ -8,9 +8,10 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
-from fnas import cli
+from fnas import cli, datasets
 from fnas.client import SearchClient
 from fnas.harness import Cluster
 from fnas.v1 import common_pb2, search_pb2
@@ -74,11 +75,28 @@ async def test_small_mnas_search_final_selection_and_export(tmp_path):
     assert meta["tokens"] == list(final[0].sample.architecture.tokens)
     # The retrain repeats the final selection's (same seed, split and recipe; CPU is deterministic).
     assert meta["accuracy"] == pytest.approx(final[0].final_reward.accuracy, abs=1e-9)
-    check = "import model, torch; print(tuple(model.load().eval()(torch.zeros(1, *model.INPUT_SHAPE)).shape))"
+    # model.py needs torch alone, and raw digits through its preprocess() give the reported accuracy.
+    settings = meta["trainer_settings"]
+    held_out = datasets.load("digits", seed=settings["data_seed"], val_fraction=settings["val_fraction"])
+    np.save(out / "val_index.npy", held_out.val_index)
+    check = (
+        "import sys; sys.modules['fnas'] = None  # no fnas: importing it would fail\n"
+        "import numpy as np, torch, model\n"
+        "from sklearn.datasets import load_digits\n"
+        "digits, i = load_digits(), np.load('val_index.npy')\n"
+        "with torch.no_grad():\n"
+        "    logits = model.load().eval()(model.preprocess(digits.images[i]))\n"
+        "print(tuple(logits.shape), float((logits.argmax(1).numpy() == digits.target[i]).mean()))"
+    )
     loaded = subprocess.run(
         [sys.executable, "-c", check], cwd=out, capture_output=True, text=True, timeout=60
     )
-    assert loaded.stdout.strip() == "(1, 10)", loaded.stderr
+    shape, accuracy = loaded.stdout.split(") ")
+    assert shape == f"({len(held_out.val_index)}, 10", loaded.stderr
+    assert float(accuracy) == pytest.approx(meta["accuracy"], abs=1.5 / len(held_out.val_index))
+    assert meta["preprocess"]["scale"] == 1 / 16 and meta["preprocess"]["resize"]["method"] == "bilinear"
+    modes = {f.name: f.stat().st_mode for f in out.iterdir() if f.suffix in (".py", ".json", ".safetensors")}
+    assert len(modes) == 3 and len(set(modes.values())) == 1, modes
 
 
 async def test_final_selection_of_a_table_search_moves_no_counters(tmp_path):
