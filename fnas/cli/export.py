@@ -233,6 +233,8 @@ def export(args: argparse.Namespace, status: search_pb2.SearchStatus, c: search_
         "trainer_settings": settings_of(cfg),
         # Raw images -> the network's input, as in training (model.py's preprocess() applies it).
         "preprocess": preprocess,
+        # The compute of this export's retrain, by phase (apart from the search's and final selection's).
+        "trainer_seconds": out.seconds,
         "blocks": space.describe(tokens)["blocks"],
     }
     (args.out / "architecture.json").write_text(json.dumps(meta, indent=1) + "\n")
@@ -252,5 +254,6 @@ def export(args: argparse.Namespace, status: search_pb2.SearchStatus, c: search_
     (args.out / "model.py").write_text(source)
     print(
         f"wrote {args.out}/model.py, weights.safetensors, architecture.json: validation accuracy "
-        f"{out.accuracy:.4f} (final selection measured {meta['final_accuracy']})"
+        f"{out.accuracy:.4f} (final selection measured {meta['final_accuracy']}); the retrain took "
+        f"{sum(out.seconds.values()):.1f} trainer-seconds"
     )

@@ -85,6 +85,7 @@ def print_result(
             f"sample speedup {status.sample_speedup:.2f}x (policy samples per activated sample)"
         )
         print(calibration_line(status))
+    print(compute_line(status))
     table = table_of(status)
     order = activated_order(trajectory) if trajectory else {}
     mnas = status.spec.space == "mnas"
@@ -101,6 +102,18 @@ def print_result(
     if order:
         print("activated#: the trained sample that found it (1 = the first trained)")
     _print_akp_and_final(status)
+
+
+def compute_line(status: search_pb2.SearchStatus) -> str:
+    """The search's compute: trainer-seconds of training (the paper's GPU hours); setup, evaluation apart."""
+    line = (
+        f"compute: {status.trainer_seconds:.1f} trainer-seconds of training "
+        f"({status.trainer_seconds / 3600:.3f} trainer-hours), {status.trainer_setup_seconds:.1f} s setup, "
+        f"{status.trainer_evaluate_seconds:.1f} s evaluation"
+    )
+    if status.final_ranking:
+        line += f"; final selection {status.final_trainer_seconds:.1f} s"
+    return line
 
 
 def calibration_line(status: search_pb2.SearchStatus) -> str:
@@ -169,6 +182,13 @@ def result_dict(
         "calibration_error": status.calibration_error if status.HasField("calibration_error") else None,
         "calibration_samples": status.calibration_samples,
         "failed_samples": status.failed_samples,
+        # Compute: trainer-seconds of the search's jobs by phase, and of the final selection apart.
+        "compute": {
+            "trainer_seconds": status.trainer_seconds,
+            "setup_seconds": status.trainer_setup_seconds,
+            "evaluate_seconds": status.trainer_evaluate_seconds,
+            "final_selection_seconds": status.final_trainer_seconds,
+        },
         "updates": status.updates,
         "top": [_sample(s) for s in top],
         "akp": {

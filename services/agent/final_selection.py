@@ -131,6 +131,10 @@ async def run(search: SearchRun) -> bool:
     def mutate(s: search_pb2.SearchStatus) -> None:
         del s.final_ranking[:]
         s.final_ranking.extend(ranking)
+        # Its compute, apart from the search's: every phase of the retrains.
+        s.final_trainer_seconds = sum(
+            r.setup_seconds + r.train_seconds + r.evaluate_seconds for r in have.values()
+        )
 
     store.commit(search_id, mutate)
     best = ranking[0]

@@ -111,6 +111,10 @@ class AgentStore:
                 or not txn.put(key, result.SerializeToString(), db=self.db["results"], overwrite=False)
             ):
                 return None
+            # Compute (the paper's GPU hours): a failed job cost trainer time too.
+            status.trainer_seconds += result.train_seconds
+            status.trainer_setup_seconds += result.setup_seconds
+            status.trainer_evaluate_seconds += result.evaluate_seconds
             if result.outcome == queue_pb2.TRAIN_OUTCOME_OK:
                 status.activated_samples += 1
                 status.pool_blocks_queried += result.pool_blocks_queried  # AKP hit ratio (paper 4.3)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from fnas import spaces
@@ -32,6 +32,11 @@ class Evaluation:
     pool_blocks_queried: int = 0
     #: Runs after the result is published and before the job is acked (the trained blocks go to the pool).
     after_publish: Callable[[], Awaitable[None]] | None = None
+    #: Compute (trainer-seconds) by phase: setup (data, model, pool), train, evaluate (accuracy, latency).
+    seconds: dict[str, float] = field(default_factory=dict)
+    #: Epochs trained (0 for a table) and the device kind that trained them (cpu, cuda, mps, table).
+    epochs: int = 0
+    device_kind: str = ""
 
 
 class Evaluator(Protocol):
@@ -60,9 +65,12 @@ class TabularEvaluator:
         if job.task.simulated_seconds < 0:
             raise ValueError(f"task.simulated_seconds must be >= 0, got {job.task.simulated_seconds}")
         # Everything that can fail runs before the wait: a bad job fails at once, not after "training".
+        t0 = time.perf_counter()
         reward = self.reward(job)
+        t1 = time.perf_counter()
         await simulate(job.task.simulated_seconds, heartbeat, self.heartbeat_s)
-        return Evaluation(reward)
+        seconds = {"setup": t1 - t0, "train": time.perf_counter() - t1, "evaluate": 0.0}
+        return Evaluation(reward, seconds=seconds, device_kind="table")
 
     def reward(self, job: queue_pb2.TrainJob) -> common_pb2.Reward:
         """The job's reward from the table; ValueError for an invalid job."""

@@ -108,7 +108,16 @@ class MnasEvaluator:
         after = None
         if blobs and self.pool is not None:
             after = self._putter(pool_pb2.PutBlocksRequest.FromString(blobs[0]))
-        return Evaluation(reward, matched, queried, after_publish=after)
+        seconds = {k: float(v) for k, v in header.get("seconds", {}).items()}
+        return Evaluation(reward, matched, queried, after, seconds, job.task.epochs, self._device_kind())
+
+    def _device_kind(self) -> str:
+        """The device kind the jobs train on (cpu, cuda, mps): `auto` resolved by the child or runner."""
+        if self.child is not None:
+            device = str(self.child.info.get("device", ""))
+        else:
+            device = str(getattr(self._runner, "device", ""))
+        return (device or self.cfg.device).split(":")[0]
 
     async def _run(self, job: queue_pb2.TrainJob, query: AsyncQuery | None) -> tuple[dict, list[bytes]]:
         if self.child is not None:

@@ -36,10 +36,15 @@ JOBS = prometheus_client.Counter(
     "poison (undecodable, terminated), error (transient, redelivered), dropped (its search had finished).",
     ["outcome"],
 )
-TRAIN_SECONDS = prometheus_client.Histogram(
-    "fnas_trainer_train_seconds",
-    "Seconds spent evaluating one job (training, or the simulated time of tabular spaces).",
+JOB_SECONDS = prometheus_client.Histogram(
+    "fnas_trainer_job_seconds",
+    "Wall seconds of one job: setup, training (or a table's simulated time) and evaluation.",
     buckets=(0.001, 0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800),
+)
+TRAINER_SECONDS = prometheus_client.Counter(
+    "fnas_trainer_train_seconds",
+    "Trainer-seconds of training, by device kind (cpu, cuda, mps, table): the paper's GPU hours.",
+    ["device"],
 )
 QUEUE_PENDING = prometheus_client.Gauge(
     "fnas_trainer_queue_pending", "Train jobs waiting in the queue (not yet delivered to any trainer)."
@@ -190,8 +195,16 @@ class TrainerWorker:
             running.discard(task)
             if not running:
                 self._running.pop(job.search_id, None)
-        result.train_seconds = time.perf_counter() - start
-        TRAIN_SECONDS.observe(result.train_seconds)
+        wall = time.perf_counter() - start
+        JOB_SECONDS.observe(wall)
+        # A job that failed before training spent its time on setup.
+        seconds = evaluation.seconds if result.outcome == queue_pb2.TRAIN_OUTCOME_OK else {"setup": wall}
+        result.train_seconds = seconds.get("train", 0.0)
+        result.setup_seconds = seconds.get("setup", 0.0)
+        result.evaluate_seconds = seconds.get("evaluate", 0.0)
+        if result.outcome == queue_pb2.TRAIN_OUTCOME_OK:
+            result.epochs, result.device_kind = evaluation.epochs, evaluation.device_kind
+            TRAINER_SECONDS.labels(evaluation.device_kind or "unknown").inc(result.train_seconds)
         return result, after_publish
 
     async def _on_search_event(self, subject: str, data: bytes) -> None:

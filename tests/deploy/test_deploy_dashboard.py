@@ -136,7 +136,7 @@ async def test_dashboard_queries_name_only_metrics_the_services_export(repo, tmp
         "fnas_agent_activated_samples_total",
         "fnas_agent_best_reward",
         "fnas_trainer_queue_pending",
-        "fnas_trainer_train_seconds_bucket",
+        "fnas_trainer_job_seconds_bucket",
         "fnas_trainer_jobs_total",
         "fnas_agent_rpc_latency_seconds_bucket",
     }

@@ -67,6 +67,13 @@ async def test_small_mnas_search_final_selection_and_export(tmp_path):
     final = status.final_ranking
     assert [c.rank for c in final] == [1, 2] and all(c.epochs == 2 and not c.error for c in final)
     assert final[0].final_reward.value >= final[1].final_reward.value
+    # Compute (issue 24): the status sums every job's trainer-seconds, the final selection apart.
+    assert (
+        status.trainer_seconds > 0
+        and status.trainer_setup_seconds > 0
+        and status.trainer_evaluate_seconds > 0
+    )
+    assert status.final_trainer_seconds > 0
     best_two = sorted((s.reward.value for s in trajectory), reverse=True)[:2]
     assert sorted(c.sample.reward.value for c in final) == sorted(best_two)
 
@@ -94,6 +101,10 @@ async def test_small_mnas_search_final_selection_and_export(tmp_path):
     shape, accuracy = loaded.stdout.split(") ")
     assert shape == f"({len(held_out.val_index)}, 10", loaded.stderr
     assert float(accuracy) == pytest.approx(meta["accuracy"], abs=1.5 / len(held_out.val_index))
+    assert (
+        set(meta["trainer_seconds"]) == {"setup", "train", "evaluate"}
+        and meta["trainer_seconds"]["train"] > 0
+    )
     assert meta["preprocess"]["scale"] == 1 / 16 and meta["preprocess"]["resize"]["method"] == "bilinear"
     modes = {f.name: f.stat().st_mode for f in out.iterdir() if f.suffix in (".py", ".json", ".safetensors")}
     assert len(modes) == 3 and len(set(modes.values())) == 1, modes

@@ -146,3 +146,21 @@ async def test_the_in_process_cluster_applies_the_agents_request_limit(cluster, 
         await client.submit(big)
     assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert await client.list() == []
+
+
+async def test_compute_is_the_trainer_seconds_of_every_job(cluster, client):
+    """Issue 24: each result carries its trainer-seconds; the status and Prometheus sum them."""
+    before = _scraped(cluster, 'fnas_trainer_train_seconds_total{device="table"}')
+    status, _ = await run_to_end(client, spec(budget=10, task=common_pb2.Task(simulated_seconds=0.05)))
+    assert status.activated_samples == 10
+    assert 10 * 0.05 <= status.trainer_seconds < 10 * 0.05 + 2.0  # the simulated training, not the waits
+    assert status.trainer_setup_seconds > 0 and status.final_trainer_seconds == 0  # no final selection here
+    after = _scraped(cluster, 'fnas_trainer_train_seconds_total{device="table"}')
+    assert after - before == pytest.approx(status.trainer_seconds, rel=1e-6)
+
+
+def _scraped(cluster, name: str) -> float:
+    text = (
+        urllib.request.urlopen(f"http://127.0.0.1:{cluster.metrics_port}/metrics", timeout=5).read().decode()
+    )
+    return next((float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")), 0.0)
