@@ -131,7 +131,12 @@ def _print_akp_and_final(status: search_pb2.SearchStatus) -> None:
     """The AKP hit ratio (paper 4.3) and the final selection's ranking (paper 6.2), when there are any."""
     matched, queried = status.pool_blocks_matched, status.pool_blocks_queried
     if queried:
-        print(f"AKP: {matched}/{queried} blocks initialised from the pool, hit ratio {matched / queried:.3f}")
+        task = status.spec.task
+        print(
+            f"AKP: {matched}/{queried} blocks initialised from the pool, hit ratio {matched / queried:.3f}; "
+            f"{status.pool_warm_samples} samples warm from the pool trained {task.pool_epochs} epochs, "
+            f"the other {status.activated_samples - status.pool_warm_samples} {task.epochs}"
+        )
     if not status.final_ranking:
         return
     print(f"final selection: the top {len(status.final_ranking)} retrained for "
@@ -197,6 +202,10 @@ def result_dict(
             "hit_ratio": (status.pool_blocks_matched / status.pool_blocks_queried)
             if status.pool_blocks_queried
             else None,
+            # The rule (paper Table 4): a sample warm from the pool for every block trains pool_epochs.
+            "warm_samples": status.pool_warm_samples,
+            "pool_epochs": status.spec.task.pool_epochs,
+            "epochs": status.spec.task.epochs,
         },
         "final_ranking": [_final(c) for c in status.final_ranking],
         "trajectory": [_sample(s) for s in trajectory],

@@ -100,6 +100,12 @@ def add_spec_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default="", help="a label shown by `fnas ls`")
     p.add_argument("--pool-task", default="", help="AKP transfer: initialise from pool blocks of this task")
     p.add_argument(
+        "--pool-epochs",
+        type=int,
+        default=0,
+        help="AKP: epochs of a sample warm from the pool for every block (0: half of --epochs)",
+    )
+    p.add_argument(
         "--final-top-k",
         type=int,
         help="final selection: architectures retrained at the end (default: 10, tables 0)",
@@ -148,7 +154,10 @@ def spec_from_args(args: argparse.Namespace) -> common_pb2.SearchSpec:
         reward=reward,
         budget=common_pb2.Budget(max_activated_samples=args.budget),
         task=common_pb2.Task(
-            dataset=args.dataset, epochs=args.epochs, simulated_seconds=args.simulated_seconds
+            dataset=args.dataset,
+            epochs=args.epochs,
+            pool_epochs=getattr(args, "pool_epochs", 0),
+            simulated_seconds=args.simulated_seconds,
         ),
         name=args.name,
         pool_task=getattr(args, "pool_task", ""),

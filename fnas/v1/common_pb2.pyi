@@ -134,14 +134,16 @@ class FnasOptions(_message.Message):
     def __init__(self, threshold: _Optional[float] = ..., target_error: _Optional[float] = ..., warmup: _Optional[int] = ..., max_trusted_fraction: _Optional[float] = ..., audit_fraction: _Optional[float] = ..., buffer_size: _Optional[int] = ..., max_replay_fraction: _Optional[float] = ..., priority_temperature: _Optional[float] = ..., candidates: _Optional[int] = ..., ucb: _Optional[float] = ..., resample_temperature: _Optional[float] = ..., local_candidates: _Optional[int] = ..., elite_size: _Optional[int] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("dataset", "epochs", "simulated_seconds")
+    __slots__ = ("dataset", "epochs", "pool_epochs", "simulated_seconds")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    POOL_EPOCHS_FIELD_NUMBER: _ClassVar[int]
     SIMULATED_SECONDS_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     epochs: int
+    pool_epochs: int
     simulated_seconds: float
-    def __init__(self, dataset: _Optional[str] = ..., epochs: _Optional[int] = ..., simulated_seconds: _Optional[float] = ...) -> None: ...
+    def __init__(self, dataset: _Optional[str] = ..., epochs: _Optional[int] = ..., pool_epochs: _Optional[int] = ..., simulated_seconds: _Optional[float] = ...) -> None: ...
 
 class SearchSpec(_message.Message):
     __slots__ = ("space", "task", "reward", "budget", "modules", "strategy", "seed", "batch_size", "critic_snapshot", "pool_task", "name", "warm_start", "fnas", "critic_history", "final_top_k", "final_epochs")

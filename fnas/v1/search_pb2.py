@@ -25,51 +25,51 @@ _sym_db = _symbol_database.Default()
 from fnas.v1 import common_pb2 as fnas_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x66nas/v1/search.proto\x12\x07\x66nas.v1\x1a\x14\x66nas/v1/common.proto\"\xde\x05\n\x0cSearchStatus\x12\x11\n\tsearch_id\x18\x01 \x01(\t\x12!\n\x04spec\x18\x02 \x01(\x0b\x32\x13.fnas.v1.SearchSpec\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.fnas.v1.SearchState\x12\x19\n\x11\x61\x63tivated_samples\x18\x04 \x01(\x04\x12\x1e\n\x16policy_samples_trained\x18\x05 \x01(\x04\x12\x1d\n\x15policy_samples_critic\x18\x06 \x01(\x04\x12\x1d\n\x15policy_samples_buffer\x18\x07 \x01(\x04\x12\x16\n\x0e\x66\x61iled_samples\x18\x08 \x01(\x04\x12\x0f\n\x07updates\x18\t \x01(\x04\x12\x1d\n\x04\x62\x65st\x18\n \x01(\x0b\x32\x0f.fnas.v1.Sample\x12\x12\n\ncreated_at\x18\x0b \x01(\x01\x12\x12\n\nupdated_at\x18\x0c \x01(\x01\x12\r\n\x05\x65rror\x18\r \x01(\t\x12\x1e\n\x11\x63\x61libration_error\x18\x0e \x01(\x01H\x00\x88\x01\x01\x12\x1b\n\x13\x63\x61libration_samples\x18\x0f \x01(\x04\x12\x16\n\x0esample_speedup\x18\x10 \x01(\x01\x12\x0e\n\x06tenant\x18\x11 \x01(\t\x12.\n\rfinal_ranking\x18\x1e \x03(\x0b\x32\x17.fnas.v1.FinalCandidate\x12\x1b\n\x13pool_blocks_queried\x18\x1f \x01(\x04\x12\x1b\n\x13pool_blocks_matched\x18  \x01(\x04\x12\x1d\n\x15policy_samples_recall\x18! \x01(\x04\x12\x17\n\x0ftrainer_seconds\x18\" \x01(\x01\x12\x1d\n\x15trainer_setup_seconds\x18# \x01(\x01\x12 \n\x18trainer_evaluate_seconds\x18$ \x01(\x01\x12\x1d\n\x15\x66inal_trainer_seconds\x18% \x01(\x01\x42\x14\n\x12_calibration_error\"\x93\x01\n\x0e\x46inalCandidate\x12\x0c\n\x04rank\x18\x01 \x01(\r\x12\x1f\n\x06sample\x18\x02 \x01(\x0b\x32\x0f.fnas.v1.Sample\x12%\n\x0c\x66inal_reward\x18\x03 \x01(\x0b\x32\x0f.fnas.v1.Reward\x12\x0e\n\x06\x65pochs\x18\x04 \x01(\r\x12\x0c\n\x04seed\x18\x05 \x01(\x04\x12\r\n\x05\x65rror\x18\x06 \x01(\t\"\xac\x01\n\x0bSearchEvent\x12\x11\n\tsearch_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12!\n\x06sample\x18\x03 \x01(\x0b\x32\x0f.fnas.v1.SampleH\x00\x12\'\n\x06update\x18\x04 \x01(\x0b\x32\x15.fnas.v1.SearchStatusH\x00\x12)\n\x08\x66inished\x18\x05 \x01(\x0b\x32\x15.fnas.v1.SearchStatusH\x00\x42\x06\n\x04kind\"8\n\x13SubmitSearchRequest\x12!\n\x04spec\x18\x01 \x01(\x0b\x32\x13.fnas.v1.SearchSpec\")\n\x14SubmitSearchResponse\x12\x11\n\tsearch_id\x18\x01 \x01(\t\"%\n\x10GetSearchRequest\x12\x11\n\tsearch_id\x18\x01 \x01(\t\":\n\x11GetSearchResponse\x12%\n\x06status\x18\x01 \x01(\x0b\x32\x15.fnas.v1.SearchStatus\":\n\x12WatchSearchRequest\x12\x11\n\tsearch_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\"(\n\x13\x43\x61ncelSearchRequest\x12\x11\n\tsearch_id\x18\x01 \x01(\t\"=\n\x14\x43\x61ncelSearchResponse\x12%\n\x06status\x18\x01 \x01(\x0b\x32\x15.fnas.v1.SearchStatus\"\x15\n\x13ListSearchesRequest\"?\n\x14ListSearchesResponse\x12\'\n\x08searches\x18\x01 \x03(\x0b\x32\x15.fnas.v1.SearchStatus\":\n\x1aGetTopArchitecturesRequest\x12\x11\n\tsearch_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\r\"?\n\x1bGetTopArchitecturesResponse\x12 \n\x07samples\x18\x01 \x03(\x0b\x32\x0f.fnas.v1.Sample\"0\n\x1b\x45xportCriticSnapshotRequest\x12\x11\n\tsearch_id\x18\x01 \x01(\t\"D\n\x1c\x45xportCriticSnapshotResponse\x12\x13\n\x0bsnapshot_id\x18\x01 \x01(\t\x12\x0f\n\x07weights\x18\x02 \x01(\x0c\"=\n\x1bImportCriticSnapshotRequest\x12\x0f\n\x07weights\x18\x01 \x01(\x0c\x12\r\n\x05space\x18\x02 \x01(\t\"3\n\x1cImportCriticSnapshotResponse\x12\x13\n\x0bsnapshot_id\x18\x01 \x01(\t*\x96\x01\n\x0bSearchState\x12\x1c\n\x18SEARCH_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14SEARCH_STATE_RUNNING\x10\x01\x12\x1a\n\x16SEARCH_STATE_SUCCEEDED\x10\x02\x12\x17\n\x13SEARCH_STATE_FAILED\x10\x03\x12\x1a\n\x16SEARCH_STATE_CANCELLED\x10\x04\x32\xaa\x05\n\rSearchService\x12K\n\x0cSubmitSearch\x12\x1c.fnas.v1.SubmitSearchRequest\x1a\x1d.fnas.v1.SubmitSearchResponse\x12\x42\n\tGetSearch\x12\x19.fnas.v1.GetSearchRequest\x1a\x1a.fnas.v1.GetSearchResponse\x12\x42\n\x0bWatchSearch\x12\x1b.fnas.v1.WatchSearchRequest\x1a\x14.fnas.v1.SearchEvent0\x01\x12K\n\x0c\x43\x61ncelSearch\x12\x1c.fnas.v1.CancelSearchRequest\x1a\x1d.fnas.v1.CancelSearchResponse\x12K\n\x0cListSearches\x12\x1c.fnas.v1.ListSearchesRequest\x1a\x1d.fnas.v1.ListSearchesResponse\x12`\n\x13GetTopArchitectures\x12#.fnas.v1.GetTopArchitecturesRequest\x1a$.fnas.v1.GetTopArchitecturesResponse\x12\x63\n\x14\x45xportCriticSnapshot\x12$.fnas.v1.ExportCriticSnapshotRequest\x1a%.fnas.v1.ExportCriticSnapshotResponse\x12\x63\n\x14ImportCriticSnapshot\x12$.fnas.v1.ImportCriticSnapshotRequest\x1a%.fnas.v1.ImportCriticSnapshotResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x66nas/v1/search.proto\x12\x07\x66nas.v1\x1a\x14\x66nas/v1/common.proto\"\xf9\x05\n\x0cSearchStatus\x12\x11\n\tsearch_id\x18\x01 \x01(\t\x12!\n\x04spec\x18\x02 \x01(\x0b\x32\x13.fnas.v1.SearchSpec\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.fnas.v1.SearchState\x12\x19\n\x11\x61\x63tivated_samples\x18\x04 \x01(\x04\x12\x1e\n\x16policy_samples_trained\x18\x05 \x01(\x04\x12\x1d\n\x15policy_samples_critic\x18\x06 \x01(\x04\x12\x1d\n\x15policy_samples_buffer\x18\x07 \x01(\x04\x12\x16\n\x0e\x66\x61iled_samples\x18\x08 \x01(\x04\x12\x0f\n\x07updates\x18\t \x01(\x04\x12\x1d\n\x04\x62\x65st\x18\n \x01(\x0b\x32\x0f.fnas.v1.Sample\x12\x12\n\ncreated_at\x18\x0b \x01(\x01\x12\x12\n\nupdated_at\x18\x0c \x01(\x01\x12\r\n\x05\x65rror\x18\r \x01(\t\x12\x1e\n\x11\x63\x61libration_error\x18\x0e \x01(\x01H\x00\x88\x01\x01\x12\x1b\n\x13\x63\x61libration_samples\x18\x0f \x01(\x04\x12\x16\n\x0esample_speedup\x18\x10 \x01(\x01\x12\x0e\n\x06tenant\x18\x11 \x01(\t\x12.\n\rfinal_ranking\x18\x1e \x03(\x0b\x32\x17.fnas.v1.FinalCandidate\x12\x1b\n\x13pool_blocks_queried\x18\x1f \x01(\x04\x12\x1b\n\x13pool_blocks_matched\x18  \x01(\x04\x12\x1d\n\x15policy_samples_recall\x18! \x01(\x04\x12\x17\n\x0ftrainer_seconds\x18\" \x01(\x01\x12\x1d\n\x15trainer_setup_seconds\x18# \x01(\x01\x12 \n\x18trainer_evaluate_seconds\x18$ \x01(\x01\x12\x1d\n\x15\x66inal_trainer_seconds\x18% \x01(\x01\x12\x19\n\x11pool_warm_samples\x18& \x01(\x04\x42\x14\n\x12_calibration_error\"\x93\x01\n\x0e\x46inalCandidate\x12\x0c\n\x04rank\x18\x01 \x01(\r\x12\x1f\n\x06sample\x18\x02 \x01(\x0b\x32\x0f.fnas.v1.Sample\x12%\n\x0c\x66inal_reward\x18\x03 \x01(\x0b\x32\x0f.fnas.v1.Reward\x12\x0e\n\x06\x65pochs\x18\x04 \x01(\r\x12\x0c\n\x04seed\x18\x05 \x01(\x04\x12\r\n\x05\x65rror\x18\x06 \x01(\t\"\xac\x01\n\x0bSearchEvent\x12\x11\n\tsearch_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12!\n\x06sample\x18\x03 \x01(\x0b\x32\x0f.fnas.v1.SampleH\x00\x12\'\n\x06update\x18\x04 \x01(\x0b\x32\x15.fnas.v1.SearchStatusH\x00\x12)\n\x08\x66inished\x18\x05 \x01(\x0b\x32\x15.fnas.v1.SearchStatusH\x00\x42\x06\n\x04kind\"8\n\x13SubmitSearchRequest\x12!\n\x04spec\x18\x01 \x01(\x0b\x32\x13.fnas.v1.SearchSpec\")\n\x14SubmitSearchResponse\x12\x11\n\tsearch_id\x18\x01 \x01(\t\"%\n\x10GetSearchRequest\x12\x11\n\tsearch_id\x18\x01 \x01(\t\":\n\x11GetSearchResponse\x12%\n\x06status\x18\x01 \x01(\x0b\x32\x15.fnas.v1.SearchStatus\":\n\x12WatchSearchRequest\x12\x11\n\tsearch_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\"(\n\x13\x43\x61ncelSearchRequest\x12\x11\n\tsearch_id\x18\x01 \x01(\t\"=\n\x14\x43\x61ncelSearchResponse\x12%\n\x06status\x18\x01 \x01(\x0b\x32\x15.fnas.v1.SearchStatus\"\x15\n\x13ListSearchesRequest\"?\n\x14ListSearchesResponse\x12\'\n\x08searches\x18\x01 \x03(\x0b\x32\x15.fnas.v1.SearchStatus\":\n\x1aGetTopArchitecturesRequest\x12\x11\n\tsearch_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\r\"?\n\x1bGetTopArchitecturesResponse\x12 \n\x07samples\x18\x01 \x03(\x0b\x32\x0f.fnas.v1.Sample\"0\n\x1b\x45xportCriticSnapshotRequest\x12\x11\n\tsearch_id\x18\x01 \x01(\t\"D\n\x1c\x45xportCriticSnapshotResponse\x12\x13\n\x0bsnapshot_id\x18\x01 \x01(\t\x12\x0f\n\x07weights\x18\x02 \x01(\x0c\"=\n\x1bImportCriticSnapshotRequest\x12\x0f\n\x07weights\x18\x01 \x01(\x0c\x12\r\n\x05space\x18\x02 \x01(\t\"3\n\x1cImportCriticSnapshotResponse\x12\x13\n\x0bsnapshot_id\x18\x01 \x01(\t*\x96\x01\n\x0bSearchState\x12\x1c\n\x18SEARCH_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14SEARCH_STATE_RUNNING\x10\x01\x12\x1a\n\x16SEARCH_STATE_SUCCEEDED\x10\x02\x12\x17\n\x13SEARCH_STATE_FAILED\x10\x03\x12\x1a\n\x16SEARCH_STATE_CANCELLED\x10\x04\x32\xaa\x05\n\rSearchService\x12K\n\x0cSubmitSearch\x12\x1c.fnas.v1.SubmitSearchRequest\x1a\x1d.fnas.v1.SubmitSearchResponse\x12\x42\n\tGetSearch\x12\x19.fnas.v1.GetSearchRequest\x1a\x1a.fnas.v1.GetSearchResponse\x12\x42\n\x0bWatchSearch\x12\x1b.fnas.v1.WatchSearchRequest\x1a\x14.fnas.v1.SearchEvent0\x01\x12K\n\x0c\x43\x61ncelSearch\x12\x1c.fnas.v1.CancelSearchRequest\x1a\x1d.fnas.v1.CancelSearchResponse\x12K\n\x0cListSearches\x12\x1c.fnas.v1.ListSearchesRequest\x1a\x1d.fnas.v1.ListSearchesResponse\x12`\n\x13GetTopArchitectures\x12#.fnas.v1.GetTopArchitecturesRequest\x1a$.fnas.v1.GetTopArchitecturesResponse\x12\x63\n\x14\x45xportCriticSnapshot\x12$.fnas.v1.ExportCriticSnapshotRequest\x1a%.fnas.v1.ExportCriticSnapshotResponse\x12\x63\n\x14ImportCriticSnapshot\x12$.fnas.v1.ImportCriticSnapshotRequest\x1a%.fnas.v1.ImportCriticSnapshotResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fnas.v1.search_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SEARCHSTATE']._serialized_start=1932
-  _globals['_SEARCHSTATE']._serialized_end=2082
+  _globals['_SEARCHSTATE']._serialized_start=1959
+  _globals['_SEARCHSTATE']._serialized_end=2109
   _globals['_SEARCHSTATUS']._serialized_start=56
-  _globals['_SEARCHSTATUS']._serialized_end=790
-  _globals['_FINALCANDIDATE']._serialized_start=793
-  _globals['_FINALCANDIDATE']._serialized_end=940
-  _globals['_SEARCHEVENT']._serialized_start=943
-  _globals['_SEARCHEVENT']._serialized_end=1115
-  _globals['_SUBMITSEARCHREQUEST']._serialized_start=1117
-  _globals['_SUBMITSEARCHREQUEST']._serialized_end=1173
-  _globals['_SUBMITSEARCHRESPONSE']._serialized_start=1175
-  _globals['_SUBMITSEARCHRESPONSE']._serialized_end=1216
-  _globals['_GETSEARCHREQUEST']._serialized_start=1218
-  _globals['_GETSEARCHREQUEST']._serialized_end=1255
-  _globals['_GETSEARCHRESPONSE']._serialized_start=1257
-  _globals['_GETSEARCHRESPONSE']._serialized_end=1315
-  _globals['_WATCHSEARCHREQUEST']._serialized_start=1317
-  _globals['_WATCHSEARCHREQUEST']._serialized_end=1375
-  _globals['_CANCELSEARCHREQUEST']._serialized_start=1377
-  _globals['_CANCELSEARCHREQUEST']._serialized_end=1417
-  _globals['_CANCELSEARCHRESPONSE']._serialized_start=1419
-  _globals['_CANCELSEARCHRESPONSE']._serialized_end=1480
-  _globals['_LISTSEARCHESREQUEST']._serialized_start=1482
-  _globals['_LISTSEARCHESREQUEST']._serialized_end=1503
-  _globals['_LISTSEARCHESRESPONSE']._serialized_start=1505
-  _globals['_LISTSEARCHESRESPONSE']._serialized_end=1568
-  _globals['_GETTOPARCHITECTURESREQUEST']._serialized_start=1570
-  _globals['_GETTOPARCHITECTURESREQUEST']._serialized_end=1628
-  _globals['_GETTOPARCHITECTURESRESPONSE']._serialized_start=1630
-  _globals['_GETTOPARCHITECTURESRESPONSE']._serialized_end=1693
-  _globals['_EXPORTCRITICSNAPSHOTREQUEST']._serialized_start=1695
-  _globals['_EXPORTCRITICSNAPSHOTREQUEST']._serialized_end=1743
-  _globals['_EXPORTCRITICSNAPSHOTRESPONSE']._serialized_start=1745
-  _globals['_EXPORTCRITICSNAPSHOTRESPONSE']._serialized_end=1813
-  _globals['_IMPORTCRITICSNAPSHOTREQUEST']._serialized_start=1815
-  _globals['_IMPORTCRITICSNAPSHOTREQUEST']._serialized_end=1876
-  _globals['_IMPORTCRITICSNAPSHOTRESPONSE']._serialized_start=1878
-  _globals['_IMPORTCRITICSNAPSHOTRESPONSE']._serialized_end=1929
-  _globals['_SEARCHSERVICE']._serialized_start=2085
-  _globals['_SEARCHSERVICE']._serialized_end=2767
+  _globals['_SEARCHSTATUS']._serialized_end=817
+  _globals['_FINALCANDIDATE']._serialized_start=820
+  _globals['_FINALCANDIDATE']._serialized_end=967
+  _globals['_SEARCHEVENT']._serialized_start=970
+  _globals['_SEARCHEVENT']._serialized_end=1142
+  _globals['_SUBMITSEARCHREQUEST']._serialized_start=1144
+  _globals['_SUBMITSEARCHREQUEST']._serialized_end=1200
+  _globals['_SUBMITSEARCHRESPONSE']._serialized_start=1202
+  _globals['_SUBMITSEARCHRESPONSE']._serialized_end=1243
+  _globals['_GETSEARCHREQUEST']._serialized_start=1245
+  _globals['_GETSEARCHREQUEST']._serialized_end=1282
+  _globals['_GETSEARCHRESPONSE']._serialized_start=1284
+  _globals['_GETSEARCHRESPONSE']._serialized_end=1342
+  _globals['_WATCHSEARCHREQUEST']._serialized_start=1344
+  _globals['_WATCHSEARCHREQUEST']._serialized_end=1402
+  _globals['_CANCELSEARCHREQUEST']._serialized_start=1404
+  _globals['_CANCELSEARCHREQUEST']._serialized_end=1444
+  _globals['_CANCELSEARCHRESPONSE']._serialized_start=1446
+  _globals['_CANCELSEARCHRESPONSE']._serialized_end=1507
+  _globals['_LISTSEARCHESREQUEST']._serialized_start=1509
+  _globals['_LISTSEARCHESREQUEST']._serialized_end=1530
+  _globals['_LISTSEARCHESRESPONSE']._serialized_start=1532
+  _globals['_LISTSEARCHESRESPONSE']._serialized_end=1595
+  _globals['_GETTOPARCHITECTURESREQUEST']._serialized_start=1597
+  _globals['_GETTOPARCHITECTURESREQUEST']._serialized_end=1655
+  _globals['_GETTOPARCHITECTURESRESPONSE']._serialized_start=1657
+  _globals['_GETTOPARCHITECTURESRESPONSE']._serialized_end=1720
+  _globals['_EXPORTCRITICSNAPSHOTREQUEST']._serialized_start=1722
+  _globals['_EXPORTCRITICSNAPSHOTREQUEST']._serialized_end=1770
+  _globals['_EXPORTCRITICSNAPSHOTRESPONSE']._serialized_start=1772
+  _globals['_EXPORTCRITICSNAPSHOTRESPONSE']._serialized_end=1840
+  _globals['_IMPORTCRITICSNAPSHOTREQUEST']._serialized_start=1842
+  _globals['_IMPORTCRITICSNAPSHOTREQUEST']._serialized_end=1903
+  _globals['_IMPORTCRITICSNAPSHOTRESPONSE']._serialized_start=1905
+  _globals['_IMPORTCRITICSNAPSHOTRESPONSE']._serialized_end=1956
+  _globals['_SEARCHSERVICE']._serialized_start=2112
+  _globals['_SEARCHSERVICE']._serialized_end=2794
 # @@protoc_insertion_point(module_scope)

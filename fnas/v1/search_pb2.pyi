@@ -22,7 +22,7 @@ SEARCH_STATE_FAILED: SearchState
 SEARCH_STATE_CANCELLED: SearchState
 
 class SearchStatus(_message.Message):
-    __slots__ = ("search_id", "spec", "state", "activated_samples", "policy_samples_trained", "policy_samples_critic", "policy_samples_buffer", "failed_samples", "updates", "best", "created_at", "updated_at", "error", "calibration_error", "calibration_samples", "sample_speedup", "tenant", "final_ranking", "pool_blocks_queried", "pool_blocks_matched", "policy_samples_recall", "trainer_seconds", "trainer_setup_seconds", "trainer_evaluate_seconds", "final_trainer_seconds")
+    __slots__ = ("search_id", "spec", "state", "activated_samples", "policy_samples_trained", "policy_samples_critic", "policy_samples_buffer", "failed_samples", "updates", "best", "created_at", "updated_at", "error", "calibration_error", "calibration_samples", "sample_speedup", "tenant", "final_ranking", "pool_blocks_queried", "pool_blocks_matched", "policy_samples_recall", "trainer_seconds", "trainer_setup_seconds", "trainer_evaluate_seconds", "final_trainer_seconds", "pool_warm_samples")
     SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -48,6 +48,7 @@ class SearchStatus(_message.Message):
     TRAINER_SETUP_SECONDS_FIELD_NUMBER: _ClassVar[int]
     TRAINER_EVALUATE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     FINAL_TRAINER_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    POOL_WARM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     search_id: str
     spec: _common_pb2.SearchSpec
     state: SearchState
@@ -73,7 +74,8 @@ class SearchStatus(_message.Message):
     trainer_setup_seconds: float
     trainer_evaluate_seconds: float
     final_trainer_seconds: float
-    def __init__(self, search_id: _Optional[str] = ..., spec: _Optional[_Union[_common_pb2.SearchSpec, _Mapping]] = ..., state: _Optional[_Union[SearchState, str]] = ..., activated_samples: _Optional[int] = ..., policy_samples_trained: _Optional[int] = ..., policy_samples_critic: _Optional[int] = ..., policy_samples_buffer: _Optional[int] = ..., failed_samples: _Optional[int] = ..., updates: _Optional[int] = ..., best: _Optional[_Union[_common_pb2.Sample, _Mapping]] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., error: _Optional[str] = ..., calibration_error: _Optional[float] = ..., calibration_samples: _Optional[int] = ..., sample_speedup: _Optional[float] = ..., tenant: _Optional[str] = ..., final_ranking: _Optional[_Iterable[_Union[FinalCandidate, _Mapping]]] = ..., pool_blocks_queried: _Optional[int] = ..., pool_blocks_matched: _Optional[int] = ..., policy_samples_recall: _Optional[int] = ..., trainer_seconds: _Optional[float] = ..., trainer_setup_seconds: _Optional[float] = ..., trainer_evaluate_seconds: _Optional[float] = ..., final_trainer_seconds: _Optional[float] = ...) -> None: ...
+    pool_warm_samples: int
+    def __init__(self, search_id: _Optional[str] = ..., spec: _Optional[_Union[_common_pb2.SearchSpec, _Mapping]] = ..., state: _Optional[_Union[SearchState, str]] = ..., activated_samples: _Optional[int] = ..., policy_samples_trained: _Optional[int] = ..., policy_samples_critic: _Optional[int] = ..., policy_samples_buffer: _Optional[int] = ..., failed_samples: _Optional[int] = ..., updates: _Optional[int] = ..., best: _Optional[_Union[_common_pb2.Sample, _Mapping]] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., error: _Optional[str] = ..., calibration_error: _Optional[float] = ..., calibration_samples: _Optional[int] = ..., sample_speedup: _Optional[float] = ..., tenant: _Optional[str] = ..., final_ranking: _Optional[_Iterable[_Union[FinalCandidate, _Mapping]]] = ..., pool_blocks_queried: _Optional[int] = ..., pool_blocks_matched: _Optional[int] = ..., policy_samples_recall: _Optional[int] = ..., trainer_seconds: _Optional[float] = ..., trainer_setup_seconds: _Optional[float] = ..., trainer_evaluate_seconds: _Optional[float] = ..., final_trainer_seconds: _Optional[float] = ..., pool_warm_samples: _Optional[int] = ...) -> None: ...
 
 class FinalCandidate(_message.Message):
     __slots__ = ("rank", "sample", "final_reward", "epochs", "seed", "error")

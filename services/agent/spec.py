@@ -6,6 +6,8 @@ INVALID_ARGUMENT.
 
 from __future__ import annotations
 
+import math
+
 from fnas import datasets, spaces
 from fnas.bounds import clip
 from fnas.config import FieldError
@@ -64,14 +66,7 @@ def validate(spec: common_pb2.SearchSpec) -> common_pb2.SearchSpec:
                 "task.dataset", f"{space.id} is a benchmark table; its dataset is part of the space id"
             )
     else:
-        out.task.dataset = spec.task.dataset or DEFAULT_DATASET
-        out.task.epochs = spec.task.epochs or DEFAULT_EPOCHS
-        try:
-            datasets.check_name(
-                out.task.dataset
-            )  # its files are the trainers' to check: they may be elsewhere
-        except ValueError as e:
-            raise SpecError("task.dataset", str(e)) from None
+        _fill_task(spec, out)
     if not 0 <= spec.task.simulated_seconds <= MAX_SIMULATED_SECONDS:
         raise SpecError(
             "task.simulated_seconds",
@@ -94,6 +89,23 @@ def validate(spec: common_pb2.SearchSpec) -> common_pb2.SearchSpec:
             raise SpecError(f"{field}.tokens", str(e)) from None
         out.warm_start[i].space = space.id
     return out
+
+
+def _fill_task(spec: common_pb2.SearchSpec, out: common_pb2.SearchSpec) -> None:
+    """A trained space's task: dataset and epochs (defaults filled), and AKP's rule for warm samples."""
+    out.task.dataset = spec.task.dataset or DEFAULT_DATASET
+    out.task.epochs = spec.task.epochs or DEFAULT_EPOCHS
+    try:
+        datasets.check_name(out.task.dataset)  # its files are the trainers' to check (on their hosts)
+    except ValueError as e:
+        raise SpecError("task.dataset", str(e)) from None
+    if spec.task.pool_epochs > out.task.epochs:
+        raise SpecError(
+            "task.pool_epochs", f"must be <= task.epochs ({out.task.epochs}), got {spec.task.pool_epochs}"
+        )
+    # Written into the spec, so that the search result states the rule it ran with.
+    pool_epochs = spec.task.pool_epochs or math.ceil(out.task.epochs / 2)
+    out.task.pool_epochs = pool_epochs if modules(spec).akp else 0
 
 
 def uses_critic(spec: common_pb2.SearchSpec) -> bool:

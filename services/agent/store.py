@@ -117,6 +117,8 @@ class AgentStore:
             status.trainer_evaluate_seconds += result.evaluate_seconds
             if result.outcome == queue_pb2.TRAIN_OUTCOME_OK:
                 status.activated_samples += 1
+                warm = result.pool_blocks_queried and result.pool_blocks_matched == result.pool_blocks_queried
+                status.pool_warm_samples += 1 if warm else 0
                 status.pool_blocks_queried += result.pool_blocks_queried  # AKP hit ratio (paper 4.3)
                 status.pool_blocks_matched += result.pool_blocks_matched
                 if not status.HasField("best") or result.reward.value > status.best.reward.value:

@@ -219,7 +219,7 @@ def serve(stdin: BinaryIO, out: BinaryIO) -> int:
 
 
 _FIGURES = (
-    "accuracy", "latency_ms", "mult_adds", "params", "iterations", "losses",
+    "accuracy", "latency_ms", "mult_adds", "params", "iterations", "losses", "epochs",
     "pool_blocks_matched", "pool_blocks_queried", "seconds",
 )  # fmt: skip
 

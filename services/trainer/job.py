@@ -67,6 +67,8 @@ class JobOutput:
     params: int
     iterations: int
     losses: list[float]
+    #: Epochs trained: task.epochs, or task.pool_epochs for a sample warm from the pool (AKP).
+    epochs: int = 0
     pool_blocks_matched: int = 0
     pool_blocks_queried: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
@@ -111,7 +113,8 @@ class JobRunner:
         dataset = datasets.check_name(job.task.dataset)
         data = self.data(dataset)
         recipe = self.settings.recipe()
-        iterations = train_loop.iterations_for(job.task.epochs, len(data.y_train), recipe)
+        epochs = job.task.epochs
+        iterations = train_loop.iterations_for(epochs, len(data.y_train), recipe)
         model = self.model(tokens, data, job.seed)
         matched = queried = 0
         if query is not None:
@@ -126,6 +129,9 @@ class JobRunner:
             queried = len(request.blocks)
             matched = len(weights.load_matches(model.blocks, response.matches))
             model.to(self.device, memory_format=torch.channels_last)  # loaded tensors come in contiguous
+            if job.task.pool_epochs and matched == queried:  # warm from the pool: AKP's shorter schedule
+                epochs = job.task.pool_epochs
+                iterations = train_loop.iterations_for(epochs, len(data.y_train), recipe)
         t1 = time.perf_counter()
         stats = train_loop.train(model, data, iterations, recipe, job.seed, self.bf16)
         t2 = time.perf_counter()
@@ -141,6 +147,7 @@ class JobRunner:
             params=count_params(tokens, shape, classes, width),
             iterations=iterations,
             losses=stats.losses,
+            epochs=epochs,
             pool_blocks_matched=matched,
             pool_blocks_queried=queried,
             seconds={"setup": t1 - t0, "train": t2 - t1, "evaluate": t3 - t2},

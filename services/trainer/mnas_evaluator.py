@@ -109,7 +109,8 @@ class MnasEvaluator:
         if blobs and self.pool is not None:
             after = self._putter(pool_pb2.PutBlocksRequest.FromString(blobs[0]))
         seconds = {k: float(v) for k, v in header.get("seconds", {}).items()}
-        return Evaluation(reward, matched, queried, after, seconds, job.task.epochs, self._device_kind())
+        epochs = int(header.get("epochs", job.task.epochs))
+        return Evaluation(reward, matched, queried, after, seconds, epochs, self._device_kind())
 
     def _device_kind(self) -> str:
         """The device kind the jobs train on (cpu, cuda, mps): `auto` resolved by the child or runner."""

@@ -26,7 +26,7 @@ async def test_small_mnas_search_final_selection_and_export(tmp_path):
         strategy="ppo",
         seed=3,
         budget=common_pb2.Budget(max_activated_samples=6),
-        task=common_pb2.Task(dataset="digits", epochs=1),
+        task=common_pb2.Task(dataset="digits", epochs=2),  # pool_epochs: 1 (the default, half)
         final_top_k=2,
         final_epochs=2,
     )
@@ -37,6 +37,7 @@ async def test_small_mnas_search_final_selection_and_export(tmp_path):
         search_id = await client.submit(spec)
         trajectory = [e.sample async for e in client.watch(search_id) if e.HasField("sample")]
         status = await client.get(search_id)
+        results = cluster.agent.store.results(search_id, [s.index for s in trajectory])
         async with PoolClient(cluster.pool_address) as pool:
             pool_stats = await pool.stats()
         out = tmp_path / "export"
@@ -63,6 +64,11 @@ async def test_small_mnas_search_final_selection_and_export(tmp_path):
         assert s.reward.mult_adds > 0 and s.reward.params > 0 and s.reward.latency_ms > 0
     # AKP: every sample queried its 7 blocks; all but the first one per trainer found them (paper 4.3).
     assert status.pool_blocks_queried == 6 * 7 and status.pool_blocks_matched >= 4 * 7
+    # AKP's saving reaches the search (paper Table 4): a sample warm from the pool trains pool_epochs.
+    assert status.spec.task.pool_epochs == 1
+    warm = [r.pool_blocks_matched == r.pool_blocks_queried == 7 for r in results]
+    assert [r.epochs for r in results] == [1 if w else 2 for w in warm]
+    assert status.pool_warm_samples == sum(warm) >= 4
     assert pool_stats.blocks == 6 * 7  # the final retrains (from scratch) put nothing
     final = status.final_ranking
     assert [c.rank for c in final] == [1, 2] and all(c.epochs == 2 and not c.error for c in final)

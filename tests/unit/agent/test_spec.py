@@ -51,3 +51,16 @@ def test_bad_fields_name_the_field(bad, field):
 def test_token_error_names_position_and_range():
     with pytest.raises(SpecError, match=r"token 4 \(op4\) is 99, allowed range is 0\.\.8"):
         validate(spec(warm_start=[c.Architecture(tokens=[0, 1, 2, 3, 99])]))
+
+
+def test_akp_warm_samples_train_pool_epochs_half_of_epochs_by_default():
+    def task(**kw):
+        return c.SearchSpec(space="mnas", budget=c.Budget(max_activated_samples=4), task=c.Task(**kw))
+
+    assert validate(task(dataset="digits", epochs=5)).task.pool_epochs == 3
+    assert validate(task(dataset="digits", epochs=4, pool_epochs=4)).task.pool_epochs == 4  # no saving
+    no_akp = task(dataset="digits", epochs=4)
+    no_akp.modules.akp = False
+    assert validate(no_akp).task.pool_epochs == 0
+    with pytest.raises(SpecError, match=r"^task.pool_epochs: must be <= task.epochs \(4\), got 5"):
+        validate(task(dataset="digits", epochs=4, pool_epochs=5))
