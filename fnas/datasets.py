@@ -16,7 +16,6 @@ imagefolder) only: resizing to the trainer's input side happens in the trainer.
 
 from __future__ import annotations
 
-import importlib.resources
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,10 +115,11 @@ def split(
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray]:
-    source = importlib.resources.files("sklearn.datasets.data").joinpath("digits.csv.gz")
-    with importlib.resources.as_file(source) as path:
-        raw = np.loadtxt(path, delimiter=",", dtype=np.float32)
-    return raw[:, :64].reshape(-1, 1, 8, 8), raw[:, 64].astype(np.int64)  # counts 0..16, as sklearn's
+    from sklearn.datasets import load_digits  # scikit-learn's bundled copy: no download
+
+    digits = load_digits()
+    x = digits.images.astype(np.float32)[:, None]  # (N, 1, 8, 8), counts 0..16
+    return x, digits.target.astype(np.int64)
 
 
 def synthetic(

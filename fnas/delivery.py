@@ -14,6 +14,7 @@ from typing import TypeVar
 import nats.errors
 import nats.js.errors
 import prometheus_client
+import tenacity
 from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -200,13 +201,24 @@ async def with_retries(
     wait_s: float = 0.5,
     retry_on: tuple[type[BaseException], ...] = TRANSIENT,
 ) -> T:
-    """Awaits call() up to `attempts` times while it raises one of `retry_on`; only for idempotent calls."""
-    for attempt in range(1, attempts + 1):
-        try:
+    """Awaits call() up to `attempts` times while it raises one of `retry_on`; only for idempotent calls.
+
+    Waits grow from `wait_s` (exponential, with jitter, at most 8 x wait_s), so a restarting
+    nats-server is not asked again at a fixed beat.
+    """
+    if attempts < 1:
+        raise ValueError("attempts must be >= 1")
+    retrying = tenacity.AsyncRetrying(
+        retry=tenacity.retry_if_exception_type(retry_on),
+        wait=tenacity.wait_exponential_jitter(initial=wait_s, max=8 * wait_s, jitter=wait_s / 2),
+        stop=tenacity.stop_after_attempt(attempts),
+        reraise=True,
+        before_sleep=lambda state: log.warning(
+            "JetStream request failed (%s, attempt %d/%d); retrying",
+            state.outcome.exception(), state.attempt_number, attempts,
+        ),
+    )  # fmt: skip
+    async for attempt in retrying:
+        with attempt:
             return await call()
-        except retry_on as e:
-            if attempt == attempts:
-                raise
-            log.warning("JetStream request failed (%s, attempt %d/%d); retrying", e, attempt, attempts)
-            await asyncio.sleep(wait_s)
-    raise RuntimeError("attempts must be >= 1")
+    raise AssertionError("unreachable: reraise=True")

@@ -357,3 +357,37 @@ async def test_stream_replicas_on_a_single_server(bus):
 async def test_replicas_on_a_fresh_single_server_fail_clearly(bus):
     with pytest.raises(queue.StreamReplicasError, match=r"stream JOBS: 3 replicas requested.*fewer"):
         await bus.ensure_streams(replicas=3)
+
+
+async def test_with_retries_retries_transient_errors_only_then_reraises():
+    import nats.errors
+
+    from fnas.delivery import with_retries
+
+    calls = []
+
+    async def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise nats.errors.TimeoutError
+        return "ok"
+
+    assert await with_retries(flaky, attempts=5, wait_s=0.001) == "ok" and len(calls) == 3
+
+    async def down():
+        calls.append(1)
+        raise nats.errors.NoRespondersError
+
+    calls.clear()
+    with pytest.raises(nats.errors.NoRespondersError):
+        await with_retries(down, attempts=4, wait_s=0.001)
+    assert len(calls) == 4
+
+    async def bad():
+        calls.append(1)
+        raise ValueError("not transient")
+
+    calls.clear()
+    with pytest.raises(ValueError):
+        await with_retries(bad, attempts=4, wait_s=0.001)
+    assert len(calls) == 1
