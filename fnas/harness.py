@@ -43,11 +43,14 @@ class Cluster:
         metrics_port: int | None = None,
         auth_tokens: str = "",
         agent_port: int = 0,
+        trainer_settings: dict | None = None,
     ) -> None:
         """`auth_tokens`: `tenant:token,...` the agent requires (AgentConfig.auth_tokens); empty: open.
 
-        `agent_port`: the agent's gRPC port on 127.0.0.1 (0: a free one).
+        `agent_port`: the agent's gRPC port on 127.0.0.1 (0: a free one). `trainer_settings`:
+        TrainerConfig fields of every trainer (width_mult, image_side...; the defaults otherwise).
         """
+        self.trainer_settings = trainer_settings or {}
         self.data_dir = Path(data_dir)
         self.auth_tokens = auth_tokens
         self.agent_port = agent_port
@@ -109,7 +112,7 @@ class Cluster:
         for i in range(self.n_trainers):
             cfg = TrainerConfig(
                 nats_url=self.nats_url, trainer_id=f"trainer-{i}", data_dir=self.data_dir,
-                pool_address=self.pool_address,
+                pool_address=self.pool_address, **self.trainer_settings,
             )  # fmt: skip
             worker = TrainerWorker(cfg, default_evaluator(cfg.heartbeat_s, cfg))
             self.workers.append(worker)

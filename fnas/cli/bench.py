@@ -51,11 +51,12 @@ def add(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--out", type=Path, default=Path("bench-out/search"), help="writes OUT.json and OUT.png")
     s.add_argument("--data-dir", type=Path, default=Path("fnas-data/bench"), help="state of the mesh runs")
     s.set_defaults(func=search)
-    from fnas.bench import akp_bench, ceiling, load_bench
+    from fnas.bench import akp_bench, ceiling, compute_bench, load_bench
 
     akp_bench.add_parser(bench)
     load_bench.add_parser(bench)
     ceiling.add_parser(bench)
+    compute_bench.add_parser(bench)
 
 
 def search(args: argparse.Namespace) -> int:

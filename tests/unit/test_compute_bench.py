@@ -1,0 +1,44 @@
+"""`fnas bench compute` on a tiny configuration: real searches through the in-process mesh."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fnas.bench import compute_bench, report
+from fnas.bench.compute_bench import ComputeConfig
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def test_a_tiny_compute_bench_reports_every_figure_per_row(tmp_path):
+    cfg = ComputeConfig(
+        seeds=1, budget=3, batch_size=3, epochs=2, pool_epochs=1, final_top_k=1, final_epochs=1,
+        trainers=1, rows=("mnas", "fnas"),
+    )  # fmt: skip
+    result = compute_bench.run(cfg)
+    rows = {r["name"]: r for r in result["rows"]}
+    assert list(rows) == ["mnas", "fnas"]
+    for row in rows.values():
+        (run,) = row["runs"]
+        assert run["activated_samples"] == 3 and run["trainer_seconds"] > 0
+        assert run["final_selection_seconds"] > 0 and len(run["curve"]) == 3
+        # The quality curve retrains exactly as the final selection does: its end is that figure.
+        assert run["curve"][-1][1] == run["final_accuracy"]
+        spent = [t for t, _ in run["curve"]]
+        assert spent == sorted(spent) and spent[-1] == pytest.approx(run["trainer_seconds"])
+    # AKP: the first sample finds an empty pool (2 epochs); later ones may train warm (1 epoch).
+    assert rows["mnas"]["epochs_per_sample"] == 2 and 1 <= rows["fnas"]["epochs_per_sample"] <= 2
+    assert result["target_final_accuracy"] == rows["mnas"]["final_accuracy"]  # one seed: its own
+    assert rows["mnas"]["compute_speedup"] == 1.0
+    report.emit(result, compute_bench.table(result), tmp_path / "out", compute_bench.plot)
+    assert json.loads((tmp_path / "out.json").read_text())["rows"][1]["name"] == "fnas"
+    assert (tmp_path / "out.png").stat().st_size > 10_000
+
+
+def test_bad_configurations_are_refused_with_the_flag():
+    with pytest.raises(ValueError, match=r"--pool-epochs must be in 1\.\.4"):
+        ComputeConfig(epochs=4, pool_epochs=5)
+    with pytest.raises(ValueError, match="--rows"):
+        ComputeConfig(rows=("fnas",))
