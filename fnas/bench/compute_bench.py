@@ -63,12 +63,17 @@ class ComputeConfig:
     width_mult: float = 0.25
     image_side: int = 8
     rows: tuple[str, ...] = tuple(ROWS)
+    #: Random architectures of the proxy-task check (0: none): their final accuracies' spread, and the
+    #: rank correlation of two training seeds (below about 0.6 a search cannot tell them apart).
+    proxy_architectures: int = 20
 
     def __post_init__(self) -> None:
         if min(self.seeds, self.budget, self.batch_size, self.epochs, self.final_top_k, self.trainers) < 1:
             raise ValueError(
                 "--seeds, --budget, --batch-size, --epochs, --final-top-k and --trainers must be >= 1"
             )
+        if self.proxy_architectures < 0 or self.proxy_architectures == 1:
+            raise ValueError(f"--proxy-architectures must be 0 or >= 2, got {self.proxy_architectures}")
         if not 1 <= self.pool_epochs <= self.epochs:
             raise ValueError(f"--pool-epochs must be in 1..{self.epochs} (--epochs), got {self.pool_epochs}")
         unknown = [r for r in self.rows if r not in ROWS]
@@ -187,6 +192,25 @@ def quality_curve(
     return curve
 
 
+def proxy_check(cfg: ComputeConfig, final_accuracy: FinalAccuracy) -> dict:
+    """Does the proxy task tell architectures apart? Random architectures, the final schedule, two seeds."""
+    from scipy import stats
+
+    from fnas import spaces
+
+    rng = np.random.default_rng(2024)
+    space = spaces.get("mnas")
+    archs = [space.random_tokens(rng) for _ in range(cfg.proxy_architectures)]
+    first = np.array([final_accuracy(tuple(a), 1) for a in archs])
+    second = np.array([final_accuracy(tuple(a), 2) for a in archs])
+    return {
+        "architectures": len(archs),
+        "final_accuracy_quartiles": [float(q) for q in np.percentile(first, [0, 25, 50, 75, 100])],
+        "final_accuracy_std": float(first.std()),
+        "seed_spearman": float(stats.spearmanr(first, second).statistic),
+    }
+
+
 def time_to(curve: list, target: float) -> float | None:
     """Trainer-seconds at which the curve first reaches `target`; None if it never does."""
     return next((t for t, q in curve if q >= target - 1e-12), None)
@@ -249,7 +273,12 @@ def run(
                 "runs": rs,
             }
         )
-    return {"config": dataclasses.asdict(cfg), "target_final_accuracy": target, "rows": rows}
+    proxy = proxy_check(cfg, final) if cfg.proxy_architectures else None
+    if proxy:
+        progress(
+            f"proxy task: seed-to-seed Spearman {proxy['seed_spearman']:.2f} over {proxy['architectures']}"
+        )
+    return {"config": dataclasses.asdict(cfg), "target_final_accuracy": target, "rows": rows, "proxy": proxy}
 
 
 def table(result: dict) -> str:
@@ -259,6 +288,7 @@ def table(result: dict) -> str:
         f"(AKP warm samples {c['pool_epochs']}), final selection top-{c['final_top_k']} x "
         f"{c['final_epochs']} epochs, {c['seeds']} paired seeds; medians",
         f"target: the {BASELINE} row's median final accuracy, {result['target_final_accuracy']:.4f}",
+        *_proxy_lines(result.get("proxy")),
         f"{'row':<12} {'activated':>9} {'epochs/s':>8} {'trainer-s':>9} {'best':>7} {'final':>7} "
         f"{'s to target':>11} {'speedup [90%]':>20}",
     ]
@@ -273,6 +303,17 @@ def table(result: dict) -> str:
             f"{to:>11} {speedup:>20}"
         )
     return "\n".join(lines)
+
+
+def _proxy_lines(proxy: dict | None) -> list[str]:
+    if not proxy:
+        return []
+    q = proxy["final_accuracy_quartiles"]
+    return [
+        f"proxy task: {proxy['architectures']} random architectures, final accuracy min {q[0]:.3f}, "
+        f"quartiles {q[1]:.3f} / {q[2]:.3f} / {q[3]:.3f}, max {q[4]:.3f}; Spearman rho of two training "
+        f"seeds {proxy['seed_spearman']:.2f} (a search needs about 0.6 to tell architectures apart)"
+    ]
 
 
 def plot(result: dict, path: Path) -> None:
@@ -321,6 +362,12 @@ def add_parser(sub) -> None:
         "--image-side", type=int, default=d.image_side, help="input side the images are resized to"
     )
     p.add_argument("--rows", default=",".join(d.rows), help=f"comma-separated rows: {', '.join(ROWS)}")
+    p.add_argument(
+        "--proxy-architectures",
+        type=int,
+        default=d.proxy_architectures,
+        help="random architectures of the proxy-task check (seed-to-seed rank correlation); 0: skip it",
+    )
     p.add_argument("--out", type=Path, default=Path("bench-out/compute"), help="writes OUT.json and OUT.png")
     p.set_defaults(func=main)
 

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.timeout(300)
 def test_a_tiny_compute_bench_reports_every_figure_per_row(tmp_path):
     cfg = ComputeConfig(
         seeds=1, budget=3, batch_size=3, epochs=2, pool_epochs=1, final_top_k=1, final_epochs=1,
-        trainers=1, rows=("mnas", "fnas"),
+        trainers=1, rows=("mnas", "fnas"), proxy_architectures=3,
     )  # fmt: skip
     result = compute_bench.run(cfg)
     rows = {r["name"]: r for r in result["rows"]}
@@ -32,6 +32,9 @@ def test_a_tiny_compute_bench_reports_every_figure_per_row(tmp_path):
     assert rows["mnas"]["epochs_per_sample"] == 2 and 1 <= rows["fnas"]["epochs_per_sample"] <= 2
     assert result["target_final_accuracy"] == rows["mnas"]["final_accuracy"]  # one seed: its own
     assert rows["mnas"]["compute_speedup"] == 1.0
+    proxy = result["proxy"]
+    assert proxy["architectures"] == 3 and -1 <= proxy["seed_spearman"] <= 1
+    assert proxy["final_accuracy_quartiles"] == sorted(proxy["final_accuracy_quartiles"])
     report.emit(result, compute_bench.table(result), tmp_path / "out", compute_bench.plot)
     assert json.loads((tmp_path / "out.json").read_text())["rows"][1]["name"] == "fnas"
     assert (tmp_path / "out.png").stat().st_size > 10_000
