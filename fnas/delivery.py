@@ -210,7 +210,7 @@ async def with_retries(
         raise ValueError("attempts must be >= 1")
     retrying = tenacity.AsyncRetrying(
         retry=tenacity.retry_if_exception_type(retry_on),
-        wait=tenacity.wait_exponential_jitter(initial=wait_s, max=8 * wait_s, jitter=wait_s / 2),
+        wait=tenacity.wait_exponential_jitter(multiplier=wait_s, max=8 * wait_s, jitter=wait_s / 2),
         stop=tenacity.stop_after_attempt(attempts),
         reraise=True,
         before_sleep=lambda state: log.warning(

@@ -62,6 +62,8 @@ class ComputeConfig:
     trainers: int = 2
     width_mult: float = 0.25
     image_side: int = 8
+    #: The trainers' torch device: auto (CUDA when there is one), cpu, cuda, cuda:N.
+    device: str = "auto"
     rows: tuple[str, ...] = tuple(ROWS)
     #: Random architectures of the proxy-task check (0: none): their final accuracies' spread, and the
     #: rank correlation of two training seeds (below about 0.6 a search cannot tell them apart).
@@ -84,7 +86,7 @@ class ComputeConfig:
 
     def trainer_settings(self) -> dict:
         """TrainerConfig fields of the mesh's trainers (and of the retrains here: the same recipe)."""
-        return {"width_mult": self.width_mult, "image_side": self.image_side}
+        return {"width_mult": self.width_mult, "image_side": self.image_side, "device": self.device}
 
 
 def spec(cfg: ComputeConfig, row: str, seed: int):
@@ -361,6 +363,7 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--image-side", type=int, default=d.image_side, help="input side the images are resized to"
     )
+    p.add_argument("--device", default=d.device, help="the trainers' device: auto, cpu, cuda or cuda:N")
     p.add_argument("--rows", default=",".join(d.rows), help=f"comma-separated rows: {', '.join(ROWS)}")
     p.add_argument(
         "--proxy-architectures",
