@@ -78,6 +78,9 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
 
         def done(_: asyncio.Task) -> None:
             self.runs.pop(search_id, None)
+            self.tasks.pop(search_id, None)
+            # Watchers poll the store every second too: they see the end without the condition.
+            self._changed.pop(search_id, None)
             metrics.RUNNING.dec()
 
         task.add_done_callback(done)
@@ -191,7 +194,6 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
 
     async def WatchSearch(self, request, context) -> AsyncIterator[search_pb2.SearchEvent]:
         await self._status(request.search_id, context)
-        cond = self._changed.setdefault(request.search_id, asyncio.Condition())
         seq = request.after_seq
         while True:
             # Status first: a final state and its `finished` event are committed together, so a
@@ -204,6 +206,8 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
                     return
             if final:
                 return
+            # Looked up each time: the condition of an ended search is dropped (see _launch).
+            cond = self._changed.setdefault(request.search_id, asyncio.Condition())
             async with cond:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(cond.wait(), 1.0)

@@ -115,6 +115,12 @@ class CriticCore:
             self.store.put_search(search_id, meta, critic.state())
         return critic
 
+    def forget(self, search_id: str) -> None:
+        """Drops a search's critic and history from memory (an ended search); the store keeps both."""
+        self.critics.pop(search_id, None)
+        if self.store is not None:  # without a store, memory is the only copy
+            self._history.pop(search_id, None)
+
     def get(self, search_id: str) -> SearchCritic | None:
         """The critic of an opened search (reloaded from the store after a restart); None if never opened."""
         return self.critics.get(search_id) or self._restore(search_id)

@@ -53,7 +53,7 @@ class CriticServicer(critic_pb2_grpc.CriticServiceServicer):
             lock = self._locks.get(event.search_id)
             if lock is None or not lock.locked():
                 self._locks.pop(event.search_id, None)
-                self.core.critics.pop(event.search_id, None)
+                self.core.forget(event.search_id)
 
     async def _observe(
         self, search_id: str, arch: common_pb2.Architecture, index: int, reward: float
