@@ -26,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fnas.bench import report, tabular
+from fnas.bench import report
 from fnas.bench.akp_bench import spearman
+from fnas.standing import top_share
 
 #: Folds, passes over the training folds, minibatch and Adam learning rate of each fit.
 FOLDS = 5
@@ -82,7 +83,7 @@ def out_of_fold(
 def separation(pred: np.ndarray, y: np.ndarray, thresholds: dict[str, float]) -> dict:
     """How well `pred` separates the table's targets (see the module docstring)."""
     top01, top1 = y >= thresholds["top0.1"], y >= thresholds["top1"]
-    top5 = y >= tabular.top_share(y, 0.05)
+    top5 = y >= top_share(y, 0.05)
     return {
         "architectures": len(y),
         "top0.1": int(top01.sum()),
@@ -99,6 +100,8 @@ def separation(pred: np.ndarray, y: np.ndarray, thresholds: dict[str, float]) ->
 
 def run(space_ids: Sequence[str], seeds: int = 3, progress: Callable[[str], None] = lambda _: None) -> dict:
     """`separation` of the out-of-fold value net for each space's validation accuracy, per seed and mean."""
+    from fnas.bench import tabular  # here: it imports the trainer, which `fnas --help` must not
+
     if seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {seeds}")
     out: dict = {"folds": FOLDS, "epochs": EPOCHS, "seeds": seeds, "spaces": {}}

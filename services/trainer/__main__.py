@@ -14,11 +14,13 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from fnas import config, logs, metrics
 from services.trainer.config import TrainerConfig
-from services.trainer.evaluate import Evaluator, default_evaluator
-from services.trainer.worker import TrainerWorker
+
+if TYPE_CHECKING:
+    from services.trainer.evaluate import Evaluator
 
 log = logging.getLogger("services.trainer")
 
@@ -36,6 +38,11 @@ def config_from_args(args: argparse.Namespace) -> TrainerConfig:
 
 async def run(cfg: TrainerConfig, evaluator: Evaluator | None = None) -> None:
     """Runs one worker until SIGTERM/SIGINT."""
+    # Imported here, not at the top: `fnas serve pool` builds every service's flags, and a process
+    # registers and exports only its own service's metrics (the worker module defines the trainer's).
+    from services.trainer.evaluate import default_evaluator
+    from services.trainer.worker import TrainerWorker
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -164,6 +164,11 @@ async def test_an_exposed_bind_needs_an_identity_or_insecure_and_metrics_stay_on
         assert listening_on(metrics_port) == {"0100007F"}, "/metrics must listen on 127.0.0.1 only"
         text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
         assert "fnas_pool_blocks" in text
+        # A process exports only its own service's metrics (issue 23), though `fnas serve` knows them all.
+        others = {
+            line.split()[2].split("_")[1] for line in text.splitlines() if line.startswith("# TYPE fnas_")
+        }
+        assert others == {"pool"}, others
     finally:
         allowed.kill()
         allowed.wait(10)
