@@ -369,6 +369,13 @@ class Bus:
         self._subs.append(sub)
         return sub
 
+    async def last(self, stream: str, subject: str) -> bytes | None:
+        """The payload of the last message of `stream` on `subject`; None when there is none."""
+        try:
+            return (await with_retries(lambda: self.js.get_last_msg(stream, subject))).data
+        except nats.js.errors.NotFoundError:
+            return None
+
     async def delete(self, stream: str, seq: int) -> bool:
         """Deletes one message by sequence; False if it was already gone."""
         try:

@@ -72,6 +72,8 @@ class TrainerWorker:
         self.evaluator = evaluator
         self._bus: queue.Bus | None = None
         self._finished: OrderedDict[str, None] = OrderedDict()
+        #: Searches whose last event this trainer read once (jobs of a search met for the first time).
+        self._looked_up: OrderedDict[str, None] = OrderedDict()
         self._running: dict[str, set[asyncio.Task]] = {}
 
     @property
@@ -171,6 +173,7 @@ class TrainerWorker:
         result = _result_of(job, self.cfg.trainer_id)
         after_publish = None
         start = time.perf_counter()
+        await self._look_up(job.search_id)
         if job.search_id in self._finished:
             raise SearchFinished(job.search_id)
         task = asyncio.ensure_future(self.evaluator.evaluate(job, heartbeat))
@@ -212,12 +215,33 @@ class TrainerWorker:
         event = search_pb2.SearchEvent.FromString(data)
         if not event.HasField("finished"):
             return
-        search_id = event.finished.search_id
-        self._finished[search_id] = None
-        while len(self._finished) > MAX_FINISHED:
-            self._finished.popitem(last=False)
-        for task in self._running.get(search_id, ()):
+        self._remember(self._finished, event.finished.search_id)
+        for task in self._running.get(event.finished.search_id, ()):
             task.cancel()
+
+    async def _look_up(self, search_id: str) -> None:
+        """Reads a search's last event once: a search that ended before this trainer started is known too.
+
+        The live subscription tells of ends from then on; the stream keeps the
+        `finished` event of an earlier one. A failed read leaves the job to run.
+        """
+        if search_id in self._looked_up or search_id in self._finished or self._bus is None:
+            return
+        try:
+            data = await self._bus.last(events.EVENTS, events.search_event(search_id))
+            ended = data is not None and search_pb2.SearchEvent.FromString(data).HasField("finished")
+        except Exception as e:  # the job itself will meet the same trouble, or not: it decides
+            log.debug("last event of search %s unavailable: %s", search_id, e)
+            return
+        self._remember(self._looked_up, search_id)
+        if ended:
+            self._remember(self._finished, search_id)
+
+    @staticmethod
+    def _remember(ids: OrderedDict[str, None], search_id: str) -> None:
+        ids[search_id] = None
+        while len(ids) > MAX_FINISHED:
+            ids.popitem(last=False)
 
     async def _publish(self, result: queue_pb2.TrainResult) -> None:
         if self._bus is None:

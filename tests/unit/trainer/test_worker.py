@@ -7,13 +7,14 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
+import nats.js.errors
 import pytest
 from prometheus_client import REGISTRY
 
 from fnas import events, queue
 from fnas.reward import RewardFn, accuracy_only
 from fnas.spaces import InvalidArchitecture, SearchSpace, TableEntry, UnknownSpace
-from fnas.v1 import common_pb2, queue_pb2
+from fnas.v1 import common_pb2, queue_pb2, search_pb2
 from services.trainer import __main__ as cli
 from services.trainer.config import TrainerConfig
 from services.trainer.evaluate import Evaluation, SpaceRouter, TabularEvaluator
@@ -252,3 +253,23 @@ def test_config_from_env_flags_and_validation():
     args = cli.build_parser().parse_args(["--ack-wait-s", "9", "--trainer-id", "gpu-3"])
     flagged = cli.config_from_args(args)
     assert (flagged.ack_wait_s, flagged.trainer_id, flagged.max_deliver) == (9.0, "gpu-3", 5)
+
+
+async def test_a_trainer_started_after_a_search_ended_drops_its_queued_jobs(bus, cfg, eventually):
+    """The search's `finished` event was published before this trainer ran: the stream still tells it."""
+    await bus.ensure_streams(ack_wait_s=cfg.ack_wait_s, max_deliver=cfg.max_deliver)
+    ended = search_pb2.SearchEvent(search_id="s1", seq=9, finished=search_pb2.SearchStatus(search_id="s1"))
+    await bus.publish(events.search_event("s1"), ended, msg_id="event/s1/9")
+    await bus.publish(events.TRAIN_JOB, job(7), msg_id="s1/7")
+    other = job(8)
+    other.search_id, other.job_id = "s2", "s2/8"
+    await bus.publish(events.TRAIN_JOB, other, msg_id="s2/8")  # a search that did not end
+    dropped, ok = jobs_total("dropped"), jobs_total("ok")
+    async with running(cfg):
+        await eventually(lambda: jobs_left_is(bus, 0))
+        await eventually(lambda: jobs_total("ok") == ok + 1)
+    assert jobs_total("dropped") == dropped + 1
+    raw = await bus.js.get_last_msg(events.EVENTS, events.train_result("s2"))
+    assert queue_pb2.TrainResult.FromString(raw.data).job_id == "s2/8"
+    with pytest.raises(nats.js.errors.NotFoundError):  # nothing was published for the ended search
+        await bus.js.get_last_msg(events.EVENTS, events.train_result("s1"))
