@@ -142,8 +142,13 @@ class TokenTable:
 def _check_entry(tenant: str, token: str, where: str) -> None:
     if not TENANT_RE.match(tenant):
         raise ValueError(f"{where}: tenant must match {TENANT_RE.pattern}")
+    check_token(token, f"{where}: token")
+
+
+def check_token(token: str, where: str) -> None:
+    """ValueError naming `where` unless `token` is long enough to resist guessing and has no spaces."""
     if len(token) < MIN_TOKEN_CHARS or any(c.isspace() for c in token):
-        raise ValueError(f"{where}: token must be >= {MIN_TOKEN_CHARS} characters without spaces")
+        raise ValueError(f"{where} must be >= {MIN_TOKEN_CHARS} characters without spaces")
 
 
 def bearer_metadata(token: str) -> tuple[tuple[str, str], ...]:
@@ -237,5 +242,6 @@ __all__ = [
     "TokenTable",
     "auth_failures",
     "bearer_metadata",
+    "check_token",
     "current_tenant",
 ]

@@ -223,10 +223,10 @@ class TransportSecurity:
             raise ValueError("tls_client_ca: needs tls_cert and tls_key (mTLS is on top of TLS)")
         if self.nats_password and not self.nats_user:
             raise ValueError("nats_password: needs nats_user")
-        if self.service_token and (
-            len(self.service_token) < 16 or any(c.isspace() for c in self.service_token)
-        ):
-            raise ValueError("service_token: must be >= 16 characters without spaces")
+        if self.service_token:
+            from fnas.auth import check_token  # here: config is imported where gRPC is not needed
+
+            check_token(self.service_token, "service_token:")
         if not self.insecure:
             self._check_exposure()
 

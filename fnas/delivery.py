@@ -14,10 +14,11 @@ from typing import TypeVar
 import nats.errors
 import nats.js.errors
 import prometheus_client
-import tenacity
 from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+
+from fnas import retry
 
 log = logging.getLogger(__name__)
 
@@ -203,22 +204,13 @@ async def with_retries(
 ) -> T:
     """Awaits call() up to `attempts` times while it raises one of `retry_on`; only for idempotent calls.
 
-    Waits grow from `wait_s` (exponential, with jitter, at most 8 x wait_s), so a restarting
-    nats-server is not asked again at a fixed beat.
+    The project's retry policy (fnas.retry.retrying): waits grow from `wait_s` with jitter, to at most
+    8 x wait_s, so a restarting nats-server is not asked again at a fixed beat.
     """
-    if attempts < 1:
-        raise ValueError("attempts must be >= 1")
-    retrying = tenacity.AsyncRetrying(
-        retry=tenacity.retry_if_exception_type(retry_on),
-        wait=tenacity.wait_exponential_jitter(multiplier=wait_s, max=8 * wait_s, jitter=wait_s / 2),
-        stop=tenacity.stop_after_attempt(attempts),
-        reraise=True,
-        before_sleep=lambda state: log.warning(
-            "JetStream request failed (%s, attempt %d/%d); retrying",
-            state.outcome.exception(), state.attempt_number, attempts,
-        ),
-    )  # fmt: skip
-    async for attempt in retrying:
+    policy = retry.retrying(
+        attempts, wait_s, 8 * wait_s, wait_s / 2, retry_if=lambda e: isinstance(e, retry_on)
+    )
+    async for attempt in policy:
         with attempt:
             return await call()
-    raise AssertionError("unreachable: reraise=True")
+    raise AssertionError("unreachable: retrying() reraises")

@@ -12,7 +12,7 @@ only idempotent calls are retried, only on UNAVAILABLE or DEADLINE_EXCEEDED
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
@@ -100,10 +100,12 @@ def retrying(
     max_wait_s: float = 2.0,
     jitter_s: float = 0.05,
     max_delay_s: float | None = None,
+    retry_if: Callable[[BaseException], bool] = is_transient,
 ) -> tenacity.AsyncRetrying:
     """Retry policy for idempotent calls: exponential backoff with jitter, bounded, reraises at the end.
 
-    `max_delay_s`: no new attempt once that long has passed since the first.
+    `max_delay_s`: no new attempt once that long has passed since the first. `retry_if`: which
+    errors are worth another attempt (default: gRPC's UNAVAILABLE and DEADLINE_EXCEEDED).
     """
     if attempts < 1:
         raise ValueError("attempts must be >= 1")
@@ -111,7 +113,7 @@ def retrying(
     if max_delay_s is not None:
         stop |= tenacity.stop_after_delay(max_delay_s)
     return tenacity.AsyncRetrying(
-        retry=tenacity.retry_if_exception(is_transient),
+        retry=tenacity.retry_if_exception(retry_if),
         wait=tenacity.wait_exponential_jitter(multiplier=initial_s, max=max_wait_s, jitter=jitter_s),
         stop=stop,
         reraise=True,

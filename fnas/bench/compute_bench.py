@@ -104,9 +104,7 @@ def spec(cfg: ComputeConfig, row: str, seed: int):
         final_top_k=cfg.final_top_k,
         final_epochs=cfg.final_epochs,
     )
-    out.modules.akp = akp
-    if not akp:
-        out.task.pool_epochs = 0
+    out.modules.akp = akp  # the agent's spec check sets pool_epochs to 0 without AKP
     return out
 
 

@@ -33,8 +33,8 @@ One batch of the `fnas` strategy:
 
 A critic that gives no predictions (down, frozen, failing past its retries)
 degrades the batch instead of failing the search: the rest of the batch is
-trained, as if the critic were off, and a buffer that gives no replays leaves
-the batch without them.
+planned as if the critic trusted nothing (every proposal is trained), and a
+buffer that gives no replays leaves the batch without them.
 
 The critic and the buffer sit behind two small ports (an in-process core or a
 gRPC client), so the agent and the plain loop run this same code and a seeded
@@ -142,6 +142,8 @@ async def plan_batch(
     def key_of(tokens: tuple[int, ...]) -> str:
         return keys.get(tokens) or keys.setdefault(tokens, strategy.space.key(tokens))
 
+    critic_answers = True
+
     for round_ in range(cfg.max_draw_rounds):
         if len(plan) >= size or n_jobs >= max_trained:
             break
@@ -154,22 +156,16 @@ async def plan_batch(
             per_slot += cfg.local_candidates
         proposals = strategy.propose(need * per_slot, cfg.resample_temperature**round_)
         local = strategy.local_proposals(need * cfg.local_candidates) if round_ == 0 else []
-        try:
-            predictions = await critic.predict([p.tokens for p in proposals + local], observed)
-        except CriticUnavailable as e:
-            log.warning("critic unavailable (%s): the rest of this batch is trained", e)
-            metrics.DEGRADED.labels("critic").inc()
-            for p in proposals:
-                if len(plan) >= size or n_jobs >= max_trained:
-                    break
-                key = key_of(p.tokens)
-                if cfg.dedup and key in training:
-                    plan.append(Planned(p.tokens, p.log_prob, TRAINED, copy_of=training[key]))
-                    continue
-                training[key] = len(plan)
-                plan.append(Planned(p.tokens, p.log_prob, TRAINED))
-                n_jobs += 1
-            return _cap_trusted(plan, cfg.max_trusted_fraction)
+        predictions = None
+        if critic_answers:
+            try:
+                predictions = await critic.predict([p.tokens for p in proposals + local], observed)
+            except CriticUnavailable as e:
+                log.warning("critic unavailable (%s): the rest of this batch is trained", e)
+                metrics.DEGRADED.labels("critic").inc()
+                critic_answers = False  # not asked again for this batch: each try waits its patience
+        if predictions is None:
+            predictions = [_UNPREDICTED] * (len(proposals) + len(local))
         # Local candidates only compete to be trained: what the critic already knows is skipped.
         untrusted = [
             (p, pred, key_of(p.tokens))
@@ -211,6 +207,19 @@ async def plan_batch(
         plan.append(_planned(p, pred, TRAINED))
         n_jobs += 1
     return _cap_trusted(plan, cfg.max_trusted_fraction)
+
+
+@dataclass(frozen=True)
+class _Unpredicted:
+    """What a critic that gave no answer says of every proposal: nothing, so nothing is trusted."""
+
+    value: float = math.nan
+    uncertainty: float = math.nan
+    trusted: bool = False
+    known: bool = False
+
+
+_UNPREDICTED = _Unpredicted()
 
 
 def _planned(p: Proposal, pred: PredictionLike, source: str, **kw) -> Planned:
