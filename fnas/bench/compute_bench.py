@@ -220,7 +220,7 @@ def run(
     cfg: ComputeConfig, progress: Callable[[str], None] = lambda _: None, data_dir: Path | None = None
 ) -> dict:
     """Every row and seed, the quality curves and the figures; see the module docstring."""
-    from services.agent.final_selection import seed_of
+    from services.agent.spec import sample_seed
 
     runs: dict[str, list[dict]] = {row: [] for row in cfg.rows}
     with tempfile.TemporaryDirectory(prefix="fnas-bench-compute-") as tmp:
@@ -237,7 +237,7 @@ def run(
     for row, row_runs in runs.items():
         for r in row_runs:
             s = spec(cfg, row, r["seed"])
-            r["curve"] = quality_curve(r, cfg.final_top_k, final, lambda i, s=s: seed_of(s, i))
+            r["curve"] = quality_curve(r, cfg.final_top_k, final, lambda i, s=s: sample_seed(s, i))
         progress(f"{row}: quality curves done")
     target = float(np.median([r["final_accuracy"] for r in runs[BASELINE]]))
     longest = max(r["curve"][-1][0] for rs in runs.values() for r in rs)

@@ -1,11 +1,12 @@
-"""The `fnas` strategies in `fnas bench search`: plain runs, their accounting, and critic transfer.
+"""The plain runs of `fnas bench search`, their accounting, and critic transfer.
 
-`fnas`, `fnas-uac` and `fnas-aeb` run the agent's batch assembly in memory
-(`fnas.bench.fnas_loop`). Their curve is the trained (activated) samples'
-rewards in order, so "reached" means a trained sample's true reward crossed
-the threshold; predictions and replays never count. Besides the usual figures
-they report the policy samples by source, the sample speedup (policy samples
-per activated sample) and the critic's calibration error on audited samples.
+Every strategy runs the agent's batch steps in memory (`fnas.bench.plain_loop`).
+Its curve is the trained (activated) samples' rewards in order, each a distinct
+architecture, so "reached" means a trained sample's true reward crossed the
+threshold; recalls, predictions and replays never count. Besides the usual
+figures each run reports the policy samples by source, the sample speedup
+(policy samples per activated sample) and, with a critic, its calibration
+error on audited samples.
 
 Transfer (paper 3.1, 7.2): for each seed, an `fnas` search on the source space
 (e.g. cora) exports its critic as a snapshot, and the same seed's search on a
@@ -20,14 +21,13 @@ from collections.abc import Callable, Collection, Sequence
 
 import numpy as np
 
-from fnas.bench.fnas_loop import FnasRun, run_plain_fnas
-from fnas.bench.plain_loop import samples_to_reach
+from fnas.bench.plain_loop import PlainRun, run_plain, samples_to_reach
 from fnas.bench.reach_stats import ratio, summarise
-from services.agent import fnas
+from services.agent import registry
+from services.agent.batch import SOURCES, label
 from services.critic.core import CriticCore
 
-STRATEGIES = tuple(fnas.VARIANTS)
-SOURCES = ("trained", "critic", "buffer", "recall")
+LABELS = tuple(label(s) for s in SOURCES)
 
 
 def plain(
@@ -39,12 +39,10 @@ def plain(
     critic: CriticCore | None = None,
     snapshot_id: str = "",
     search_id: str = "plain",
-) -> FnasRun:
-    """One plain fnas search with the defaults a SearchSpec without options gets."""
-    strategy = fnas.make(name, space, seed)
-    return run_plain_fnas(
-        strategy, evaluate, budget, critic=critic, snapshot_id=snapshot_id, search_id=search_id
-    )
+) -> PlainRun:
+    """One plain search with the defaults a SearchSpec without options gets."""
+    strategy = registry.make(name, space, seed)
+    return run_plain(strategy, evaluate, budget, critic=critic, snapshot_id=snapshot_id, search_id=search_id)
 
 
 def plain_result(
@@ -58,7 +56,7 @@ def plain_result(
     export: bool = False,
     samples: bool = False,
 ) -> dict:
-    """One plain fnas search as JSON-ready data: what a `--workers` process sends back to the benchmark.
+    """One plain search as JSON-ready data: what a `--workers` process sends back to the benchmark.
 
     `snapshot` (base64 safetensors) starts the critic from a transfer snapshot; `export` adds this
     search's critic as one. `samples` adds every policy sample's [source, reward], for the mesh check.
@@ -69,18 +67,18 @@ def plain_result(
     search_id = f"{space.id}/{seed}" if snapshot or export else "plain"
     snapshot_id = core.import_snapshot(base64.b64decode(snapshot), space.id) if snapshot else ""
     run = plain(space, evaluate, name, seed, budget, core, snapshot_id, search_id)
-    out: dict = {"rewards": [r for _, r in run.trajectory], "fnas": facts(run)}
+    out: dict = {"rewards": [r for _, r in run.trajectory], "accounting": facts(run)}
     if samples:
-        out["samples"] = [[s, r] for s, _, r in run.samples]
+        out["samples"] = [[label(s), r] for s, _, r in run.samples]
     if export:
         out["snapshot"] = base64.b64encode(core.export(search_id)[1]).decode("ascii")
     return out
 
 
-def facts(run: FnasRun) -> dict:
+def facts(run: PlainRun) -> dict:
     """What `summary` needs of one run, as plain numbers."""
     return {
-        "policy_samples": {s: run.count(s) for s in SOURCES},
+        "policy_samples": {label(s): run.count(s) for s in SOURCES},
         "activated_samples": len(run.trajectory),
         "sample_speedup": run.sample_speedup,
         "calibration_error": run.calibration_error,
@@ -92,7 +90,7 @@ def summary(runs: Sequence[dict]) -> dict:
     """Median accounting over seeds (`facts` of each): policy samples by source, speedup, calibration."""
     errors = [r["calibration_error"] for r in runs if r["calibration_error"] is not None]
     return {
-        "policy_samples": {s: float(np.median([r["policy_samples"][s] for r in runs])) for s in SOURCES},
+        "policy_samples": {s: float(np.median([r["policy_samples"][s] for r in runs])) for s in LABELS},
         "activated_samples": float(np.median([r["activated_samples"] for r in runs])),
         "sample_speedup": float(np.median([r["sample_speedup"] for r in runs])),
         "calibration_error": float(np.median(errors)) if errors else None,
@@ -102,8 +100,7 @@ def summary(runs: Sequence[dict]) -> dict:
 
 def mesh_samples(events: Sequence) -> list[list]:
     """[source, reward] of a mesh search's sample events, as `plain_result(samples=True)` has them."""
-    names = {1: "trained", 2: "critic", 3: "buffer"}
-    return [[names[s.source], s.reward.value] for s in events]
+    return [[label(s.source), s.reward.value] for s in events]
 
 
 def transfer_tasks(
@@ -192,19 +189,18 @@ def transfer(
 
 
 def table(result: dict) -> str:
-    """Extra rows for the fnas strategies (sources, speedup, calibration) and the transfer runs."""
+    """Rows of each strategy's accounting (sources, speedup, calibration) and of the transfer runs."""
     rows = []
     for space_id, res in result["spaces"].items():
         for name, st in res["strategies"].items():
-            f = st.get("fnas")
-            if f is None:
-                continue
+            f = st["accounting"]
             p = f["policy_samples"]
             cal = "-" if f["calibration_error"] is None else f"{f['calibration_error']:.4f}"
             rows.append(
-                f"{space_id:<26} {name:<10} policy samples trained/critic/buffer {p['trained']:.0f}/"
-                f"{p['critic']:.0f}/{p['buffer']:.0f} per {f['activated_samples']:.0f} activated: "
-                f"speedup {f['sample_speedup']:.2f}x, calibration error {cal} ({f['audited']:.0f} audited)"
+                f"{space_id:<26} {name:<10} policy samples trained/critic/buffer/recall {p['trained']:.0f}/"
+                f"{p['critic']:.0f}/{p['buffer']:.0f}/{p['recall']:.0f} per {f['activated_samples']:.0f} "
+                f"activated: speedup {f['sample_speedup']:.2f}x, calibration error {cal} "
+                f"({f['audited']:.0f} audited)"
             )
     tr = result.get("transfer")
     if tr:

@@ -27,7 +27,7 @@ from fnas.bench.plain_loop import samples_to_reach
 from fnas.bench.reach_stats import ratio, summarise
 from fnas.bench.tabular import TARGETS, Setup, thresholds
 from fnas.v1 import common_pb2
-from services.agent import strategies
+from services.agent import registry
 
 BEST_AT = (100, 300, 1000)
 
@@ -57,8 +57,8 @@ def run(
         search_workers.torch_setup()
     space_ids, strategy_names = list(dict.fromkeys(space_ids)), list(dict.fromkeys(strategy_names))
     for name in strategy_names:
-        if name not in strategies.STRATEGIES and name not in fnas_bench.STRATEGIES:
-            known = ", ".join([*strategies.STRATEGIES, *fnas_bench.STRATEGIES])
+        if name not in registry.NAMES:
+            known = ", ".join(registry.NAMES)
             raise ValueError(f"unknown strategy {name!r}; choose one of: {known}")
     setups = {
         space_id: Setup.of(space_id, reward_kind)
@@ -128,11 +128,16 @@ def _strategy(runs: Sequence[dict], budget: int, targets: dict[str, float]) -> d
     stats["best_at"] = {
         str(n): float(np.median([max(c[:n]) for c in curves])) for n in BEST_AT if n <= budget
     }
-    stats["running_best_median"] = np.median(np.maximum.accumulate(np.array(curves), axis=1), axis=0).tolist()
+    stats["running_best_median"] = np.median([_running_best(c, budget) for c in curves], axis=0).tolist()
     stats["last_step"] = last_step(curves, targets)
-    if "fnas" in runs[0]:
-        stats["fnas"] = fnas_bench.summary([r["fnas"] for r in runs])
+    stats["accounting"] = fnas_bench.summary([r["accounting"] for r in runs])
     return stats
+
+
+def _running_best(curve: Sequence[float], budget: int) -> np.ndarray:
+    """Best reward so far after each activated sample; a search that converged early keeps its best."""
+    best = np.maximum.accumulate(np.asarray(curve, dtype=float))
+    return np.pad(best, (0, budget - len(best)), mode="edge") if 0 < len(best) < budget else best
 
 
 def last_step(curves: Sequence[Sequence[float]], targets: dict[str, float]) -> dict:
@@ -140,8 +145,7 @@ def last_step(curves: Sequence[Sequence[float]], targets: dict[str, float]) -> d
 
     `share` (top-0.1% ones / top-1% ones) is the chance per top-1% sample of being a top-0.1% one. Near the
     table's own share (`fnas bench ceiling`), the search picks among its top 1% about as well as a draw, and
-    mainly training more of the top 1% gets it to the top 0.1% sooner. Re-trained architectures count each
-    time.
+    mainly training more of the top 1% gets it to the top 0.1% sooner.
     """
     top1 = top01 = 0
     for curve in curves:

@@ -20,9 +20,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 
 from fnas.bench import fnas_bench
-from fnas.bench.plain_loop import run_plain
 from fnas.bench.tabular import Setup, evaluator
-from services.agent import strategies
 
 #: Longest answer line of a worker: a transfer source's critic snapshot is about 1 MB of base64.
 ANSWER_LIMIT = 64 * 2**20
@@ -31,28 +29,23 @@ ANSWER_LIMIT = 64 * 2**20
 def run_one(task: dict) -> dict:
     """One plain run, the unit of work of `--workers`: a task in, JSON-ready figures out.
 
-    For every strategy the trajectory's rewards and the wall seconds; for the fnas
-    ones also `fnas_bench.plain_result`'s accounting (and snapshot, when asked).
+    `fnas_bench.plain_result`'s figures (the trajectory's rewards, the accounting, and a
+    snapshot when asked) and the wall seconds.
     """
     setup = Setup.of(task["space"], task["reward"])
     space, evaluate = setup.space, evaluator(setup)
     name, seed, budget = task["strategy"], task["seed"], task["budget"]
     started = time.perf_counter()
-    if name in fnas_bench.STRATEGIES:  # the agent's batch assembly, critic and buffer in memory
-        out = fnas_bench.plain_result(
-            space,
-            evaluate,
-            name,
-            seed,
-            budget,
-            snapshot=task.get("snapshot", ""),
-            export=task.get("export", False),
-            samples=task.get("samples", False),
-        )
-    else:
-        out = {
-            "rewards": [r for _, r in run_plain(strategies.make(name, space, seed=seed), evaluate, budget)]
-        }
+    out = fnas_bench.plain_result(
+        space,
+        evaluate,
+        name,
+        seed,
+        budget,
+        snapshot=task.get("snapshot", ""),
+        export=task.get("export", False),
+        samples=task.get("samples", False),
+    )
     out["seconds"] = time.perf_counter() - started
     return out
 

@@ -163,12 +163,12 @@ def choose(
         return status.final_ranking[rank - 1]
     if rank > len(top):
         raise ValueError(f"--rank {rank}: search {status.search_id} has {len(top)} trained architectures")
-    from services.agent.final_selection import seed_of
+    from services.agent.spec import sample_seed
 
     sample = top[rank - 1]
     # No final selection: reproduce the search's own training of it.
     return search_pb2.FinalCandidate(
-        rank=rank, sample=sample, epochs=status.spec.task.epochs, seed=seed_of(status.spec, sample.index)
+        rank=rank, sample=sample, epochs=status.spec.task.epochs, seed=sample_seed(status.spec, sample.index)
     )
 
 

@@ -4,7 +4,8 @@ One batch of the `fnas` strategy:
 
 1. `plan_batch`: the policy proposes; the critic predicts (V, U) for each
    proposal from exactly the first `observed` trained results. Untrusted
-   proposals are trained. Trusted ones take V as their reward, at most
+   proposals are trained, or recalled when the search trained them before.
+   Trusted ones take V as their reward, at most
    `max_trusted_fraction` of the batch (paper 4.2's constraint): extra trusted
    proposals are dropped and the policy resamples until the batch is filled
    with untrusted ones; each resampling round draws at `resample_temperature`
@@ -25,7 +26,8 @@ One batch of the `fnas` strategy:
    no elite to mutate yet: its first batch draws the local candidates' share
    from the policy instead, so the prior chooses among many proposals.
 2. The trained proposals are trained (the agent: TrainJobs on the queue).
-3. `fresh_feedback`: trained results and trusted predictions, in plan order.
+3. `services.agent.batch.fresh_feedback`: trained and recalled results and
+   trusted predictions, in plan order.
 4. `replays`: up to `max_replay_fraction` of the PPO batch is drawn from the
    experience buffer (paper 5) with importance weights S_i and the stored
    behaviour log-prob (the PPO ratio's off-policy correction).
@@ -45,20 +47,25 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
+from fnas.v1.common_pb2 import (
+    SAMPLE_SOURCE_BUFFER,
+    SAMPLE_SOURCE_CRITIC,
+    SAMPLE_SOURCE_RECALL,
+    SAMPLE_SOURCE_TRAINED,
+)
 from services.agent import metrics
-from services.agent.fnas import FnasStrategy
-from services.agent.strategies import Feedback, Proposal
+from services.agent.batch import BatchContext, Feedback, Planned
+from services.agent.strategies import Proposal
 from services.buffer.client import BufferUnavailable
 from services.critic.client import CriticUnavailable
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from services.agent.fnas import FnasStrategy
 
-#: Where a policy sample's reward came from (common_pb2.SampleSource, by the name the metrics use).
-TRAINED, CRITIC, BUFFER, RECALL = "trained", "critic", "buffer", "recall"
+log = logging.getLogger(__name__)
 
 
 class PredictionLike(Protocol):
@@ -68,81 +75,29 @@ class PredictionLike(Protocol):
     known: bool
 
 
-class CriticPort(Protocol):
-    """The critic of one search."""
-
-    async def predict(
-        self, tokens: Sequence[Sequence[int]], min_observed: int
-    ) -> Sequence[PredictionLike]: ...
-
-
-class ReplayLike(Protocol):
-    weight: float
-
-    @property
-    def entry(self): ...  # services.buffer.aeb.Entry: tokens, reward, log_prob, index
-
-
-class BufferPort(Protocol):
-    """The buffer of one search."""
-
-    async def sample(
-        self, n: int, beta: float, seed: int, min_observed: int, capacity: int, temperature: float
-    ) -> Sequence[ReplayLike]: ...
-
-
-@dataclass(frozen=True)
-class Planned:
-    """One policy sample of a batch and where its reward will come from."""
-
-    tokens: tuple[int, ...]
-    log_prob: float
-    #: TRAINED (a train job, or a copy of one) or CRITIC (trusted: reward V).
-    source: str
-    #: V(m) and U(m) when the critic was asked (NaN otherwise).
-    value: float = math.nan
-    uncertainty: float = math.nan
-    #: Would have been trusted, trained for the calibration check.
-    audit: bool = False
-    #: Position in the plan of the train job whose result this sample shares (-1: none).
-    copy_of: int = -1
-
-    @property
-    def trains(self) -> bool:
-        """True when this sample needs a train job of its own."""
-        return self.source == TRAINED and self.copy_of < 0
-
-    def to_dict(self) -> dict:
-        return asdict(self) | {"tokens": list(self.tokens)}
-
-    @classmethod
-    def from_dict(cls, raw: dict) -> Planned:
-        return cls(**(raw | {"tokens": tuple(raw["tokens"])}))
-
-
-async def plan_batch(
-    strategy: FnasStrategy, critic: CriticPort | None, observed: int, max_trained: int, prior: bool = False
-) -> list[Planned]:
-    """The next batch: at most `max_trained` train jobs, the rest trusted (see the module docstring).
-
-    `prior`: the critic started from a snapshot or earlier histories.
-    """
-    cfg, size = strategy.fnas, strategy.batch_size
-    if max_trained <= 0:
+async def plan_batch(strategy: FnasStrategy, batch: BatchContext) -> list[Planned]:
+    """The next batch: at most `batch.max_trained` train jobs, the rest trusted or recalled (see above)."""
+    cfg, size = strategy.fnas, batch.size
+    max_trained, critic = batch.max_trained, batch.critic
+    if max_trained <= 0 or size <= 0:
         return []
     if not cfg.uac or critic is None:
-        return [Planned(p.tokens, p.log_prob, TRAINED) for p in strategy.propose(min(size, max_trained))]
+        n = min(size, max_trained)
+        return [Planned(p.tokens, p.log_prob, SAMPLE_SOURCE_TRAINED) for p in strategy.propose(n)]
     quota = math.floor(size * cfg.max_trusted_fraction)
     plan: list[Planned] = []
     dropped: list[tuple[Proposal, PredictionLike]] = []
     training: dict[str, int] = {}  # space key -> plan position of its train job
     n_trusted = n_jobs = 0
-    keys: dict[tuple[int, ...], str] = {}  # a converged policy proposes the same few lists again and again
-
-    def key_of(tokens: tuple[int, ...]) -> str:
-        return keys.get(tokens) or keys.setdefault(tokens, strategy.space.key(tokens))
-
     critic_answers = True
+
+    def repeat(p: Proposal, pred: PredictionLike, key: str) -> Planned | None:
+        """An architecture this batch trains already, or the search trained before: no new job."""
+        if key in training:
+            return _planned(p, pred, SAMPLE_SOURCE_RECALL, copy_of=training[key])
+        if (hit := batch.recalls.get(p.tokens)) is not None:  # e.g. before the critic's warmup ends
+            return _planned(p, pred, SAMPLE_SOURCE_RECALL, recall_of=hit[0], recalled=hit[1])
+        return None
 
     for round_ in range(cfg.max_draw_rounds):
         if len(plan) >= size or n_jobs >= max_trained:
@@ -150,7 +105,7 @@ async def plan_batch(
         # Resampling rounds draw a whole batch: few calls even when most draws come back trusted.
         need = size - len(plan) if round_ == 0 else size
         per_slot = cfg.candidates
-        if round_ == 0 and prior and not strategy.elite:
+        if round_ == 0 and batch.prior and not strategy.elite:
             # Nothing trained yet to mutate. A transferred critic ranks the extra draws by what it learned
             # elsewhere; an untrained one would rank them by chance (measured: about twice the samples).
             per_slot += cfg.local_candidates
@@ -159,7 +114,7 @@ async def plan_batch(
         predictions = None
         if critic_answers:
             try:
-                predictions = await critic.predict([p.tokens for p in proposals + local], observed)
+                predictions = await critic.predict([p.tokens for p in proposals + local], batch.observed)
             except CriticUnavailable as e:
                 log.warning("critic unavailable (%s): the rest of this batch is trained", e)
                 metrics.DEGRADED.labels("critic").inc()
@@ -168,26 +123,26 @@ async def plan_batch(
             predictions = [_UNPREDICTED] * (len(proposals) + len(local))
         # Local candidates only compete to be trained: what the critic already knows is skipped.
         untrusted = [
-            (p, pred, key_of(p.tokens))
+            (p, pred, batch.recalls.key(p.tokens))
             for p, pred in zip(local, predictions[len(proposals) :], strict=True)
             if not pred.known
         ]
         for p, pred in zip(proposals, predictions[: len(proposals)], strict=True):
             if len(plan) >= size or n_jobs >= max_trained:
                 break
-            key = key_of(p.tokens)
-            if cfg.dedup and key in training:
-                plan.append(_planned(p, pred, TRAINED, copy_of=training[key]))
+            key = batch.recalls.key(p.tokens)
+            if key in training:
+                plan.append(_planned(p, pred, SAMPLE_SOURCE_RECALL, copy_of=training[key]))
             elif not pred.trusted:
                 untrusted.append((p, pred, key))
             elif n_trusted >= quota:
                 dropped.append((p, pred))  # paper 4.2: thrown away, resampled
             elif pred.known or not strategy.draw_audit():
-                plan.append(_planned(p, pred, CRITIC))
+                plan.append(_planned(p, pred, SAMPLE_SOURCE_CRITIC))
                 n_trusted += 1
             else:
                 training[key] = len(plan)
-                plan.append(_planned(p, pred, TRAINED, audit=True))
+                plan.append(_planned(p, pred, SAMPLE_SOURCE_TRAINED, audit=True))
                 n_jobs += 1
         if per_slot > 1 or local:
             # Several untrusted candidates per slot: train the most promising first.
@@ -195,16 +150,16 @@ async def plan_batch(
         for p, pred, key in untrusted:
             if len(plan) >= size or n_jobs >= max_trained:
                 break
-            if cfg.dedup and key in training:
-                plan.append(_planned(p, pred, TRAINED, copy_of=training[key]))
+            if (again := repeat(p, pred, key)) is not None:
+                plan.append(again)
                 continue
             training[key] = len(plan)
-            plan.append(_planned(p, pred, TRAINED))
+            plan.append(_planned(p, pred, SAMPLE_SOURCE_TRAINED))
             n_jobs += 1
     if n_jobs == 0 and dropped:
         # The policy keeps proposing what the critic trusts: train the least certain one so the search moves.
         p, pred = max(dropped, key=lambda d: (not d[1].known, d[1].uncertainty))
-        plan.append(_planned(p, pred, TRAINED))
+        plan.append(_planned(p, pred, SAMPLE_SOURCE_TRAINED))
         n_jobs += 1
     return _cap_trusted(plan, cfg.max_trusted_fraction)
 
@@ -222,18 +177,18 @@ class _Unpredicted:
 _UNPREDICTED = _Unpredicted()
 
 
-def _planned(p: Proposal, pred: PredictionLike, source: str, **kw) -> Planned:
+def _planned(p: Proposal, pred: PredictionLike, source: int, **kw) -> Planned:
     return Planned(p.tokens, p.log_prob, source, float(pred.value), float(pred.uncertainty), **kw)
 
 
 def _cap_trusted(plan: list[Planned], fraction: float) -> list[Planned]:
     """Drops trusted samples from the end until they are at most `fraction` of a short batch."""
-    n_trusted = sum(p.source == CRITIC for p in plan)
+    n_trusted = sum(p.source == SAMPLE_SOURCE_CRITIC for p in plan)
     others = len(plan) - n_trusted
     allowed = n_trusted if fraction >= 1.0 else math.floor(others * fraction / (1.0 - fraction) + 1e-9)
     out = []
     for p in reversed(plan):
-        if p.source == CRITIC and n_trusted > allowed:
+        if p.source == SAMPLE_SOURCE_CRITIC and n_trusted > allowed:
             n_trusted -= 1
             continue
         out.append(p)
@@ -253,52 +208,31 @@ def _renumber(kept: list[Planned], plan: list[Planned]) -> list[Planned]:
     return [Planned(**(asdict(p) | {"copy_of": new_pos[p.copy_of]})) if p.copy_of >= 0 else p for p in kept]
 
 
-def fresh_feedback(
-    strategy: FnasStrategy, plan: Sequence[Planned], rewards: dict[int, float]
-) -> list[tuple[int, Feedback]]:
-    """(plan position, feedback) of every sample with a reward; records the audits.
-
-    `rewards` maps the plan position of each successful train job to its
-    trained reward; samples whose job failed are left out.
-    """
-    out = []
-    for pos, p in enumerate(plan):
-        if p.source == CRITIC:
-            out.append((pos, Feedback(p.tokens, p.value, p.log_prob, 1.0, CRITIC)))
-            continue
-        reward = rewards.get(p.copy_of if p.copy_of >= 0 else pos)
-        if reward is None:
-            continue
-        if p.audit:
-            strategy.audits.append((p.value, reward))
-        out.append((pos, Feedback(p.tokens, reward, p.log_prob, 1.0, RECALL if p.copy_of >= 0 else TRAINED)))
-    return out
-
-
-async def replays(
-    strategy: FnasStrategy, buffer: BufferPort | None, n_fresh: int, observed: int, progress: float
-) -> list[tuple[int, Feedback]]:
+async def replays(strategy: FnasStrategy, batch: BatchContext, n_fresh: int) -> list[tuple[int, Feedback]]:
     """(original sample index, feedback) of the exploited samples of this batch (paper 5).
 
     At most max_replay_fraction of the PPO batch: n <= n_fresh f / (1 - f).
-    The buffer is the one after the first `observed` results (those of the
-    earlier batches); beta = `progress` through the budget.
+    The buffer is the one after the first `batch.observed` results (those of
+    the earlier batches); beta = `batch.progress` through the budget.
     """
-    cfg = strategy.fnas
+    cfg, buffer = strategy.fnas, batch.buffer
     if not cfg.aeb or buffer is None or n_fresh == 0:
         return []
     n = math.floor(n_fresh * cfg.max_replay_fraction / (1.0 - cfg.max_replay_fraction) + 1e-9)
     seed = strategy.draw_seed()
-    if n == 0 or observed == 0:
+    if n == 0 or batch.observed == 0:
         return []
-    beta = min(1.0, max(0.0, progress))
+    beta = min(1.0, max(0.0, batch.progress))
     try:
-        drawn = await buffer.sample(n, beta, seed, observed, cfg.buffer_size, cfg.priority_temperature)
+        drawn = await buffer.sample(n, beta, seed, batch.observed, cfg.buffer_size, cfg.priority_temperature)
     except BufferUnavailable as e:
         log.warning("buffer unavailable (%s): no replays in this batch", e)
         metrics.DEGRADED.labels("buffer").inc()
         return []
     return [
-        (r.entry.index, Feedback(tuple(r.entry.tokens), r.entry.reward, r.entry.log_prob, r.weight, BUFFER))
+        (
+            r.entry.index,
+            Feedback(tuple(r.entry.tokens), r.entry.reward, r.entry.log_prob, r.weight, SAMPLE_SOURCE_BUFFER),
+        )
         for r in drawn
     ]

@@ -12,11 +12,11 @@ restarts mid-selection republishes only the retrains whose result it lacks.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import TYPE_CHECKING
 
 from fnas.v1 import common_pb2, queue_pb2, search_pb2
+from services.agent.spec import sample_seed
 
 if TYPE_CHECKING:
     from services.agent.search_run import SearchRun
@@ -28,7 +28,6 @@ DEFAULT_TOP_K = 10
 MAX_TOP_K = 100
 #: The final schedule is this many times the search's proxy epochs unless the spec says otherwise.
 DEFAULT_EPOCH_FACTOR = 2
-_WAIT_S = 1.0
 
 
 def top_k(spec: common_pb2.SearchSpec, tabular: bool) -> int:
@@ -85,11 +84,6 @@ def candidates(store: AgentStore, search_id: str, key, k: int) -> list[common_pb
     return sorted(best.values(), key=lambda s: (-s.reward.value, s.index))[:k]
 
 
-def seed_of(spec: common_pb2.SearchSpec, index: int) -> int:
-    """The retrain's seed: the sample's own training seed (search_run's formula), so export can repeat it."""
-    return (spec.seed * 1_000_003 + index) % (1 << 63)
-
-
 async def run(search: SearchRun) -> bool:
     """Runs the final selection of a search whose budget is spent; False when it was cancelled meanwhile."""
     spec, store, search_id = search.spec, search.store, search.search_id
@@ -111,7 +105,7 @@ async def run(search: SearchRun) -> bool:
             task=common_pb2.Task(dataset=spec.task.dataset, epochs=n_epochs),
             reward=spec.reward,
             use_pool=False,  # from scratch: every candidate on equal terms (paper 6.2)
-            seed=seed_of(spec, s.index),
+            seed=sample_seed(spec, s.index),  # the sample's own: export repeats it
             final_rank=r,
         )
         for r, s in zip(ranks, chosen, strict=True)
@@ -120,11 +114,8 @@ async def run(search: SearchRun) -> bool:
     log.info("search %s: final selection of %d architectures, %d epochs", search_id, len(chosen), n_epochs)
     await asyncio.gather(*(search.publish_job(job) for r, job in jobs.items() if r not in have))
     while len(have) < len(chosen):
-        if search._cancelled:
+        if not await search.wait():
             return False
-        search._wake.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(search._wake.wait(), _WAIT_S)
         have = stored_results(store, search_id, ranks)
     ranking = rank(chosen, [have[r] for r in ranks], n_epochs, [jobs[r].seed for r in ranks])
 

@@ -4,13 +4,12 @@ It is `PPOStrategy` plus the module switches and the few random choices the
 batch assembly makes (which would-be-trusted samples are audited, the seed of
 each buffer draw), the batch in flight, and the audit record. `fnas-uac` and
 `fnas-aeb` are the same strategy with one module on (paper Table 4's ablation).
-The batch assembly itself lives in `services.agent.assemble`, shared by the
-agent and the plain in-memory loop.
+The batch assembly itself lives in `services.agent.assemble`.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -19,19 +18,14 @@ import torch
 from fnas.config import Ranges, check_ranges, set_fields
 from fnas.spaces.base import InvalidArchitecture, SearchSpace
 from fnas.v1 import common_pb2
-from services.agent.strategies import Feedback, PPOConfig, PPOStrategy, Proposal
+from services.agent import assemble
+from services.agent.batch import BatchContext, Feedback, Planned
+from services.agent.strategies import PPOStrategy, Proposal
 
 #: PPO settings of the fnas strategies, tuned on cora with the modules on. A batch carries trusted and
 #: replayed samples besides the trained ones, so it takes a larger step than the plain `ppo` baseline;
 #: spelled out so that retuning that baseline's defaults does not silently change fnas.
 FNAS_PPO = {"lr": 0.01, "n_epochs": 4, "clip_range": 0.2, "ent_coef": 0.01, "max_grad_norm": 0.5}
-
-#: Strategy name -> (uac, aeb) forced on / off; "fnas" takes the spec's switches.
-VARIANTS: dict[str, tuple[bool, bool] | None] = {
-    "fnas": None,
-    "fnas-uac": (True, False),
-    "fnas-aeb": (False, True),
-}
 
 
 class Modules(NamedTuple):
@@ -68,8 +62,6 @@ class FnasConfig:
     priority_temperature: float = 1.0
     #: Resampling rounds (of one batch of proposals each) before the batch is closed as it is.
     max_draw_rounds: int = 5
-    #: An architecture proposed twice in one batch is trained once; both copies learn its result.
-    dedup: bool = True
     #: Proposals drawn per open slot in each round; with more than one, the most promising untrusted
     #: candidates (highest V + ucb * U) are trained first, the rest dropped like extra trusted ones.
     #: Tuned with 8 local candidates, seeds 0-19: 2 beat 8 on cora and citeseer and tied on pubmed.
@@ -127,13 +119,6 @@ class FnasStrategy(PPOStrategy):
         self.fnas = fnas
         # Separate from the policy's generator, so switching a module off leaves the policy's draws alone.
         self.rng = np.random.default_rng([seed, 0xF7A5])
-        #: The batch in flight (services.agent.assemble.Planned as dicts), committed with the state,
-        #: the sample index of its first sample and the trained results observed when it was planned.
-        self.plan: list[dict[str, Any]] = []
-        self.plan_index = 0
-        self.plan_observed = 0
-        #: (V, R) of every audited sample: the critic's real error where it claimed to be right.
-        self.audits: list[tuple[float, float]] = []
         #: (reward, tokens) of the best distinct trained architectures, best first.
         self.elite: list[tuple[float, tuple[int, ...]]] = []
 
@@ -141,11 +126,25 @@ class FnasStrategy(PPOStrategy):
         # Distinct by the space's key: two token lists of one architecture would fill two elite slots.
         keys = {self.space.key(t) for _, t in self.elite}
         for f in batch:
-            if f.source == "trained" and (key := self.space.key(f.tokens)) not in keys:
+            if f.source == common_pb2.SAMPLE_SOURCE_TRAINED and (key := self.space.key(f.tokens)) not in keys:
                 keys.add(key)
                 self.elite.append((f.reward, f.tokens))
         self.elite = sorted(self.elite, key=lambda e: -e[0])[: self.fnas.elite_size]
         return super().update(batch)
+
+    @property
+    def uses_critic(self) -> bool:
+        return self.fnas.uac
+
+    @property
+    def uses_buffer(self) -> bool:
+        return self.fnas.aeb
+
+    async def plan(self, batch: BatchContext) -> list[Planned]:
+        return await assemble.plan_batch(self, batch)
+
+    async def replays(self, batch: BatchContext, n_fresh: int) -> list[tuple[int, Feedback]]:
+        return await assemble.replays(self, batch, n_fresh)
 
     def local_proposals(self, n: int) -> list[Proposal]:
         """n distinct one-token mutations of elite architectures, with their log-prob under the policy."""
@@ -182,7 +181,6 @@ class FnasStrategy(PPOStrategy):
         return int(self.rng.integers(1 << 62))
 
     def calibration_error(self) -> float | None:
-        """Mean |V - R| over audited samples; None before the first audit."""
         if not self.audits:
             return None
         return float(np.mean([abs(v - r) for v, r in self.audits]))
@@ -192,9 +190,6 @@ class FnasStrategy(PPOStrategy):
         meta |= {
             "fnas": asdict(self.fnas),
             "fnas_rng": self.rng.bit_generator.state,
-            "plan": self.plan,
-            "plan_index": self.plan_index,
-            "plan_observed": self.plan_observed,
             "audits": self.audits,
             "elite": [[r, list(t)] for r, t in self.elite],
         }
@@ -202,11 +197,10 @@ class FnasStrategy(PPOStrategy):
 
     def _load_state(self, tensors, meta):
         super()._load_state(tensors, meta)
-        self.fnas = FnasConfig(**meta["fnas"])
+        # `dedup` was a switch before every strategy recalled what it trained (services.agent.batch).
+        self.fnas = FnasConfig(**{k: v for k, v in meta["fnas"].items() if k != "dedup"})
         self.rng = np.random.default_rng([self.seed, 0xF7A5])
         self.rng.bit_generator.state = meta["fnas_rng"]
-        self.plan = list(meta["plan"])
-        self.plan_index, self.plan_observed = int(meta["plan_index"]), int(meta["plan_observed"])
         self.audits = [tuple(a) for a in meta["audits"]]
         self.elite = [(float(r), tuple(t)) for r, t in meta.get("elite", [])]
 
@@ -215,24 +209,3 @@ def config_from_spec(spec: common_pb2.SearchSpec) -> FnasConfig:
     """The FnasConfig of a (validated) SearchSpec: module switches and the set FnasOptions fields."""
     m = modules(spec)
     return FnasConfig(uac=m.uac, aeb=m.aeb, akp=m.akp, **set_fields(spec.fnas, FnasConfig))
-
-
-def make(
-    name: str,
-    space: SearchSpace,
-    seed: int,
-    batch_size: int = 0,
-    fnas: FnasConfig | None = None,
-    **overrides: Any,
-) -> FnasStrategy:
-    """The `fnas`, `fnas-uac` or `fnas-aeb` strategy; overrides set PPOConfig fields."""
-    if name not in VARIANTS:
-        raise ValueError(f"unknown fnas strategy {name!r}; choose one of: {', '.join(VARIANTS)}")
-    allowed = {f.name for f in fields(PPOConfig)}
-    if unknown := set(overrides) - allowed:
-        raise ValueError(f"{name} has no option {sorted(unknown)}; options: {sorted(allowed)}")
-    config = fnas or FnasConfig()
-    forced = VARIANTS[name]
-    if forced is not None:
-        config = FnasConfig(**(asdict(config) | {"uac": forced[0], "aeb": forced[1]}))
-    return FnasStrategy(space, seed, batch_size or FnasStrategy.default_batch_size, config, **overrides)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 
 from prometheus_client import Counter, Gauge
 
 from fnas.v1 import queue_pb2, search_pb2
+from services.agent.batch import SOURCES, label
 
 SAMPLES = Counter("fnas_agent_samples_total", "Samples the policy learned from, by source.", ["source"])
 ACTIVATED = Counter(
@@ -25,8 +27,8 @@ DEGRADED = Counter(
     ["service"],
 )
 
-for source in ("trained", "critic", "buffer", "recall"):
-    SAMPLES.labels(source)
+for source in SOURCES:
+    SAMPLES.labels(label(source))
 for service in ("critic", "buffer"):
     DEGRADED.labels(service)
 
@@ -41,12 +43,19 @@ def observe_result(result: queue_pb2.TrainResult, status: search_pb2.SearchStatu
         FAILED.inc()
 
 
-def observe_batch(status: search_pb2.SearchStatus, learned: int, train_stats: dict[str, float]) -> None:
-    SAMPLES.labels("trained").inc(learned)
-    if learned:
+def observe_batch(
+    status: search_pb2.SearchStatus, counts: Mapping[int, int], train_stats: dict[str, float]
+) -> None:
+    """A batch was learned from: its policy samples by SampleSource, the update, and the search's ratios."""
+    for source in SOURCES:
+        SAMPLES.labels(label(source)).inc(counts.get(source, 0))
+    if any(counts.values()):  # as status.updates counts
         UPDATES.inc()
     for name, value in train_stats.items():
         POLICY.labels(name).set(value)
+    SAMPLE_SPEEDUP.labels(status.search_id).set(status.sample_speedup)
+    if status.HasField("calibration_error"):
+        CALIBRATION_ERROR.labels(status.search_id).set(status.calibration_error)
 
 
 def observe_finished(status: search_pb2.SearchStatus) -> None:
@@ -66,16 +75,6 @@ CALIBRATION_ERROR = Gauge(
 SAMPLE_SPEEDUP = Gauge(
     "fnas_agent_sample_speedup_ratio", "Policy samples (every source) per activated sample.", ["search"]
 )
-
-
-def observe_sources(status: search_pb2.SearchStatus, critic: int, buffer: int, recall: int = 0) -> None:
-    """Samples of an fnas batch whose reward came from the critic, the buffer or a recall, and the ratios."""
-    SAMPLES.labels("critic").inc(critic)
-    SAMPLES.labels("buffer").inc(buffer)
-    SAMPLES.labels("recall").inc(recall)
-    SAMPLE_SPEEDUP.labels(status.search_id).set(status.sample_speedup)
-    if status.HasField("calibration_error"):
-        CALIBRATION_ERROR.labels(status.search_id).set(status.calibration_error)
 
 
 #: Gauges labelled by search id: removed when the search ends.

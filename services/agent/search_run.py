@@ -1,12 +1,16 @@
-"""The loop of one search: propose a batch, train it, learn from it, checkpoint.
+"""The loop of one search, for every strategy: plan a batch, train it, learn from it, checkpoint.
 
 Every step is committed to the agent store before the next one starts, so a
-restarted agent picks the loop up where it stood: a batch that was proposed but
+restarted agent picks the loop up where it stood: a batch that was planned but
 not learned from is republished (the queue drops jobs it already holds, the
 store drops results it already has) and the strategy resumes from its
-checkpointed state, RNG included. Results are learned from in sample-index
-order once the whole batch is in, which makes a seeded search with the tabular
-trainer give the same trajectory every time.
+checkpointed state, RNG included. The plan is part of the loop's checkpoint, so
+an agent restarted between planning and learning neither asks the critic again
+nor loses which samples were trusted or recalled. Results are learned from in
+plan order once the whole batch is in, which makes a seeded search with the
+tabular trainer give the same trajectory every time, and the plain in-memory
+loop (`fnas.bench.plain_loop`, the same `services.agent.batch` steps) give it
+too. When the budget is spent, final selection is the loop's last step.
 """
 
 from __future__ import annotations
@@ -14,15 +18,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 
 from fnas import spaces
 from fnas.v1 import common_pb2, queue_pb2, search_pb2
-from services.agent import final_selection, fnas, fnas_run, metrics, strategies
+from fnas.v1.common_pb2 import (
+    SAMPLE_SOURCE_BUFFER,
+    SAMPLE_SOURCE_CRITIC,
+    SAMPLE_SOURCE_RECALL,
+    SAMPLE_SOURCE_TRAINED,
+)
+from services.agent import batch, final_selection, metrics, registry
+from services.agent.batch import BatchContext, Feedback, Planned, Recalls
 from services.agent.fnas import modules
-from services.agent.spec import FNAS_STRATEGIES
-from services.agent.store import AgentStore, LoopState, Pending
+from services.agent.spec import sample_seed, uses_buffer, uses_critic
+from services.agent.store import AgentStore, LoopState
+from services.agent.strategies import Strategy
+from services.buffer.client import RemoteBuffer
+from services.critic.client import RemoteCritic
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +49,25 @@ FINAL_STATES = (
 )
 # Re-check the budget's wall clock and cancellation at least this often while waiting.
 _WAIT_S = 1.0
+
+
+class MissingService(RuntimeError):
+    """The search needs a critic or buffer service that this agent was not given."""
+
+
+def policy_samples(status: search_pb2.SearchStatus) -> int:
+    """Samples the policy learned from, of every source."""
+    return (
+        status.policy_samples_trained
+        + status.policy_samples_critic
+        + status.policy_samples_buffer
+        + status.policy_samples_recall
+    )
+
+
+def speedup(status: search_pb2.SearchStatus) -> float:
+    """Sample speedup: policy samples of every source per activated sample."""
+    return policy_samples(status) / max(status.activated_samples, 1)
 
 
 class SearchRun:
@@ -65,6 +100,15 @@ class SearchRun:
         self._cancelled = True
         self._wake.set()
 
+    async def wait(self) -> bool:
+        """Waits until a result arrives or a second passes; False once the search is cancelled."""
+        if self._cancelled:
+            return False
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), _WAIT_S)
+        return not self._cancelled
+
     async def run(self) -> None:
         try:
             await self._run()
@@ -73,160 +117,219 @@ class SearchRun:
             await self._finish(search_pb2.SEARCH_STATE_FAILED, f"{type(e).__name__}: {e}")
 
     async def _run(self) -> None:
-        if self.spec.strategy in FNAS_STRATEGIES:
-            strategy = fnas.make(
-                self.spec.strategy,
-                self.space,
-                self.spec.seed,
-                self.spec.batch_size,
-                fnas.config_from_spec(self.spec),
-            )
-            await fnas_run.open_search(self, strategy)
-        else:
-            strategy = strategies.make(
-                self.spec.strategy, self.space, seed=self.spec.seed, batch_size=self.spec.batch_size
-            )
-        self.batch_size = strategy.batch_size
+        strategy = registry.from_spec(self.spec, self.space)
+        await self._open_modules()
         saved = self.store.checkpoint(self.search_id)
         if saved is None:
             loop = LoopState()
         else:
             strategy.load_state(saved[0])
             loop = saved[1]
+        recalls = Recalls(self.space.key)
+        for s in self.store.samples(self.search_id):
+            if s.source == SAMPLE_SOURCE_TRAINED:
+                recalls.add(s.architecture.tokens, s.index, s.reward.value)
         while True:
-            # An fnas plan can be all trusted and train nothing: it is still learned from before the next.
-            planned = isinstance(strategy, fnas.FnasStrategy) and bool(strategy.plan)
-            if not loop.pending and not planned:
-                stop = self._stop_reason()
-                if stop is not None:
-                    await self._finish(*stop)
+            if not loop.plan:
+                stop = self._stop_reason(loop)
+                if stop is None:
+                    await self._plan(strategy, loop, recalls)
+                    self.store.commit(self.search_id, lambda s: None, strategy.state(), loop)
+                if stop is not None or not loop.plan:
+                    await self._finish(*(stop or (search_pb2.SEARCH_STATE_SUCCEEDED, "")))
                     return
-                await self._propose(strategy, loop)
-                self.store.commit(self.search_id, lambda s: None, strategy.state(), loop)
+            jobs = loop.jobs()
+            stored = self.store.results(self.search_id, [i for i, _ in jobs])
             # Concurrently: each publish waits for its PubAck, one after the other would serialise them.
-            stored = self.store.results(self.search_id, [p.index for p in loop.pending])
-            missing = [p for p, r in zip(loop.pending, stored, strict=True) if r is None]
-            await asyncio.gather(*(self.publish_job(self._job(p)) for p in missing))
-            results = await self._gather(loop.pending)
+            await asyncio.gather(
+                *(
+                    self.publish_job(self._job(i, p))
+                    for (i, p), r in zip(jobs, stored, strict=True)
+                    if r is None
+                )
+            )
+            results = await self._gather([i for i, _ in jobs])
             if results is None:
-                await self._finish(*self._stop_reason(waiting=True))
+                await self._finish(*self._interrupted())
                 return
-            await self._learn(strategy, loop, results)
+            await self._learn(strategy, loop, results, recalls)
 
-    def _stop_reason(self, waiting: bool = False) -> tuple[int, str] | None:
-        status = self.store.status(self.search_id)
+    async def _open_modules(self) -> None:
+        """Creates the search's critic (idempotent, also on resume), from a snapshot or history if asked."""
+        if uses_critic(self.spec):
+            if self.critic is None:
+                raise MissingService("this agent has no critic service (set --critic-address)")
+            await self.critic.open_search(
+                self.search_id,
+                self.space.id,
+                self.spec.seed,
+                self.spec.fnas,
+                self.spec.critic_snapshot,
+                list(self.spec.critic_history),
+                self.store.status(self.search_id).tenant,
+            )
+        if uses_buffer(self.spec) and self.buffer is None:
+            raise MissingService("this agent has no buffer service (set --buffer-address)")
+
+    def _interrupted(self) -> tuple[int, str] | None:
+        """Why the search must stop even in the middle of a batch: cancelled, or out of time."""
         budget = self.spec.budget
-        policy = fnas_run.policy_samples(status)
         if self._cancelled:
             return search_pb2.SEARCH_STATE_CANCELLED, ""
-        if budget.max_seconds and time.time() - status.created_at >= budget.max_seconds:
+        if (
+            budget.max_seconds
+            and time.time() - self.store.status(self.search_id).created_at >= budget.max_seconds
+        ):
             return search_pb2.SEARCH_STATE_SUCCEEDED, ""
-        if waiting:
-            return None
+        return None
+
+    def _stop_reason(self, loop: LoopState) -> tuple[int, str] | None:
+        """Why the search must stop before its next batch, if it must."""
+        if (interrupted := self._interrupted()) is not None:
+            return interrupted
+        status, budget = self.store.status(self.search_id), self.spec.budget
         if budget.max_activated_samples and status.activated_samples >= budget.max_activated_samples:
             return search_pb2.SEARCH_STATE_SUCCEEDED, ""
-        if budget.max_policy_samples and policy >= budget.max_policy_samples:
+        if budget.max_policy_samples and policy_samples(status) >= budget.max_policy_samples:
             return search_pb2.SEARCH_STATE_SUCCEEDED, ""
         reached = status.HasField("best") and status.best.reward.value >= budget.target_reward
         if budget.HasField("target_reward") and reached:
             return search_pb2.SEARCH_STATE_SUCCEEDED, ""
+        if loop.idle_batches >= batch.MAX_IDLE_BATCHES:
+            log.info("search %s converged: %d batches trained nothing new", self.search_id, loop.idle_batches)
+            return search_pb2.SEARCH_STATE_SUCCEEDED, ""
         return None
 
-    async def _propose(self, strategy: strategies.Strategy, loop: LoopState) -> None:
-        """Fills loop.pending with the next batch: warm-start architectures first."""
-        if isinstance(strategy, fnas.FnasStrategy) and (loop.warm_started or not self.spec.warm_start):
-            await fnas_run.propose(self, strategy, loop)
-            return
-        status = self.store.status(self.search_id)
-        n = self.batch_size
-        budget = self.spec.budget
+    def _context(self, strategy: Strategy, loop: LoopState, recalls: Recalls) -> BatchContext:
+        """The budget's limits on the next batch and the search's modules, as of the batch's plan."""
+        status, budget = self.store.status(self.search_id), self.spec.budget
+        size = max_trained = strategy.batch_size
         if budget.max_activated_samples:
-            n = min(n, budget.max_activated_samples - status.activated_samples)
+            max_trained = min(max_trained, budget.max_activated_samples - status.activated_samples)
+            progress = loop.plan_observed / budget.max_activated_samples
+        else:
+            progress = policy_samples(status) / max(budget.max_policy_samples, 1)
         if budget.max_policy_samples:
-            n = min(n, budget.max_policy_samples - status.policy_samples_trained)
+            size = min(size, budget.max_policy_samples - policy_samples(status))
+        return BatchContext(
+            size=size,
+            max_trained=max_trained,
+            observed=loop.plan_observed,
+            recalls=recalls,
+            critic=RemoteCritic(self.critic, self.search_id, self.space.id)
+            if uses_critic(self.spec)
+            else None,
+            buffer=RemoteBuffer(self.buffer, self.search_id) if uses_buffer(self.spec) else None,
+            prior=bool(self.spec.critic_snapshot or self.spec.critic_history),
+            progress=progress,
+        )
+
+    async def _plan(self, strategy: Strategy, loop: LoopState, recalls: Recalls) -> None:
+        """Plans the next batch into loop.plan: the warm-start architectures first, then the strategy's."""
+        loop.plan_index = loop.next_index
+        loop.plan_observed = self.store.status(self.search_id).activated_samples
         if not loop.warm_started and self.spec.warm_start:
-            # Known architectures are trained and reported, not learned from
-            # as policy samples (the policy has no behaviour log-prob for them).
-            batch = [(tuple(a.tokens), float("nan")) for a in self.spec.warm_start]
+            # Known architectures are trained and reported, not learned from as policy samples.
+            plan = [Planned(tuple(a.tokens), math.nan, SAMPLE_SOURCE_TRAINED) for a in self.spec.warm_start]
             loop.warm_started = True
         else:
-            batch = [(p.tokens, p.log_prob) for p in strategy.propose(n)]
-        loop.pending = [Pending(loop.next_index + i, list(t), lp) for i, (t, lp) in enumerate(batch)]
-        loop.next_index += len(batch)
+            plan = await strategy.plan(self._context(strategy, loop, recalls))
+        loop.plan = batch.settle(plan, recalls)
+        loop.next_index += len(loop.plan)
 
-    def _job(self, p: Pending) -> queue_pb2.TrainJob:
+    def _job(self, index: int, p: Planned) -> queue_pb2.TrainJob:
         return queue_pb2.TrainJob(
-            job_id=f"{self.search_id}/{p.index}",
+            job_id=f"{self.search_id}/{index}",
             search_id=self.search_id,
-            sample_index=p.index,
+            sample_index=index,
             architecture=common_pb2.Architecture(space=self.spec.space, tokens=p.tokens),
             task=self.spec.task,
             reward=self.spec.reward,
             use_pool=modules(self.spec).akp and not self.space.tabular,
             pool_task=self.spec.pool_task,
-            # Distinct per sample, fixed by the search seed: reproducible training.
-            seed=(self.spec.seed * 1_000_003 + p.index) % (1 << 63),
+            seed=sample_seed(self.spec, index),
             behaviour_log_prob=p.log_prob,
         )
 
-    async def _gather(self, pending: list[Pending]) -> list[queue_pb2.TrainResult] | None:
+    async def _gather(self, indices: list[int]) -> list[queue_pb2.TrainResult] | None:
         """Waits for every result of the batch; None when the search must stop meanwhile."""
         while True:
-            results = self.store.results(self.search_id, [p.index for p in pending])
+            results = self.store.results(self.search_id, indices)
             if all(r is not None for r in results):
                 return results
-            if self._stop_reason(waiting=True) is not None:
+            if self._interrupted() is not None:
                 return None
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), _WAIT_S)
+            await self.wait()
 
     async def _learn(
-        self, strategy: strategies.Strategy, loop: LoopState, results: list[queue_pb2.TrainResult]
+        self, strategy: Strategy, loop: LoopState, results: list[queue_pb2.TrainResult], recalls: Recalls
     ) -> None:
-        if isinstance(strategy, fnas.FnasStrategy) and strategy.plan:
-            await fnas_run.learn(self, strategy, loop, results)
-            return
-        ok = [
-            (p, r)
-            for p, r in zip(loop.pending, results, strict=True)
+        """The strategy's update on trained, recalled, trusted and replayed samples; commits it all."""
+        plan, base = loop.plan, loop.plan_index
+        trained = {
+            index - base: r
+            for (index, _), r in zip(loop.jobs(), results, strict=True)
             if r.outcome == queue_pb2.TRAIN_OUTCOME_OK
-        ]
-        if not ok:
+        }
+        if results and not trained:
             raise RuntimeError(f"every sample of a batch failed to train; first error: {results[0].error}")
-        learn = [(p, r) for p, r in ok if p.log_prob == p.log_prob]  # NaN: warm start, not a policy sample
-        train_stats = {}
-        if learn:
-            train_stats = strategy.update(
-                [strategies.Feedback(tuple(p.tokens), r.reward.value, p.log_prob) for p, r in learn]
-            )
-        samples = [
-            common_pb2.Sample(
-                architecture=r.architecture,
-                reward=r.reward,
-                source=common_pb2.SAMPLE_SOURCE_TRAINED,
-                behaviour_log_prob=p.log_prob if p.log_prob == p.log_prob else 0.0,
-                index=p.index,
-            )
-            for p, r in ok
-        ]
-        loop.pending = []
+        fresh = batch.fresh_feedback(
+            plan, {pos: r.reward.value for pos, r in trained.items()}, strategy.audits
+        )
+        learned = [f for pos, f in fresh if plan[pos].learned]
+        replayed = await strategy.replays(self._context(strategy, loop, recalls), len(learned))
+        feedback = learned + [f for _, f in replayed]
+        train_stats = strategy.update(feedback) if feedback else {}
+        wanted = [plan[pos].recall_of for pos, _ in fresh if plan[pos].recall_of >= 0]
+        recalled = {r.sample_index: r.reward for r in self.store.results(self.search_id, wanted) if r}
+        samples = []
+        for pos, f in fresh:
+            p = plan[pos]
+            if p.source == SAMPLE_SOURCE_CRITIC:
+                reward = None  # the critic predicts the reward's value alone
+            elif p.recall_of >= 0:
+                reward = recalled.get(p.recall_of)
+            else:
+                reward = trained[p.copy_of if p.copy_of >= 0 else pos].reward
+            samples.append(self._sample(f, base + pos, reward))
+        samples += [self._sample(f, loop.next_index + j) for j, (_, f) in enumerate(replayed)]
+        loop.next_index += len(replayed)
+        for pos, r in trained.items():
+            recalls.add(plan[pos].tokens, base + pos, r.reward.value)
+        loop.idle_batches = 0 if trained else loop.idle_batches + 1
+        loop.plan = []
+        counts = Counter(f.source for f in feedback)
+        calibration = strategy.calibration_error()
 
         def mutate(status: search_pb2.SearchStatus) -> None:
-            status.policy_samples_trained += len(learn)
-            status.updates += 1 if learn else 0
-            status.sample_speedup = fnas_run.speedup(status)
+            status.policy_samples_trained += counts[SAMPLE_SOURCE_TRAINED]
+            status.policy_samples_critic += counts[SAMPLE_SOURCE_CRITIC]
+            status.policy_samples_buffer += counts[SAMPLE_SOURCE_BUFFER]
+            status.policy_samples_recall += counts[SAMPLE_SOURCE_RECALL]
+            status.updates += 1 if feedback else 0
+            if calibration is not None:
+                status.calibration_error = calibration
+            status.calibration_samples = len(strategy.audits)
+            status.sample_speedup = speedup(status)
 
         def events(status: search_pb2.SearchStatus) -> list[search_pb2.SearchEvent]:
-            out = [self._event(loop, sample=s) for s in samples]
-            out.append(self._event(loop, update=status))
-            return out
+            return [*(self._event(loop, sample=s) for s in samples), self._event(loop, update=status)]
 
         status, new_events = self.store.commit(
             self.search_id, mutate, strategy.state(), loop, samples, events
         )
-        metrics.observe_batch(status, len(learn), train_stats)
+        metrics.observe_batch(status, counts, train_stats)
         await self.on_events(self.search_id, new_events)
+
+    def _sample(self, f: Feedback, index: int, reward: common_pb2.Reward | None = None) -> common_pb2.Sample:
+        return common_pb2.Sample(
+            architecture=common_pb2.Architecture(space=self.space.id, tokens=f.tokens),
+            # Trusted and replayed samples carry only the reward value (the critic predicts no accuracy).
+            reward=reward if reward is not None else common_pb2.Reward(value=f.reward),
+            source=f.source,
+            behaviour_log_prob=0.0 if math.isnan(f.log_prob) else f.log_prob,
+            index=index,
+        )
 
     def _event(self, loop: LoopState, **kind) -> search_pb2.SearchEvent:
         event = search_pb2.SearchEvent(search_id=self.search_id, seq=loop.next_seq, **kind)

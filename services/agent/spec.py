@@ -14,11 +14,9 @@ from fnas.config import FieldError
 from fnas.reward import RewardFn
 from fnas.v1 import common_pb2
 from services.agent.fnas import config_from_spec, modules
+from services.agent.registry import FNAS_VARIANTS, NAMES
 from services.critic.decision import from_options
 
-STRATEGIES = ("ppo", "random", "evolution", "fnas", "fnas-uac", "fnas-aeb")
-#: Strategies that run the FNAS batch assembly (critic and buffer); see services/agent/fnas.py.
-FNAS_STRATEGIES = ("fnas", "fnas-uac", "fnas-aeb")
 DEFAULT_STRATEGY = "ppo"
 DEFAULT_DATASET = "digits"
 DEFAULT_EPOCHS = 5
@@ -49,10 +47,8 @@ def validate(spec: common_pb2.SearchSpec) -> common_pb2.SearchSpec:
     except spaces.UnknownSpace as e:
         raise SpecError("space", str(e)) from None
     out.strategy = spec.strategy or DEFAULT_STRATEGY
-    if out.strategy not in STRATEGIES:
-        raise SpecError(
-            "strategy", f"unknown strategy {clip(spec.strategy)!r}; known: {', '.join(STRATEGIES)}"
-        )
+    if out.strategy not in NAMES:
+        raise SpecError("strategy", f"unknown strategy {clip(spec.strategy)!r}; known: {', '.join(NAMES)}")
     _check_budget(spec.budget)
     if not spec.HasField("reward"):
         out.reward.cost = common_pb2.COST_METRIC_NONE  # accuracy alone
@@ -108,16 +104,22 @@ def _fill_task(spec: common_pb2.SearchSpec, out: common_pb2.SearchSpec) -> None:
     out.task.pool_epochs = pool_epochs if modules(spec).akp else 0
 
 
+def sample_seed(spec: common_pb2.SearchSpec, index: int) -> int:
+    """The training seed of sample `index`: distinct per sample, fixed by the search seed (reproducible);
+    a final-selection retrain and an export use the seed of the sample they train again."""
+    return (spec.seed * 1_000_003 + index) % (1 << 63)
+
+
 def uses_critic(spec: common_pb2.SearchSpec) -> bool:
     """True when the search runs the UAC: an fnas strategy whose uac module is on (fnas-aeb: never)."""
-    if spec.strategy not in FNAS_STRATEGIES or spec.strategy == "fnas-aeb":
+    if spec.strategy not in FNAS_VARIANTS or spec.strategy == "fnas-aeb":
         return False
     return spec.strategy == "fnas-uac" or modules(spec).uac
 
 
 def uses_buffer(spec: common_pb2.SearchSpec) -> bool:
     """True when the search runs the AEB: an fnas strategy whose aeb module is on (fnas-uac: never)."""
-    if spec.strategy not in FNAS_STRATEGIES or spec.strategy == "fnas-uac":
+    if spec.strategy not in FNAS_VARIANTS or spec.strategy == "fnas-uac":
         return False
     return spec.strategy == "fnas-aeb" or modules(spec).aeb
 

@@ -11,6 +11,7 @@ however often the queue redelivers.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -19,6 +20,9 @@ from pathlib import Path
 import lmdb
 
 from fnas.v1 import common_pb2, queue_pb2, search_pb2
+from services.agent.batch import Planned
+
+log = logging.getLogger(__name__)
 
 MAP_SIZE = 1 << 36  # address space only: the file grows as written (TECH-NOTES, LMDB)
 _DBS = ("searches", "samples", "results", "events", "checkpoints")
@@ -31,30 +35,34 @@ _ENDED = (
 
 
 @dataclass
-class Pending:
-    """A proposal sent to the trainers and not yet learned from."""
-
-    index: int
-    tokens: list[int]
-    log_prob: float
-
-
-@dataclass
 class LoopState:
     """Where a search's loop stands, apart from the strategy's own state."""
 
     next_index: int = 0
     next_seq: int = 1
-    pending: list[Pending] = field(default_factory=list)
+    #: The batch in flight: its policy samples (sample index plan_index + position), the trained
+    #: results observed when it was planned, and the batches in a row that trained nothing new.
+    plan: list[Planned] = field(default_factory=list)
+    plan_index: int = 0
+    plan_observed: int = 0
+    idle_batches: int = 0
     warm_started: bool = False
 
+    def jobs(self) -> list[tuple[int, Planned]]:
+        """(sample index, planned sample) of the batch's train jobs."""
+        return [(self.plan_index + pos, p) for pos, p in enumerate(self.plan) if p.trains]
+
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self)).encode()
+        return json.dumps(asdict(self) | {"plan": [p.to_dict() for p in self.plan]}).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> LoopState:
         raw = json.loads(data)
-        raw["pending"] = [Pending(**p) for p in raw["pending"]]
+        if raw.pop("pending", None):
+            # Written before every strategy kept its batch here: that batch is planned again (its
+            # results are kept and counted under their own indices).
+            log.warning("a batch in flight from an older agent is planned again")
+        raw["plan"] = [Planned.from_dict(p) for p in raw.get("plan", ())]
         return cls(**raw)
 
 

@@ -2,10 +2,12 @@
 
 `ppo` is the MNAS controller trained with PPO (paper 4.1), the plain baseline that
 FNAS accelerates; `random` and `evolution` (regularized evolution, Real et al.
-2019) are the reference points. The agent loop is: proposals = s.propose(n);
-evaluate them (in any order, re-ordered by index); s.update(feedback); save
-s.state(). Every source of randomness is an explicit generator seeded by `seed`,
-and `state()` holds all of it, so a resumed strategy continues bit-identically.
+2019) are the reference points. The loop (`services.agent.batch`) is:
+plan = s.plan(context), by default s.propose(n) all trained; train what was
+not trained before (in any order, re-ordered by index); s.update(feedback);
+save s.state(). Every source of randomness is an explicit generator seeded by
+`seed`, and `state()` holds all of it, so a resumed strategy continues
+bit-identically.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import json
 import struct
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -23,7 +25,9 @@ import safetensors.torch
 import torch
 
 from fnas.spaces.base import InvalidArchitecture, SearchSpace
+from fnas.v1.common_pb2 import SAMPLE_SOURCE_BUFFER, SAMPLE_SOURCE_TRAINED
 from services.agent import ppo
+from services.agent.batch import BatchContext, Feedback, Planned
 from services.agent.policy import HIDDEN_SIZE, Controller
 
 #: Redraws allowed per proposal before a space is declared (nearly) all-invalid.
@@ -36,20 +40,6 @@ class Proposal:
 
     tokens: tuple[int, ...]
     log_prob: float
-
-
-@dataclass(frozen=True)
-class Feedback:
-    """The reward of one architecture, as fed to `Strategy.update`."""
-
-    tokens: tuple[int, ...]
-    reward: float
-    #: Behaviour log-prob: the proposal's, or the stored one of a buffer replay.
-    log_prob: float
-    #: Loss weight: S_i = (N P_i)^-beta for buffer replays (paper 5), 1 otherwise.
-    weight: float = 1.0
-    #: "trained" | "critic" | "buffer": where the reward came from.
-    source: str = "trained"
 
 
 class Strategy(ABC):
@@ -66,6 +56,26 @@ class Strategy(ABC):
         self.space, self.seed, self.batch_size = space, seed, batch_size
         self.n_proposed = 0
         self.n_updates = 0
+        #: (V, R) of every audited sample: a critic's real error where it claimed to be right (fnas).
+        self.audits: list[tuple[float, float]] = []
+
+    #: Whether the loop gives this strategy a critic to plan with and a buffer to replay from.
+    uses_critic: bool = False
+    uses_buffer: bool = False
+
+    async def plan(self, batch: BatchContext) -> list[Planned]:
+        """The next batch of policy samples; by default every proposal is trained (the loop recalls
+        the architectures this search trained before, `services.agent.batch.settle`)."""
+        n = min(batch.size, batch.max_trained)
+        return [Planned(p.tokens, p.log_prob, SAMPLE_SOURCE_TRAINED) for p in self.propose(n)]
+
+    async def replays(self, batch: BatchContext, n_fresh: int) -> list[tuple[int, Feedback]]:
+        """(original sample index, feedback) of earlier samples to learn from again with this batch."""
+        return []
+
+    def calibration_error(self) -> float | None:
+        """Mean |V - R| over the audited samples; None before the first audit."""
+        return None
 
     @abstractmethod
     def propose(self, n: int) -> list[Proposal]:
@@ -209,7 +219,9 @@ class PPOStrategy(Strategy):
             weights=torch.tensor([f.weight for f in batch], dtype=torch.float32),
         )
         # Replays are old, mostly high rewards (paper 5): they must not drag the baseline up.
-        fresh = torch.tensor([f.reward for f in batch if f.source != "buffer"], dtype=torch.float32)
+        fresh = torch.tensor(
+            [f.reward for f in batch if f.source != SAMPLE_SOURCE_BUFFER], dtype=torch.float32
+        )
         self.baseline = ppo.update_baseline(self.baseline, fresh, c.baseline_decay)
         scalars = ppo.ppo_update(
             self.policy,
@@ -347,7 +359,7 @@ class EvolutionStrategy(_NumpyStrategy):
 
     def update(self, batch: list[Feedback]) -> dict[str, float]:
         for f in batch:
-            if f.source == "buffer":  # a replay is not a new individual
+            if f.source == SAMPLE_SOURCE_BUFFER:  # a replay is not a new individual
                 continue
             self.population.append((tuple(f.tokens), float(f.reward)))
             if len(self.population) > self.config.population_size:
@@ -362,18 +374,3 @@ class EvolutionStrategy(_NumpyStrategy):
     def _load_extra_state(self, meta):
         self.config = EvolutionConfig(**meta["config"])
         self.population = [(tuple(t), r) for t, r in meta["population"]]
-
-
-STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (PPOStrategy, RandomStrategy, EvolutionStrategy)}
-
-
-def make(name: str, space: SearchSpace, seed: int, batch_size: int = 0, **overrides: Any) -> Strategy:
-    """The strategy `name` on `space`; batch_size 0 takes its default, overrides set config fields."""
-    cls = STRATEGIES.get(name)
-    if cls is None:
-        raise ValueError(f"unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}")
-    config = {PPOStrategy: PPOConfig, EvolutionStrategy: EvolutionConfig}.get(cls)
-    allowed = {f.name for f in fields(config)} if config else set()
-    if unknown := set(overrides) - allowed:
-        raise ValueError(f"{name} has no option {sorted(unknown)}; options: {sorted(allowed) or 'none'}")
-    return cls(space, seed, batch_size or cls.default_batch_size, **overrides)

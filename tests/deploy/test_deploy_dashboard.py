@@ -15,7 +15,6 @@ from fnas import metrics
 from fnas.client import SearchClient
 from fnas.harness import Cluster
 from fnas.v1 import common_pb2
-from services.agent import spec as agent_spec
 
 DASHBOARD = "deploy/grafana/dashboards/fnas.json"
 REQUIRED = {
@@ -95,10 +94,9 @@ def test_readme_names_only_metrics_the_code_defines(repo):
 
 
 async def test_dashboard_queries_name_only_metrics_the_services_export(repo, tmp_path):
-    strategy = "fnas" if "fnas" in agent_spec.STRATEGIES else "ppo"  # fnas also exercises critic and buffer
     spec = common_pb2.SearchSpec(
         space="nasbench-graph/cora",
-        strategy=strategy,
+        strategy="fnas",  # it exercises the critic and buffer too
         seed=1,
         budget=common_pb2.Budget(max_activated_samples=8),
     )

@@ -15,7 +15,8 @@ from fnas.nats_server import EmbeddedNats
 from fnas.v1 import common_pb2, search_pb2
 from services.agent.app import AgentApp
 from services.agent.config import AgentConfig
-from services.agent.spec import MAX_SIMULATED_SECONDS, STRATEGIES, validate
+from services.agent.registry import NAMES
+from services.agent.spec import MAX_SIMULATED_SECONDS, validate
 
 pytestmark = pytest.mark.timeout(120)
 SERVICE = "/fnas.v1.SearchService/"
@@ -28,7 +29,7 @@ FUZZ = settings(
 # Plausible values mixed into the random ones, so that draws reach past the first checks.
 HINTS = {
     "space": st.sampled_from(["nasbench-graph/cora", "nasbench-graph/pubmed", "mnas", "nasbench-graph/x"]),
-    "strategy": st.sampled_from([*STRATEGIES, "", "PPO"]),
+    "strategy": st.sampled_from([*NAMES, "", "PPO"]),
     "tokens": st.lists(st.integers(0, 9), min_size=5, max_size=5),
     "max_activated_samples": st.integers(-5, 1500),
     "dataset": st.sampled_from(["", "digits", "synthetic", "npz:/nonexistent.npz"]),

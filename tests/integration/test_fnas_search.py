@@ -16,23 +16,18 @@ import torch
 
 from fnas import cli, spaces
 from fnas.bench import tabular
-from fnas.bench.fnas_loop import arun_plain_fnas
+from fnas.bench.plain_loop import arun_plain
 from fnas.client import SearchClient
 from fnas.harness import Cluster
 from fnas.v1 import common_pb2, search_pb2
-from services.agent import fnas
+from services.agent import fnas, registry
+from services.agent.batch import label as source_label
 from services.critic.client import CriticClient
 from services.critic.core import CriticCore
 from services.critic.decision import from_options
 
 torch.set_num_threads(1)
 CORA = "nasbench-graph/cora"
-SOURCES = {
-    common_pb2.SAMPLE_SOURCE_TRAINED: "trained",
-    common_pb2.SAMPLE_SOURCE_CRITIC: "critic",
-    common_pb2.SAMPLE_SOURCE_BUFFER: "buffer",
-    common_pb2.SAMPLE_SOURCE_RECALL: "recall",
-}
 # A small warm-up and a loose target so that a short search trusts, audits and replays.
 OPTIONS = common_pb2.FnasOptions(warmup=10, target_error=2.0, audit_fraction=0.2)
 
@@ -67,8 +62,8 @@ def accuracy(space):
     return tabular.evaluator(tabular.Setup(space, tabular.reward_spec(space, "accuracy")))
 
 
-def as_list(samples) -> list[tuple[str, tuple[int, ...], float]]:
-    return [(SOURCES[s.source], tuple(s.architecture.tokens), s.reward.value) for s in samples]
+def as_list(samples) -> list[tuple[int, tuple[int, ...], float]]:
+    return [(s.source, tuple(s.architecture.tokens), s.reward.value) for s in samples]
 
 
 def scrape(cluster) -> str:
@@ -94,7 +89,10 @@ async def test_fnas_search_accounting_adds_up_and_matches_the_plain_loop(cluster
     await eventually(lambda: search_id not in agent.tasks and search_id not in agent._changed)
     await eventually(lambda: search_id not in cluster.critic.core.critics)
     assert status.state == search_pb2.SEARCH_STATE_SUCCEEDED
-    by_source = {name: sum(SOURCES[s.source] == name for s in samples) for name in SOURCES.values()}
+    by_source = {
+        name: sum(source_label(s.source) == name for s in samples)
+        for name in ("trained", "critic", "buffer", "recall")
+    }
     assert status.activated_samples == 60
     assert by_source == {
         "trained": status.policy_samples_trained,
@@ -117,8 +115,8 @@ async def test_fnas_search_accounting_adds_up_and_matches_the_plain_loop(cluster
 
     # One code path: the plain in-memory loop gives the same samples, sources and rewards.
     space = spaces.get(CORA)
-    strategy = fnas.make("fnas", space, 3, 0, fnas.config_from_spec(spec()))
-    plain = await arun_plain_fnas(strategy, accuracy(space), 60, decision=from_options(OPTIONS))
+    strategy = registry.make("fnas", space, 3, 0, fnas.config_from_spec(spec()))
+    plain = await arun_plain(strategy, accuracy(space), 60, decision=from_options(OPTIONS))
     assert plain.samples == as_list(samples)
 
     text = scrape(cluster)
@@ -175,8 +173,8 @@ async def test_transfer_from_a_snapshot_and_bad_transfer_is_refused(cluster, cli
     core = CriticCore()
     assert core.import_snapshot(weights, citeseer.space) == snapshot_id
     space = spaces.get(citeseer.space)
-    strategy = fnas.make("fnas", space, 1, 0, fnas.config_from_spec(citeseer))
-    plain = await arun_plain_fnas(
+    strategy = registry.make("fnas", space, 1, 0, fnas.config_from_spec(citeseer))
+    plain = await arun_plain(
         strategy, accuracy(space), 20, critic=core, decision=from_options(OPTIONS), snapshot_id=snapshot_id
     )
     assert plain.samples == as_list(samples)

@@ -1,7 +1,8 @@
 from fnas.v1 import common_pb2 as c
 from fnas.v1 import queue_pb2 as q
 from fnas.v1 import search_pb2 as s
-from services.agent.store import AgentStore, LoopState, Pending
+from services.agent.batch import Planned
+from services.agent.store import AgentStore, LoopState
 
 
 def result(index: int, value: float, ok: bool = True) -> q.TrainResult:
@@ -34,7 +35,7 @@ def test_commit_is_atomic_and_keeps_concurrent_counters(tmp_path):
     store = AgentStore(tmp_path)
     store.put_status(s.SearchStatus(search_id="x"))
     store.add_result(result(0, 0.5))
-    loop = LoopState(next_index=3, pending=[Pending(1, [1, 2], -0.5)])
+    loop = LoopState(next_index=3, plan=[Planned((1, 2), -0.5, c.SAMPLE_SOURCE_TRAINED)], plan_index=1)
 
     def mutate(st):
         st.updates += 1
@@ -47,5 +48,5 @@ def test_commit_is_atomic_and_keeps_concurrent_counters(tmp_path):
     assert status.activated_samples == 1 and status.updates == 1
     assert [e.seq for e in store.events("x")] == [1] and store.events("x", after_seq=1) == []
     strategy, saved = store.checkpoint("x")
-    assert strategy == b"state" and saved.next_seq == 2 and saved.pending[0].tokens == [1, 2]
+    assert strategy == b"state" and saved.next_seq == 2 and [(i, p.tokens, p.log_prob) for i, p in saved.jobs()] == [(1, (1, 2), -0.5)]
     assert [x.index for x in store.samples("x")] == [0]

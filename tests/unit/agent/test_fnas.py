@@ -1,5 +1,5 @@
 """FNAS batch assembly (paper 4.2 and 5): the 50% trusted constraint with resampling, audits, dedup,
-replays with S_i weights, and the off-policy PPO ratio."""
+recalls of what the search trained before, replays with S_i weights, and the off-policy PPO ratio."""
 
 from __future__ import annotations
 
@@ -11,8 +11,16 @@ import torch
 
 from fnas import spaces
 from fnas.v1 import common_pb2
-from services.agent import assemble, ppo
-from services.agent.fnas import FnasConfig, FnasStrategy, make
+from fnas.v1.common_pb2 import (
+    SAMPLE_SOURCE_BUFFER,
+    SAMPLE_SOURCE_CRITIC,
+    SAMPLE_SOURCE_RECALL,
+    SAMPLE_SOURCE_TRAINED,
+)
+from services.agent import assemble, batch, ppo
+from services.agent.batch import BatchContext, Feedback, Planned, Recalls
+from services.agent.fnas import FnasConfig, FnasStrategy
+from services.agent.registry import make
 from services.agent.strategies import Proposal
 from services.buffer.aeb import Entry, Replay
 from services.critic.decision import DecisionConfig
@@ -60,6 +68,11 @@ class FakeCritic:
         return out
 
 
+def ctx(s, critic=None, observed=0, max_trained=100, prior=False, buffer=None, progress=0.0, recalls=None):
+    recalls = recalls if recalls is not None else Recalls(CORA.key)
+    return BatchContext(s.batch_size, max_trained, observed, recalls, critic, buffer, prior, progress)
+
+
 def strategy(batch_size=10, **cfg) -> Scripted:
     # One candidate per slot: the paper's rule, decided proposal by proposal.
     base = dict(audit_fraction=0.0, candidates=1)
@@ -68,9 +81,9 @@ def strategy(batch_size=10, **cfg) -> Scripted:
 
 async def test_trusted_are_capped_at_half_and_the_rest_is_resampled_untrusted():
     s, critic = strategy(), FakeCritic(every=4)
-    plan = await assemble.plan_batch(s, critic, observed=7, max_trained=100)
+    plan = await assemble.plan_batch(s, ctx(s, critic, observed=7, max_trained=100))
     assert len(plan) == 10
-    trusted = [p for p in plan if p.source == assemble.CRITIC]
+    trusted = [p for p in plan if p.source == SAMPLE_SOURCE_CRITIC]
     trained = [p for p in plan if p.trains]
     assert len(trusted) == 5 and len(trained) == 5
     assert all((p.tokens[1] + 9 * p.tokens[2]) % 4 == 0 for p in trained)  # only untrusted ones are trained
@@ -79,18 +92,20 @@ async def test_trusted_are_capped_at_half_and_the_rest_is_resampled_untrusted():
 
 
 async def test_fraction_is_configurable_and_a_short_budget_keeps_the_ratio():
-    plan = await assemble.plan_batch(strategy(max_trusted_fraction=0.2), FakeCritic(), 0, 100)
-    assert sum(p.source == assemble.CRITIC for p in plan) == 2 and len(plan) == 10
-    short = await assemble.plan_batch(strategy(), FakeCritic(), 0, max_trained=2)
+    s = strategy(max_trusted_fraction=0.2)
+    plan = await assemble.plan_batch(s, ctx(s, FakeCritic(), 0, 100))
+    assert sum(p.source == SAMPLE_SOURCE_CRITIC for p in plan) == 2 and len(plan) == 10
+    s = strategy()
+    short = await assemble.plan_batch(s, ctx(s, FakeCritic(), 0, max_trained=2))
     assert sum(p.trains for p in short) == 2
-    assert sum(p.source == assemble.CRITIC for p in short) <= 2
+    assert sum(p.source == SAMPLE_SOURCE_CRITIC for p in short) <= 2
 
 
 async def test_when_everything_is_trusted_the_least_certain_dropped_one_is_trained():
     s = strategy(max_draw_rounds=3)
-    plan = await assemble.plan_batch(s, FakeCritic(trust_all=True), 0, 100)
+    plan = await assemble.plan_batch(s, ctx(s, FakeCritic(trust_all=True), 0, 100))
     jobs = [p for p in plan if p.trains]
-    assert len(jobs) == 1 and sum(p.source == assemble.CRITIC for p in plan) == 1
+    assert len(jobs) == 1 and sum(p.source == SAMPLE_SOURCE_CRITIC for p in plan) == 1
     assert s.n_proposed == 10 + 10 + 10
     assert jobs[0].uncertainty == max(p.uncertainty for p in plan)
     assert s.temperatures == [1.0, 2.0, 4.0]  # each resampling round draws a flatter policy
@@ -104,7 +119,7 @@ def test_every_fnas_option_sets_a_field_of_the_strategy_or_the_critic():
 
 async def test_resampling_temperature_is_configurable_and_the_first_round_is_the_policy():
     s = strategy(max_draw_rounds=3, resample_temperature=1.5)
-    await assemble.plan_batch(s, FakeCritic(trust_all=True), 0, 100)
+    await assemble.plan_batch(s, ctx(s, FakeCritic(trust_all=True), 0, 100))
     assert s.temperatures == [1.0, 1.5, 2.25]
     with pytest.raises(ValueError, match="resample_temperature"):
         FnasConfig(resample_temperature=0.5)
@@ -114,25 +129,26 @@ async def test_resampling_temperature_is_configurable_and_the_first_round_is_the
 
 async def test_audits_train_would_be_trusted_samples_and_measure_the_error():
     s = strategy(audit_fraction=1.0)
-    plan = await assemble.plan_batch(s, FakeCritic(every=1000), 0, 100)
+    plan = await assemble.plan_batch(s, ctx(s, FakeCritic(every=1000), 0, 100))
     assert all(p.trains for p in plan) and sum(p.audit for p in plan) == 9  # index 0 is untrusted
     rewards = {pos: 0.5 + 0.01 * pos for pos in range(len(plan))}
-    fresh = assemble.fresh_feedback(s, plan, rewards)
-    assert [f.source for _, f in fresh] == ["trained"] * 10
+    fresh = batch.fresh_feedback(plan, rewards, s.audits)
+    assert [f.source for _, f in fresh] == [SAMPLE_SOURCE_TRAINED] * 10
     audited = [pos for pos, p in enumerate(plan) if p.audit]
     assert s.calibration_error() == pytest.approx(sum(0.01 * pos for pos in audited) / 9)  # |V - R|, V = 0.5
 
 
 async def test_candidates_are_trained_highest_predicted_reward_first():
     s = strategy(candidates=3)  # ucb 0 by default: V alone ranks them
-    plan = await assemble.plan_batch(s, FakeCritic(every=1, value=lambda i: -abs(i - 12) / 100), 0, 100)
+    critic = FakeCritic(every=1, value=lambda i: -abs(i - 12) / 100)
+    plan = await assemble.plan_batch(s, ctx(s, critic, 0, 100))
     # V peaks at index 12 of the 30 drawn; ties keep the order of the draws.
     assert [p.tokens[1] + 9 * p.tokens[2] for p in plan] == sorted(range(30), key=lambda i: abs(i - 12))[:10]
 
 
 async def test_candidates_ranked_by_v_plus_ucb_times_u():
     s = strategy(candidates=3, ucb=1.0)
-    plan = await assemble.plan_batch(s, FakeCritic(every=1), 0, 100)  # nothing trusted
+    plan = await assemble.plan_batch(s, ctx(s, FakeCritic(every=1), 0, 100))  # nothing trusted
     assert s.n_proposed == 30 and all(p.trains for p in plan)
     # U = index / 100 and V = 0.5 for all: the 10 highest indices of the 30 drawn, best first.
     assert [p.tokens[1] + 9 * p.tokens[2] for p in plan] == list(range(29, 19, -1))
@@ -145,10 +161,44 @@ async def test_a_duplicate_in_a_batch_is_trained_once_and_shares_its_result():
         Proposal(arch(0), -2.0),
         Proposal(arch(4), -3.0),
     ][:n]
-    plan = await assemble.plan_batch(s, FakeCritic(every=1), 0, 100)
+    plan = await assemble.plan_batch(s, ctx(s, FakeCritic(every=1), 0, 100))
     assert [p.trains for p in plan[:3]] == [True, False, True] and plan[1].copy_of == 0
-    fresh = assemble.fresh_feedback(s, plan[:3], {0: 0.8, 2: 0.6})
+    fresh = batch.fresh_feedback(plan[:3], {0: 0.8, 2: 0.6}, s.audits)
     assert [(f.reward, f.log_prob) for _, f in fresh] == [(0.8, -1.0), (0.8, -2.0), (0.6, -3.0)]
+    assert [f.source for _, f in fresh] == [
+        SAMPLE_SOURCE_TRAINED,
+        SAMPLE_SOURCE_RECALL,
+        SAMPLE_SOURCE_TRAINED,
+    ]
+
+
+async def test_an_architecture_the_search_trained_before_is_recalled_not_trained_again():
+    s, recalls = strategy(), Recalls(CORA.key)
+    recalls.add(arch(72), 5, 0.77)  # arch(8) is the same graph as arch(72): the same architecture
+    plan = await assemble.plan_batch(s, ctx(s, FakeCritic(every=1), 0, 100, recalls=recalls))
+    again = [p for p in plan if CORA.key(p.tokens) == CORA.key(arch(8))]
+    assert len(again) == 1 and (again[0].source, again[0].recall_of, again[0].recalled) == (
+        SAMPLE_SOURCE_RECALL,
+        5,
+        0.77,
+    )
+    assert sum(p.trains for p in plan) == 9 and len(plan) == 10  # a policy sample of the batch, not a job
+    [(_, f)] = [
+        (pos, f) for pos, f in batch.fresh_feedback(plan, {}, s.audits) if pos == plan.index(again[0])
+    ]
+    assert (f.reward, f.source) == (0.77, SAMPLE_SOURCE_RECALL)
+
+
+def test_settle_recalls_repeats_for_any_strategy_and_copies_share_a_recall():
+    recalls = Recalls(CORA.key)
+    recalls.add(arch(1), 3, 0.5)
+    plan = [Planned(t, -1.0, SAMPLE_SOURCE_TRAINED) for t in (arch(2), arch(1), arch(2), arch(72), arch(8))]
+    settled = batch.settle(plan, recalls)
+    assert [p.trains for p in settled] == [True, False, False, True, False]
+    assert [(p.copy_of, p.recall_of) for p in settled] == [(-1, -1), (-1, 3), (0, -1), (-1, -1), (3, -1)]
+    recalls.add(arch(8), 9, 0.6)
+    again = batch.settle(plan[3:], recalls)  # the job a copy shared is now a recall: so is the copy
+    assert [(p.trains, p.copy_of, p.recall_of, p.recalled) for p in again] == [(False, -1, 9, 0.6)] * 2
 
 
 class FakeBuffer:
@@ -162,13 +212,15 @@ class FakeBuffer:
 
 async def test_replays_are_at_most_half_the_batch_with_stored_log_prob_and_weight():
     s, buffer = strategy(max_replay_fraction=0.5, buffer_size=7), FakeBuffer()
-    out = await assemble.replays(s, buffer, n_fresh=6, observed=40, progress=0.25)
+    out = await assemble.replays(s, ctx(s, buffer=buffer, observed=40, progress=0.25), n_fresh=6)
     assert len(out) == 6 and buffer.asked == (6, 0.25, 40, 7, 1.0)  # n_replay <= n_fresh at 50%
     index, f = out[0]
-    assert (index, f.source, f.log_prob, f.weight, f.reward) == (3, "buffer", -7.5, 0.25, 0.9)
-    third = await assemble.replays(strategy(max_replay_fraction=0.25), FakeBuffer(), 6, 40, 0.5)
+    assert (index, f.source, f.log_prob, f.weight, f.reward) == (3, SAMPLE_SOURCE_BUFFER, -7.5, 0.25, 0.9)
+    s = strategy(max_replay_fraction=0.25)
+    third = await assemble.replays(s, ctx(s, buffer=FakeBuffer(), observed=40, progress=0.5), 6)
     assert len(third) == 2  # 2 / (6 + 2) = 25%
-    assert await assemble.replays(strategy(aeb=False), FakeBuffer(), 6, 40, 0.5) == []
+    s = strategy(aeb=False)
+    assert await assemble.replays(s, ctx(s, buffer=FakeBuffer(), observed=40), 6) == []
 
 
 def test_off_policy_ratio_uses_the_stored_behaviour_log_prob(monkeypatch):
@@ -186,9 +238,9 @@ def test_off_policy_ratio_uses_the_stored_behaviour_log_prob(monkeypatch):
 
     monkeypatch.setattr(ppo, "ppo_update", spy)
     s = make("fnas", CORA, seed=1)
-    fresh = assemble.Planned(arch(1), -3.0, assemble.CRITIC, value=0.7)
-    feedback = [f for _, f in assemble.fresh_feedback(s, [fresh], {})]
-    feedback.append(assemble.Feedback(arch(2), 0.8, -9.0, 0.4, assemble.BUFFER))
+    fresh = Planned(arch(1), -3.0, SAMPLE_SOURCE_CRITIC, value=0.7)
+    feedback = [f for _, f in batch.fresh_feedback([fresh], {}, s.audits)]
+    feedback.append(Feedback(arch(2), 0.8, -9.0, 0.4, SAMPLE_SOURCE_BUFFER))
     s.update(feedback)
     b = captured["batch"]
     assert b.behaviour_log_prob.tolist() == [-3.0, -9.0] and b.weights.tolist() == pytest.approx([1.0, 0.4])
@@ -201,11 +253,11 @@ def test_variants_force_their_module_and_state_round_trips():
     with pytest.raises(ValueError):
         FnasConfig(max_trusted_fraction=1.0)
     s = make("fnas", CORA, seed=3)
-    s.plan, s.plan_index, s.audits, s.elite = [{"x": 1}], 40, [(0.5, 0.6)], [(0.8, arch(3))]
+    s.audits, s.elite = [(0.5, 0.6)], [(0.8, arch(3))]
     s.draw_seed()
     t = make("fnas", CORA, seed=3)
     t.load_state(s.state())
-    assert (t.plan, t.plan_index, t.audits, t.draw_seed()) == (s.plan, 40, [(0.5, 0.6)], s.draw_seed())
+    assert (t.audits, t.draw_seed()) == ([(0.5, 0.6)], s.draw_seed())
     assert t.elite == [(0.8, arch(3))]
 
 
@@ -213,9 +265,9 @@ def test_elite_keeps_the_best_distinct_trained_and_local_candidates_mutate_one_t
     s = strategy(elite_size=3)
     assert CORA.key(arch(8)) == CORA.key(arch(72)) and arch(8) != arch(72)  # one graph, two token lists
     trained = [(arch(1), 0.9), (arch(2), 0.8), (arch(1), 0.9), (arch(3), 0.1), (arch(8), 0.85)]
-    s.update([assemble.Feedback(t, r, -1.0, 1.0, assemble.TRAINED) for t, r in trained])
-    s.update([assemble.Feedback(arch(72), 0.85, -1.0, 1.0, assemble.TRAINED)])
-    s.update([assemble.Feedback(arch(4), 1.0, -1.0, 1.0, assemble.CRITIC)])  # predictions never count
+    s.update([Feedback(t, r, -1.0, 1.0, SAMPLE_SOURCE_TRAINED) for t, r in trained])
+    s.update([Feedback(arch(72), 0.85, -1.0, 1.0, SAMPLE_SOURCE_TRAINED)])
+    s.update([Feedback(arch(4), 1.0, -1.0, 1.0, SAMPLE_SOURCE_CRITIC)])  # predictions never count
     assert s.elite == [(0.9, arch(1)), (0.85, arch(8)), (0.8, arch(2))]
     local = s.local_proposals(30)
     assert len(local) == 30
@@ -244,13 +296,13 @@ async def test_local_candidates_compete_by_v_and_known_ones_are_skipped():
 
     s = strategy(local_candidates=3)
     s.elite = [(0.9, arch(40))]  # index 40 = op1 4 + 9 * op2 4
-    plan = await assemble.plan_batch(s, FakeCritic(every=1, value=v), 0, 100)
+    plan = await assemble.plan_batch(s, ctx(s, FakeCritic(every=1, value=v), 0, 100))
     # Mutating the link, op3 or op4 keeps index 40 (V = 1): those are trained before any proposal (V = 0.5).
     first = [p for p in plan if p.tokens[1] + 9 * p.tokens[2] == 40]
     assert first and plan[: len(first)] == first and arch(40) not in [p.tokens for p in plan]
     s = strategy(local_candidates=3)
     s.elite = [(0.9, arch(40))]
-    plan = await assemble.plan_batch(s, KnowsForty(every=1, value=v), 0, 100)
+    plan = await assemble.plan_batch(s, ctx(s, KnowsForty(every=1, value=v), 0, 100))
     assert not [p for p in plan if p.tokens[1] + 9 * p.tokens[2] == 40]  # known: not trained again
     assert plan[0].tokens[1] + 9 * plan[0].tokens[2] == 41  # op1 4 -> 5: the next best local candidate
 
@@ -260,15 +312,15 @@ async def test_a_transferred_critic_ranks_the_local_share_of_the_first_batch_fro
         return -abs(i - 33) / 100
 
     cold = strategy(candidates=2, local_candidates=3)
-    await assemble.plan_batch(cold, FakeCritic(every=1, value=v), 0, 100)
+    await assemble.plan_batch(cold, ctx(cold, FakeCritic(every=1, value=v), 0, 100))
     assert cold.n_proposed == 20  # no prior: the usual candidates per slot
     warm = strategy(candidates=2, local_candidates=3)
-    plan = await assemble.plan_batch(warm, FakeCritic(every=1, value=v), 0, 100, prior=True)
+    plan = await assemble.plan_batch(warm, ctx(warm, FakeCritic(every=1, value=v), 0, 100, prior=True))
     # No elite yet: 2 + 3 proposals per slot, and the prior's 10 favourites of the 50 are trained.
     assert warm.n_proposed == 50
     assert [p.tokens[1] + 9 * p.tokens[2] for p in plan] == sorted(range(50), key=lambda i: abs(i - 33))[:10]
     warm.elite = [(0.9, arch(40))]
-    await assemble.plan_batch(warm, FakeCritic(every=1, value=v), 10, 100, prior=True)
+    await assemble.plan_batch(warm, ctx(warm, FakeCritic(every=1, value=v), 10, 100, prior=True))
     assert warm.n_proposed == 50 + 20  # with an elite, its mutations are the local candidates again
 
 
@@ -338,6 +390,7 @@ async def test_a_critic_and_buffer_that_answer_nothing_degrade_the_batch_instead
             BufferClient(address, timeout_s=0.5, patience_s=0.5) as buffer,
         ):
             s = strategy(batch_size=10)
-            plan = await assemble.plan_batch(s, RemoteCritic(critic, "s1", CORA.id), 30, max_trained=6)
+            remote = ctx(s, RemoteCritic(critic, "s1", CORA.id), 30, 6, buffer=RemoteBuffer(buffer, "s1"))
+            plan = await assemble.plan_batch(s, remote)
             assert len(plan) == 6 and all(p.trains for p in plan)
-            assert await assemble.replays(s, RemoteBuffer(buffer, "s1"), 6, 30, 0.5) == []
+            assert await assemble.replays(s, remote, 6) == []

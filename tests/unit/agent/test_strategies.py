@@ -10,7 +10,11 @@ import torch
 
 from fnas.bench.plain_loop import run_plain, samples_to_reach
 from fnas.spaces.base import InvalidArchitecture, SearchSpace
-from services.agent.strategies import EvolutionStrategy, Feedback, Proposal, make
+from fnas.v1.common_pb2 import SAMPLE_SOURCE_BUFFER, SAMPLE_SOURCE_RECALL, SAMPLE_SOURCE_TRAINED
+from services.agent import batch
+from services.agent.batch import Feedback
+from services.agent.registry import make
+from services.agent.strategies import EvolutionStrategy, Proposal
 
 torch.set_num_threads(1)
 
@@ -149,7 +153,7 @@ def test_evolution_population_ages_and_children_come_from_it():
     # Aging: the 4 oldest died, whatever their reward.
     assert [t for t, _ in strategy.population] == [p.tokens for p in first[4:] + children]
     # Replays are not new individuals.
-    strategy.update([Feedback(SPACE.BEST, 1.0, 0.0, source="buffer")])
+    strategy.update([Feedback(SPACE.BEST, 1.0, 0.0, source=SAMPLE_SOURCE_BUFFER)])
     assert SPACE.BEST not in [t for t, _ in strategy.population][-1:]
 
 
@@ -158,16 +162,16 @@ def test_ppo_improves_on_the_fake_space():
     best = torch.tensor([SPACE.BEST])
     with torch.no_grad():
         p0 = float(strategy.policy.log_prob(best).exp())
-    trajectory = run_plain(strategy, SPACE.reward, 200)
+    run = run_plain(strategy, SPACE.reward, 40)
     with torch.no_grad():
         p1 = float(strategy.policy.log_prob(best).exp())
-    rewards = [r for _, r in trajectory]
     assert p1 > 0.3 > p0
-    # The first batch comes from the near-uniform initial policy.
-    assert sum(rewards[-50:]) / 50 > sum(rewards[:10]) / 10 + 0.2
+    # The policy proposed the best one again and again: it learned from recalls, trained it once.
+    assert [t for t, _ in run.trajectory].count(SPACE.BEST) == 1
+    assert [t for s, t, _ in run.samples if s == SAMPLE_SOURCE_RECALL].count(SPACE.BEST) > 20
 
 
-def test_run_plain_counts_every_evaluation_and_cuts_the_last_batch():
+def test_run_plain_trains_each_architecture_once_and_cuts_the_last_batch():
     calls = []
 
     def evaluate(tokens):
@@ -175,10 +179,18 @@ def test_run_plain_counts_every_evaluation_and_cuts_the_last_batch():
         return SPACE.reward(tokens)
 
     strategy = make("random", SPACE, seed=0, batch_size=10)
-    trajectory = run_plain(strategy, evaluate, 25)
-    assert len(trajectory) == 25 == len(calls)  # duplicates are evaluated again, not cached
-    assert [t for t, _ in trajectory] == calls
-    assert strategy.n_proposed == 25 and strategy.n_updates == 3
-    rewards = [r for _, r in trajectory]
+    run = run_plain(strategy, evaluate, 25)
+    assert len(run.trajectory) == 25 == len(calls) == len(set(calls))  # repeats are recalled, not trained
+    assert [t for t, _ in run.trajectory] == calls
+    assert run.count(SAMPLE_SOURCE_TRAINED) == 25 and run.count(SAMPLE_SOURCE_RECALL) > 0
+    assert strategy.n_proposed == len(run.samples) and run.sample_speedup > 1
+    rewards = [r for _, r in run.trajectory]
     assert samples_to_reach(rewards, max(rewards)) == rewards.index(max(rewards)) + 1
     assert samples_to_reach(rewards, 2.0) is None
+
+
+def test_a_search_whose_policy_proposes_only_what_it_trained_ends_converged():
+    strategy = make("random", SPACE, seed=0, batch_size=10)
+    run = run_plain(strategy, SPACE.reward, 1000)  # the space holds 48 architectures
+    assert len(run.trajectory) == 48
+    assert strategy.n_updates >= batch.MAX_IDLE_BATCHES and run.samples[-1][0] == SAMPLE_SOURCE_RECALL
