@@ -63,7 +63,7 @@ from services.buffer.client import BufferUnavailable
 from services.critic.client import CriticUnavailable
 
 if TYPE_CHECKING:
-    from services.agent.fnas import FnasStrategy
+    from services.agent.fnas_strategy import FnasStrategy
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ repeated train jobs into recalls, `fresh_feedback` gives the strategy its
 rewards in plan order.
 
 The agent (`services.agent.search_run`) and the plain in-memory loop
-(`fnas.bench.plain_loop`) run this same code, so a seeded search gives the
+(`fnas_bench.plain_loop`) run this same code, so a seeded search gives the
 same trajectory in both.
 """
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from fnas.spaces.base import SearchSpace
 from fnas.v1 import common_pb2
-from services.agent.fnas import FnasConfig, FnasStrategy, config_from_spec
+from services.agent.fnas_strategy import FnasConfig, FnasStrategy, config_from_spec
 from services.agent.strategies import (
     EvolutionConfig,
     EvolutionStrategy,

@@ -9,7 +9,7 @@ an agent restarted between planning and learning neither asks the critic again
 nor loses which samples were trusted or recalled. Results are learned from in
 plan order once the whole batch is in, which makes a seeded search with the
 tabular trainer give the same trajectory every time, and the plain in-memory
-loop (`fnas.bench.plain_loop`, the same `services.agent.batch` steps) give it
+loop (`fnas_bench.plain_loop`, the same `services.agent.batch` steps) give it
 too. When the budget is spent, final selection is the loop's last step.
 """
 
@@ -33,7 +33,7 @@ from fnas.v1.common_pb2 import (
 )
 from services.agent import batch, final_selection, metrics, registry
 from services.agent.batch import BatchContext, Feedback, Planned, Recalls
-from services.agent.fnas import modules
+from services.agent.fnas_strategy import modules
 from services.agent.spec import sample_seed, uses_buffer, uses_critic
 from services.agent.store import AgentStore, LoopState
 from services.agent.strategies import Strategy

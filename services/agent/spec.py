@@ -13,9 +13,9 @@ from fnas.bounds import clip
 from fnas.config import FieldError
 from fnas.reward import RewardFn
 from fnas.v1 import common_pb2
-from services.agent.fnas import config_from_spec, modules
+from services.agent.fnas_strategy import config_from_spec, modules
 from services.agent.registry import FNAS_VARIANTS, NAMES
-from services.critic.decision import from_options
+from services.critic.client import check_options
 
 DEFAULT_STRATEGY = "ppo"
 DEFAULT_DATASET = "digits"
@@ -161,7 +161,7 @@ def _check_fnas_options(spec: common_pb2.SearchSpec) -> None:
             raise SpecError(f"fnas.{name}", f"must be <= {cap}, got {getattr(spec.fnas, name)}")
     try:
         config_from_spec(spec)
-        from_options(spec.fnas)
+        check_options(spec.fnas)
     except FieldError as e:
         raise SpecError(f"fnas.{e.field}", e.reason) from None
 

@@ -145,7 +145,7 @@ def _metadata(data: bytes) -> dict[str, str]:
 
 
 # PPO defaults, tuned on NAS-Bench-Graph cora and citeseer (reward = valid accuracy) with
-# fnas.bench.plain_loop: ~25 configurations, 5-9 seeds each, budget 2000, ranked by the
+# fnas_bench.plain_loop: ~25 configurations, 5-9 seeds each, budget 2000, ranked by the
 # median activated samples to the table's top-1% / top-0.1% valid accuracy. Chosen
 # (cora 63 / 372, citeseer 47 / 313): lr 1e-3 (5e-4: slower; 2e-3+: collapses onto one
 # architecture), 4 epochs (1, 2 and 8 worse), ent_coef 0.01 (0 collapses, 0.03 / 0.1 slower),

@@ -15,7 +15,7 @@ import grpc
 
 from fnas.retry import ServiceClient
 from fnas.v1 import common_pb2, critic_pb2, critic_pb2_grpc
-from services.critic.decision import Prediction
+from services.critic.decision import Prediction, from_options
 
 
 class CriticUnavailable(RuntimeError):
@@ -97,3 +97,9 @@ class RemoteCritic:
             return await self.client.predict(self.search_id, self.space, tokens, min_observed)
         except grpc.RpcError as e:
             raise CriticUnavailable(f"{e.code().name}: {e.details()}") from e
+
+
+def check_options(options: common_pb2.FnasOptions) -> None:
+    """Raises fnas.config.FieldError for a UAC option the critic would refuse: the agent checks a
+    search's options with this before it stores the search."""
+    from_options(options)

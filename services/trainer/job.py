@@ -23,7 +23,7 @@ from fnas.mnasnet import MnasNet, build_model
 from fnas.reward import RewardFn
 from fnas.spaces.mnas import count_mult_adds, count_params
 from fnas.v1 import common_pb2, pool_pb2, queue_pb2
-from services.pool import weights
+from services.pool.client import weights
 from services.trainer import latency, train_loop
 
 log = logging.getLogger(__name__)

@@ -196,7 +196,7 @@ def awaited(env_var: str) -> bool:
 
 
 def _serve_parsers() -> dict[str, argparse.ArgumentParser]:
-    from fnas.cli import build_parser
+    from fnas_cli import build_parser
 
     def subparsers(p: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
         return next(a.choices for a in p._actions if isinstance(a, argparse._SubParsersAction))

@@ -54,7 +54,7 @@ def test_fnas_containers_agree_with_fnas_serve(compose, cli, landed):
             assert kind not in cli
             continue
         assert kind in cli, (
-            f"services/{kind}/__main__.py exists: add {kind} to SERVICES in fnas/cli/cluster.py"
+            f"services/{kind}/__main__.py exists: add {kind} to SERVICES in fnas_cli/cluster.py"
         )
         env = {k: required(str(v)) for k, v in svc.get("environment", {}).items()}
         cfg = cli[kind].effective(command[2:], env)

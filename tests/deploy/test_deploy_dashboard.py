@@ -13,8 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fnas import metrics
 from fnas.client import SearchClient
-from fnas.harness import Cluster
 from fnas.v1 import common_pb2
+from services.harness import Cluster
 
 DASHBOARD = "deploy/grafana/dashboards/fnas.json"
 REQUIRED = {

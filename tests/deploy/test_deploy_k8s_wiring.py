@@ -78,7 +78,7 @@ def test_containers_agree_with_fnas_serve(overlay, cli, landed, name):
     if name not in landed:  # its issue is still open: `fnas serve` does not know it yet
         assert name not in cli
         return
-    assert name in cli, f"services/{name}/__main__.py exists: add {name} to SERVICES in fnas/cli/cluster.py"
+    assert name in cli, f"services/{name}/__main__.py exists: add {name} to SERVICES in fnas_cli/cluster.py"
     cfg = cli[name].effective(args[2:], env)
     assert ports["metrics"] == cfg.metrics_port
     if name in GRPC_NAME:

@@ -23,12 +23,12 @@ import nats
 from timing import scaled
 
 from fnas import events, serving
-from fnas.cli.cluster import SERVICES
 from fnas.client import SearchClient
 from fnas.config import is_loopback
 from fnas.nats_server import EmbeddedNats
 from fnas.tls import ClientTLS
 from fnas.v1 import common_pb2, queue_pb2, search_pb2
+from fnas_cli.cluster import SERVICES
 
 TOKEN = "e2e-tenant-token-0123456789"
 SPACE = "nasbench-graph/cora"
@@ -125,7 +125,7 @@ class Mesh:
     def _spawn(self, name: str, service: str, args: list[str], prefix: list[str] = ()) -> Proc:
         log = self.logs / f"{name}.log"
         # `fnas serve NAME` where the CLI has it, `python -m services.NAME` otherwise: the same main().
-        serve = ["fnas", "serve", service] if service in SERVICES else [f"services.{service}"]
+        serve = ["fnas_cli", "serve", service] if service in SERVICES else [f"services.{service}"]
         # The fixed port's URL, also while nats-server is down (a restart, or a case without it).
         url = f"nats://{self.host}:{self.nats.requested_port}"
         nats_url = ["--nats-url", url] if service != "pool" else []

@@ -128,7 +128,7 @@ async def _until_finished(client, search_id: str) -> None:
 
 def serve(*args: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "fnas", "serve", *args],
+        [sys.executable, "-m", "fnas_cli", "serve", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

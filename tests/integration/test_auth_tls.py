@@ -8,7 +8,8 @@ import logging
 import grpc
 import pytest
 
-from fnas import cli, serving
+import fnas_cli as cli
+from fnas import serving
 from fnas.client import SearchClient
 from fnas.tls import ClientTLS
 from fnas.v1 import common_pb2, search_pb2

@@ -13,7 +13,7 @@ def search(tmp_path, name: str, seed: int) -> dict:
         [
             sys.executable,
             "-m",
-            "fnas",
+            "fnas_cli",
             "search",
             "--space",
             "nasbench-graph/cora",

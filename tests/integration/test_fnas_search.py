@@ -14,17 +14,18 @@ import grpc
 import pytest
 import torch
 
-from fnas import cli, spaces
-from fnas.bench import tabular
-from fnas.bench.plain_loop import arun_plain
+import fnas_cli as cli
+from fnas import spaces
 from fnas.client import SearchClient
-from fnas.harness import Cluster
 from fnas.v1 import common_pb2, search_pb2
-from services.agent import fnas, registry
+from fnas_bench import tabular
+from fnas_bench.plain_loop import arun_plain
+from services.agent import fnas_strategy, registry
 from services.agent.batch import label as source_label
 from services.critic.client import CriticClient
 from services.critic.core import CriticCore
 from services.critic.decision import from_options
+from services.harness import Cluster
 
 torch.set_num_threads(1)
 CORA = "nasbench-graph/cora"
@@ -115,7 +116,7 @@ async def test_fnas_search_accounting_adds_up_and_matches_the_plain_loop(cluster
 
     # One code path: the plain in-memory loop gives the same samples, sources and rewards.
     space = spaces.get(CORA)
-    strategy = registry.make("fnas", space, 3, 0, fnas.config_from_spec(spec()))
+    strategy = registry.make("fnas", space, 3, 0, fnas_strategy.config_from_spec(spec()))
     plain = await arun_plain(strategy, accuracy(space), 60, decision=from_options(OPTIONS))
     assert plain.samples == as_list(samples)
 
@@ -173,7 +174,7 @@ async def test_transfer_from_a_snapshot_and_bad_transfer_is_refused(cluster, cli
     core = CriticCore()
     assert core.import_snapshot(weights, citeseer.space) == snapshot_id
     space = spaces.get(citeseer.space)
-    strategy = registry.make("fnas", space, 1, 0, fnas.config_from_spec(citeseer))
+    strategy = registry.make("fnas", space, 1, 0, fnas_strategy.config_from_spec(citeseer))
     plain = await arun_plain(
         strategy, accuracy(space), 20, critic=core, decision=from_options(OPTIONS), snapshot_id=snapshot_id
     )

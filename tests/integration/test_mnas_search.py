@@ -11,10 +11,11 @@ import sys
 import numpy as np
 import pytest
 
-from fnas import cli, datasets
+import fnas_cli as cli
+from fnas import datasets
 from fnas.client import SearchClient
-from fnas.harness import Cluster
 from fnas.v1 import common_pb2, search_pb2
+from services.harness import Cluster
 from services.pool.client import PoolClient
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]

@@ -18,7 +18,7 @@ from timing import scaled
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
-FNAS = [sys.executable, "-m", "fnas"]
+FNAS = [sys.executable, "-m", "fnas_cli"]
 
 pytestmark = pytest.mark.timeout(300)
 

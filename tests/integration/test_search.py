@@ -8,8 +8,8 @@ import grpc
 import pytest
 
 from fnas.client import SearchClient
-from fnas.harness import Cluster
 from fnas.v1 import common_pb2, search_pb2
+from services.harness import Cluster
 
 CORA = "nasbench-graph/cora"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fnas.bench import ceiling
-from fnas.bench.akp_bench import spearman
+from fnas_bench import ceiling
+from fnas_bench.akp_bench import spearman
 
 
 def test_auc_is_the_share_of_positive_negative_pairs_ranked_right_with_ties_half():

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from fnas.bench import compute_bench, report
-from fnas.bench.compute_bench import ComputeConfig
+from fnas_bench import compute_bench, report
+from fnas_bench.compute_bench import ComputeConfig
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from fnas.bench import load_bench
-from fnas.cli import main
+from fnas_bench import load_bench
+from fnas_cli import main
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from fnas import spaces
-from fnas.bench import reach_stats, search_bench, tabular
-from fnas.bench.plain_loop import samples_to_reach
+from fnas_bench import reach_stats, search_bench, tabular
+from fnas_bench.plain_loop import samples_to_reach
 
 
 def test_thresholds_are_the_top_shares_of_the_table():

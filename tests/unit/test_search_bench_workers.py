@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from fnas.bench import reach_stats, search_bench
-from fnas.cli import main
+from fnas_bench import reach_stats, search_bench
+from fnas_cli import main
 
 
 def both(tmp_path, *args, **kwargs) -> tuple[dict, dict, list[str]]:

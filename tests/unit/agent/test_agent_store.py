@@ -48,5 +48,9 @@ def test_commit_is_atomic_and_keeps_concurrent_counters(tmp_path):
     assert status.activated_samples == 1 and status.updates == 1
     assert [e.seq for e in store.events("x")] == [1] and store.events("x", after_seq=1) == []
     strategy, saved = store.checkpoint("x")
-    assert strategy == b"state" and saved.next_seq == 2 and [(i, p.tokens, p.log_prob) for i, p in saved.jobs()] == [(1, (1, 2), -0.5)]
+    assert (
+        strategy == b"state"
+        and saved.next_seq == 2
+        and [(i, p.tokens, p.log_prob) for i, p in saved.jobs()] == [(1, (1, 2), -0.5)]
+    )
     assert [x.index for x in store.samples("x")] == [0]

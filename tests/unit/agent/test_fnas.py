@@ -19,7 +19,7 @@ from fnas.v1.common_pb2 import (
 )
 from services.agent import assemble, batch, ppo
 from services.agent.batch import BatchContext, Feedback, Planned, Recalls
-from services.agent.fnas import FnasConfig, FnasStrategy
+from services.agent.fnas_strategy import FnasConfig, FnasStrategy
 from services.agent.registry import make
 from services.agent.strategies import Proposal
 from services.buffer.aeb import Entry, Replay
@@ -334,7 +334,7 @@ def test_a_behaviour_policy_that_found_a_sample_very_unlikely_cannot_make_the_ra
 
 def test_spec_switches_and_options_reach_the_strategy_and_bad_ones_are_refused():
     from services.agent import spec as specs
-    from services.agent.fnas import config_from_spec
+    from services.agent.fnas_strategy import config_from_spec
 
     s = common_pb2.SearchSpec(
         space=CORA.id,

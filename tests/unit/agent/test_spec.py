@@ -1,7 +1,7 @@
 import pytest
 
 from fnas.v1 import common_pb2 as c
-from services.agent.fnas import modules
+from services.agent.fnas_strategy import modules
 from services.agent.spec import SpecError, validate
 
 

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 import torch
 
-from fnas.bench.plain_loop import run_plain, samples_to_reach
 from fnas.spaces.base import InvalidArchitecture, SearchSpace
 from fnas.v1.common_pb2 import SAMPLE_SOURCE_BUFFER, SAMPLE_SOURCE_RECALL, SAMPLE_SOURCE_TRAINED
+from fnas_bench.plain_loop import run_plain, samples_to_reach
 from services.agent import batch
 from services.agent.batch import Feedback
 from services.agent.registry import make

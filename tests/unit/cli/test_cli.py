@@ -11,8 +11,8 @@ import nas_bench_graph
 import pytest
 
 from fnas import spaces
-from fnas.cli import main, search
-from services.agent.fnas import config_from_spec
+from fnas_cli import main, search
+from services.agent.fnas_strategy import config_from_spec
 from services.agent.spec import validate
 
 
@@ -67,7 +67,9 @@ def test_describe_mnas_prints_mult_adds(capsys):
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(argv, message):
-    run = subprocess.run([sys.executable, "-m", "fnas", *argv], capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-m", "fnas_cli", *argv], capture_output=True, text=True, timeout=60
+    )
     assert run.returncode == (1 if argv[0] == "ls" else 2)  # nothing listening is no bad input
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], run.stderr
@@ -80,7 +82,7 @@ def test_up_on_a_port_in_use_names_the_flag_that_fixes_it(tmp_path):
         port = taken.getsockname()[1]
         argv = ["up", "--port", str(port), "--data-dir", str(tmp_path)]
         run = subprocess.run(
-            [sys.executable, "-m", "fnas", *argv], capture_output=True, text=True, timeout=60
+            [sys.executable, "-m", "fnas_cli", *argv], capture_output=True, text=True, timeout=60
         )
     assert run.returncode == 2
     (line,) = run.stderr.strip().splitlines()
@@ -98,7 +100,7 @@ def _actions(parser: argparse.ArgumentParser, path: str = "fnas"):
 
 
 def test_every_flag_and_argument_has_a_help_line():
-    from fnas.cli import build_parser
+    from fnas_cli import build_parser
 
     missing = [f"{path} {a.option_strings or a.dest}" for path, a in _actions(build_parser()) if not a.help]
     assert not missing, missing
@@ -107,7 +109,7 @@ def test_every_flag_and_argument_has_a_help_line():
 def test_help_and_version_do_not_import_torch_or_the_services():
     """What makes `fnas --help` slow: torch alone takes about a second to import."""
     code = (
-        "import sys; from fnas.cli import build_parser, main\n"
+        "import sys; from fnas_cli import build_parser, main\n"
         "try: main(['--version'])\nexcept SystemExit: pass\n"
         "build_parser().format_help()\n"
         "print(sorted(m for m in sys.modules if m == 'torch' or m.endswith('.app')))"

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 
 from fnas.mnasnet import build_model
 from fnas.spaces.mnas import MnasSpace
-from services.pool import weights
 from services.pool.adapt import TensorSpec, adapt_block, fresh
+from services.pool.client import weights
 
 RNG = np.random.default_rng(0)
 

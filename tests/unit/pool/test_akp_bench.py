@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from fnas.bench import akp_bench, akp_report, akp_worker
-from fnas.cli import build_parser
 from fnas.v1 import pool_pb2
+from fnas_bench import akp_bench, akp_report, akp_worker
+from fnas_cli import build_parser
 
 
 def test_spearman_matches_the_textbook_values():

@@ -20,8 +20,7 @@ from fnas import serving
 from fnas.mnasnet import build_model
 from fnas.spaces.mnas import MnasSpace
 from fnas.v1 import common_pb2
-from services.pool import weights
-from services.pool.client import PoolClient
+from services.pool.client import PoolClient, weights
 from services.pool.config import PoolConfig
 
 pytestmark = pytest.mark.e2e

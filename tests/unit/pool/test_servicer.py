@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 from fnas.mnasnet import build_model
 from fnas.spaces.mnas import MOBILENET_V2_TOKENS, MnasSpace
 from fnas.v1 import common_pb2, pool_pb2
-from services.pool import weights
+from services.pool.client import weights
 
 SPACE = MnasSpace()
 TOKENS = list(MOBILENET_V2_TOKENS)

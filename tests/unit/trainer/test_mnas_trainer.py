@@ -16,7 +16,7 @@ from fnas import events
 from fnas.mnasnet import build_model
 from fnas.spaces.mnas import MOBILENET_V2_TOKENS, count_mult_adds, count_params
 from fnas.v1 import common_pb2, pool_pb2, queue_pb2
-from services.pool import weights
+from services.pool.client import weights
 from services.trainer import child, latency
 from services.trainer.config import TrainerConfig
 from services.trainer.job import JobRunner, Settings

@@ -2,6 +2,6 @@
 
 import sys
 
-from fnas.cli import main
+from fnas_cli import main
 
 sys.exit(main())

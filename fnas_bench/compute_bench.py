@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fnas.bench import reach_stats
+from fnas_bench import reach_stats
 
 #: Row name -> (strategy, AKP on).
 ROWS: dict[str, tuple[str, bool]] = {
@@ -138,8 +138,8 @@ class FinalAccuracy:
 async def run_search(cfg: ComputeConfig, row: str, seed: int, data_dir: Path) -> dict:
     """One search on a fresh in-process mesh; its figures and its trained samples in sample order."""
     from fnas.client import SearchClient
-    from fnas.harness import Cluster
     from fnas.v1 import common_pb2, search_pb2
+    from services.harness import Cluster
 
     async with (
         Cluster(data_dir, trainers=cfg.trainers, trainer_settings=cfg.trainer_settings()) as cluster,
@@ -376,7 +376,7 @@ def add_parser(sub) -> None:
 def main(args) -> int:
     import sys
 
-    from fnas.bench import report
+    from fnas_bench import report
 
     fields = {f.name for f in dataclasses.fields(ComputeConfig)} - {"rows"}
     cfg = ComputeConfig(

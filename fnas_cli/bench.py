@@ -51,7 +51,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--out", type=Path, default=Path("bench-out/search"), help="writes OUT.json and OUT.png")
     s.add_argument("--data-dir", type=Path, default=Path("fnas-data/bench"), help="state of the mesh runs")
     s.set_defaults(func=search)
-    from fnas.bench import akp_bench, ceiling, compute_bench, load_bench
+    from fnas_bench import akp_bench, ceiling, compute_bench, load_bench
 
     akp_bench.add_parser(bench)
     load_bench.add_parser(bench)
@@ -60,7 +60,7 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def search(args: argparse.Namespace) -> int:
-    from fnas.bench import fnas_bench, report, search_bench
+    from fnas_bench import plain_search, report, search_bench
 
     if args.seeds < 1 or args.budget < 1 or args.mesh_seeds < 0:
         raise ValueError("--seeds and --budget must be >= 1, --mesh-seeds >= 0")
@@ -76,6 +76,6 @@ def search(args: argparse.Namespace) -> int:
         transfer_from=args.transfer_from,
         workers=args.workers,
     )
-    text = "\n".join(t for t in (search_bench.table(result), fnas_bench.table(result)) if t)
+    text = "\n".join(t for t in (search_bench.table(result), plain_search.table(result)) if t)
     report.emit(result, text, args.out, search_bench.plot)
     return 0

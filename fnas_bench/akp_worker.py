@@ -1,6 +1,6 @@
 """A training worker of `fnas bench akp`: one process, one torch thread, jobs as JSON lines.
 
-The benchmark starts one per core (`python -m fnas.bench.akp_worker --pool ADDRESS`), writes one job per line
+The benchmark starts one per core (`python -m fnas_bench.akp_worker --pool ADDRESS`), writes one job per line
 to its stdin and reads one result per line from its stdout; nothing is pickled. A job trains one `mnas`
 architecture on one proxy task with the trainer's recipe (services/trainer/train_loop.py), optionally
 initialised from the pool first (QueryBlocks) and optionally giving its blocks to the pool after (PutBlocks),
@@ -65,7 +65,7 @@ async def run_job(job: dict, pool) -> dict:
 
     from fnas.mnasnet import build_model
     from fnas.v1 import common_pb2
-    from services.pool import weights
+    from services.pool.client import weights
     from services.trainer import train_loop
 
     t0, c0 = time.perf_counter(), time.process_time()
@@ -129,7 +129,7 @@ async def serve(pool_address: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of a worker process."""
-    p = argparse.ArgumentParser(prog="python -m fnas.bench.akp_worker", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m fnas_bench.akp_worker", description=__doc__)
     p.add_argument("--pool", required=True, help="host:port of the PoolService")
     p.add_argument("--threads", type=int, default=1, help="torch threads (one per core is fastest)")
     args = p.parse_args(argv)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fnas.bench import akp_bench, report
-from fnas.bench.akp_bench import THRESHOLD, AkpBenchConfig, run
+from fnas_bench import akp_bench, report
+from fnas_bench.akp_bench import THRESHOLD, AkpBenchConfig, run
 
 
 def plot(result: dict, path: Path) -> None:

@@ -25,10 +25,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+from scipy import stats
 
-from fnas.bench import report
-from fnas.bench.akp_bench import spearman
 from fnas.standing import top_share
+from fnas_bench import report
+from fnas_bench.akp_bench import spearman
 
 #: Folds, passes over the training folds, minibatch and Adam learning rate of each fit.
 FOLDS = 5
@@ -38,13 +39,12 @@ LR = 1e-3
 
 
 def auc(score: np.ndarray, positive: np.ndarray, negative: np.ndarray) -> float:
-    """P(score of a random positive > score of a random negative), ties counting half."""
-    a, b = np.sort(score[positive]), np.sort(score[negative])
+    """P(score of a random positive > score of a random negative), ties counting half: the Mann-Whitney
+    U of the two groups over the number of pairs."""
+    a, b = score[positive], score[negative]
     if not len(a) or not len(b):
         raise ValueError("auc needs at least one positive and one negative")
-    below = np.searchsorted(b, a, side="left")
-    ties = np.searchsorted(b, a, side="right") - below
-    return float((below + 0.5 * ties).sum() / (len(a) * len(b)))
+    return float(stats.mannwhitneyu(a, b).statistic / (len(a) * len(b)))
 
 
 def out_of_fold(
@@ -100,7 +100,7 @@ def separation(pred: np.ndarray, y: np.ndarray, thresholds: dict[str, float]) ->
 
 def run(space_ids: Sequence[str], seeds: int = 3, progress: Callable[[str], None] = lambda _: None) -> dict:
     """`separation` of the out-of-fold value net for each space's validation accuracy, per seed and mean."""
-    from fnas.bench import tabular  # here: it imports the trainer, which `fnas --help` must not
+    from fnas_bench import tabular  # here: it imports the trainer, which `fnas --help` must not
 
     if seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {seeds}")

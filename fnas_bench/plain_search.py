@@ -1,6 +1,6 @@
 """The plain runs of `fnas bench search`, their accounting, and critic transfer.
 
-Every strategy runs the agent's batch steps in memory (`fnas.bench.plain_loop`).
+Every strategy runs the agent's batch steps in memory (`fnas_bench.plain_loop`).
 Its curve is the trained (activated) samples' rewards in order, each a distinct
 architecture, so "reached" means a trained sample's true reward crossed the
 threshold; recalls, predictions and replays never count. Besides the usual
@@ -21,8 +21,8 @@ from collections.abc import Callable, Collection, Sequence
 
 import numpy as np
 
-from fnas.bench.plain_loop import PlainRun, run_plain, samples_to_reach
-from fnas.bench.reach_stats import ratio, summarise
+from fnas_bench.plain_loop import PlainRun, run_plain, samples_to_reach
+from fnas_bench.reach_stats import ratio, summarise
 from services.agent import registry
 from services.agent.batch import SOURCES, label
 from services.critic.core import CriticCore

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from google.protobuf.descriptor import FieldDescriptor
 
-from fnas.cli import connection, output
 from fnas.client import SearchClient
 from fnas.v1 import common_pb2, search_pb2
+from fnas_cli import connection, output
 
 REWARDS = {
     "accuracy": common_pb2.COST_METRIC_NONE,
@@ -185,8 +185,8 @@ def run(args: argparse.Namespace) -> int:
 async def _run(args: argparse.Namespace, spec: common_pb2.SearchSpec) -> int:
     if args.target:
         return await _search(args.target, spec, args)
-    from fnas.harness import Cluster
     from services.agent.spec import validate
+    from services.harness import Cluster
 
     # The agent would refuse these too, but only after the whole cluster had started.
     spec = validate(spec)

@@ -32,9 +32,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy import stats
 
-from fnas.bench.akp_worker import steps
 from fnas.spaces.mnas import MnasSpace
+from fnas_bench.akp_worker import steps
 
 THRESHOLD = 0.8
 
@@ -71,17 +72,11 @@ class AkpBenchConfig:
 
 
 def spearman(a, b) -> float:
-    """Spearman's rank correlation (average ranks for ties); 0 when either side is constant."""
-    ra, rb = _ranks(np.asarray(a, float)), _ranks(np.asarray(b, float))
-    if ra.std() == 0 or rb.std() == 0:
+    """Spearman's rank correlation (scipy; average ranks for ties); 0 when either side is constant."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if np.ptp(a) == 0 or np.ptp(b) == 0:  # scipy answers NaN with a warning: no ranking to compare
         return 0.0
-    return float(np.corrcoef(ra, rb)[0, 1])
-
-
-def _ranks(x: np.ndarray) -> np.ndarray:
-    """0-based ranks; ties share their mean: c equal values ending at position e - 1 get e - (c + 1) / 2."""
-    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
-    return (np.cumsum(counts) - (counts + 1) / 2)[inverse]
+    return float(stats.spearmanr(a, b).statistic)
 
 
 def epochs_to(rho: dict[int, float], threshold: float = THRESHOLD) -> int | None:
@@ -180,7 +175,7 @@ async def _bench(cfg: AkpBenchConfig, data_dir: Path) -> dict:
         await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "fnas.bench.akp_worker",
+            "fnas_bench.akp_worker",
             "--pool",
             address,
             stdin=asyncio.subprocess.PIPE,
@@ -254,7 +249,7 @@ def run(cfg: AkpBenchConfig, data_dir: Path) -> dict:
 
 
 def add_parser(sub) -> None:
-    """Registers `fnas bench akp` (flags and output live in fnas.bench.akp_report)."""
-    from fnas.bench import akp_report
+    """Registers `fnas bench akp` (flags and output live in fnas_bench.akp_report)."""
+    from fnas_bench import akp_report
 
     akp_report.add_parser(sub)

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 from pathlib import Path
 
-from fnas.cli import connection
+from fnas_cli import connection
 
 
 def add(sub: argparse._SubParsersAction) -> None:

@@ -59,7 +59,7 @@ class LoadConfig:
 
 async def run(cfg: LoadConfig, data_dir: Path, progress: Callable[[str], None] = lambda _: None) -> dict:
     """Runs the load and returns the figures (see the module docstring)."""
-    from fnas.harness import Cluster  # services and torch: only when the benchmark runs
+    from services.harness import Cluster  # services and torch: only when the benchmark runs
 
     data_dir.mkdir(parents=True, exist_ok=True)
     fresh = Path(tempfile.mkdtemp(prefix="load-", dir=data_dir))  # never resume an earlier run's searches
@@ -274,7 +274,7 @@ def main(args) -> int:
     """`fnas bench load`: runs, prints the figures, writes JSON and PNG; exit 1 on errors or lost samples."""
     import sys
 
-    from fnas.bench import report
+    from fnas_bench import report
 
     cfg = LoadConfig(
         searches=args.searches,

@@ -19,8 +19,8 @@ from asyncio.subprocess import PIPE
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from fnas.bench import fnas_bench
-from fnas.bench.tabular import Setup, evaluator
+from fnas_bench import plain_search
+from fnas_bench.tabular import Setup, evaluator
 
 #: Longest answer line of a worker: a transfer source's critic snapshot is about 1 MB of base64.
 ANSWER_LIMIT = 64 * 2**20
@@ -29,14 +29,14 @@ ANSWER_LIMIT = 64 * 2**20
 def run_one(task: dict) -> dict:
     """One plain run, the unit of work of `--workers`: a task in, JSON-ready figures out.
 
-    `fnas_bench.plain_result`'s figures (the trajectory's rewards, the accounting, and a
+    `plain_search.plain_result`'s figures (the trajectory's rewards, the accounting, and a
     snapshot when asked) and the wall seconds.
     """
     setup = Setup.of(task["space"], task["reward"])
     space, evaluate = setup.space, evaluator(setup)
     name, seed, budget = task["strategy"], task["seed"], task["budget"]
     started = time.perf_counter()
-    out = fnas_bench.plain_result(
+    out = plain_search.plain_result(
         space,
         evaluate,
         name,
@@ -97,7 +97,7 @@ async def _in_workers(tasks: Sequence[dict], workers: int, finished: _Finished) 
         await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "fnas.bench.search_workers",
+            "fnas_bench.search_workers",
             stdin=PIPE,
             stdout=PIPE,
             env=env,
@@ -160,7 +160,7 @@ def torch_setup() -> None:
 
 
 def _serve() -> int:
-    """A worker (`python -m fnas.bench.search_workers`): a task per stdin line, its result per stdout line."""
+    """A worker (`python -m fnas_bench.search_workers`): a task per stdin line, its result per stdout line."""
     torch_setup()
     answers, sys.stdout = sys.stdout, sys.stderr  # a stray print must not corrupt the answers
     while line := sys.stdin.readline():

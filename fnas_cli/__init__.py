@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import grpc
 
-from fnas.cli import arch, bench, cluster, export, jobs, search, snapshot, spaces
+from fnas_cli import arch, bench, cluster, export, jobs, search, snapshot, spaces
 
 COMMANDS = (spaces, arch, search, jobs, snapshot, cluster, bench, export)
 _BAD_INPUT = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from scipy import stats
 
 #: Bootstrap draws and the interval's coverage.
 DRAWS = 2000
@@ -44,10 +45,18 @@ def ratio_interval(base: Sequence[int | None], mine: Sequence[int | None], budge
     if len(base) != len(mine) or not base:
         raise ValueError(f"need the same number (> 0) of seeds on each side, not {len(base)} and {len(mine)}")
     a, b = _filled(base, budget), _filled(mine, budget)
-    idx = np.random.default_rng(0).integers(0, len(a), size=(DRAWS, len(a)))
-    ratios = np.median(a[idx], axis=1) / np.median(b[idx], axis=1)
-    lo, hi = np.percentile(ratios, [50 * (1 - LEVEL), 50 * (1 + LEVEL)])
-    return [float(lo), float(hi)]
+    if len(a) == 1:  # one seed: every resample is that seed
+        return [float(a[0] / b[0])] * 2
+    result = stats.bootstrap(
+        (a, b),
+        lambda x, y, axis=-1: np.median(x, axis=axis) / np.median(y, axis=axis),
+        paired=True,
+        n_resamples=DRAWS,
+        confidence_level=LEVEL,
+        method="percentile",
+        rng=np.random.default_rng(0),
+    )
+    return [float(result.confidence_interval.low), float(result.confidence_interval.high)]
 
 
 def ratio(base: dict, mine: dict, budget: int) -> tuple[float | None, list[float]]:

@@ -6,8 +6,8 @@ import argparse
 import asyncio
 import time
 
-from fnas.cli import connection, output
 from fnas.v1 import search_pb2
+from fnas_cli import connection, output
 
 
 def add(sub: argparse._SubParsersAction) -> None:

@@ -1,4 +1,4 @@
-"""Client of PoolService, for trainers and benchmarks (no torch here: see services/pool/weights.py).
+"""Client of PoolService, for trainers and benchmarks (no torch here: see services/pool/client/weights.py).
 
 Every call has a deadline, and every call is retried on UNAVAILABLE / DEADLINE_EXCEEDED: queries and
 stats are reads, and a put is idempotent by its source_job_id (a repeat stores nothing).

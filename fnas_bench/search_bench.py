@@ -10,7 +10,7 @@ crossed the threshold; the thresholds come from the whole table, which only
 this benchmark and the trainer read.
 
 `workers` > 1 runs the plain runs in that many worker processes
-(`fnas.bench.search_workers`), with the same figures as one.
+(`fnas_bench.search_workers`), with the same figures as one.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from fnas.bench import fnas_bench, search_workers
-from fnas.bench.plain_loop import samples_to_reach
-from fnas.bench.reach_stats import ratio, summarise
-from fnas.bench.tabular import TARGETS, Setup, thresholds
 from fnas.v1 import common_pb2
+from fnas_bench import plain_search, search_workers
+from fnas_bench.plain_loop import samples_to_reach
+from fnas_bench.reach_stats import ratio, summarise
+from fnas_bench.tabular import TARGETS, Setup, thresholds
 from services.agent import registry
 
 BEST_AT = (100, 300, 1000)
@@ -79,7 +79,7 @@ def run(
     if transfer_from:
         others = [s for s in space_ids if s != transfer_from]
         known = space_ids if "fnas" in strategy_names else []
-        tasks += fnas_bench.transfer_tasks(transfer_from, others, seeds, known, task, tasks)
+        tasks += plain_search.transfer_tasks(transfer_from, others, seeds, known, task, tasks)
     results = search_workers.execute(tasks, workers, progress)
 
     out: dict = {
@@ -115,7 +115,7 @@ def run(
             if "fnas" in res["strategies"]
         }
         others = {sid: targets[sid] for sid in space_ids if sid != transfer_from}
-        out["transfer"] = fnas_bench.transfer(transfer_from, others, seeds, budget, results, done)
+        out["transfer"] = plain_search.transfer(transfer_from, others, seeds, budget, results, done)
     return out
 
 
@@ -130,7 +130,7 @@ def _strategy(runs: Sequence[dict], budget: int, targets: dict[str, float]) -> d
     }
     stats["running_best_median"] = np.median([_running_best(c, budget) for c in curves], axis=0).tolist()
     stats["last_step"] = last_step(curves, targets)
-    stats["accounting"] = fnas_bench.summary([r["accounting"] for r in runs])
+    stats["accounting"] = plain_search.summary([r["accounting"] for r in runs])
     return stats
 
 
@@ -161,7 +161,7 @@ def _mesh_stats(setup, name, runs, budget, mesh_seeds, data_dir) -> dict:
     stats: dict = {}
     if "samples" in runs[0]:  # every policy sample with its source, not only the trained ones
         stats["mesh_matches_plain"] = all(
-            fnas_bench.mesh_samples(m[0]) == runs[i]["samples"] for i, m in enumerate(mesh)
+            plain_search.mesh_samples(m[0]) == runs[i]["samples"] for i, m in enumerate(mesh)
         )
     else:
         stats["mesh_matches_plain"] = all(
@@ -178,7 +178,7 @@ def _mesh_stats(setup, name, runs, budget, mesh_seeds, data_dir) -> dict:
 async def _mesh(setup, name, seeds, budget, data_dir) -> list[tuple[list[common_pb2.Sample], float]]:
     """Runs seeds 0..seeds-1 through the in-process cluster; (sample events in order, wall seconds) each."""
     from fnas.client import SearchClient
-    from fnas.harness import Cluster
+    from services.harness import Cluster
 
     runs = []
     async with Cluster(data_dir, trainers=1) as cluster, SearchClient(cluster.agent_address) as client:

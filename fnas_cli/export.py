@@ -21,8 +21,8 @@ import json
 import sys
 from pathlib import Path
 
-from fnas.cli import connection
 from fnas.v1 import common_pb2, search_pb2
+from fnas_cli import connection
 
 _MODEL_PY = '''"""{title}
 

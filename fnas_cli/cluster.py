@@ -68,7 +68,7 @@ def check_port_free(flag: str, port: int) -> None:
 
 
 async def _up(args: argparse.Namespace) -> int:
-    from fnas.harness import Cluster
+    from services.harness import Cluster
 
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
