@@ -30,6 +30,8 @@ from fnas_bench.tabular import TARGETS, Setup, thresholds
 from services.agent import registry
 
 BEST_AT = (100, 300, 1000)
+#: Budgets of the test-accuracy view (NASLib's convention: what the search would return at each).
+TEST_AT = (25, 50, 100, 200, 500)
 
 
 def run(
@@ -128,10 +130,23 @@ def _strategy(runs: Sequence[dict], budget: int, targets: dict[str, float]) -> d
     stats["best_at"] = {
         str(n): float(np.median([max(c[:n]) for c in curves])) for n in BEST_AT if n <= budget
     }
+    if "test" in runs[0]:
+        stats["test_at"] = test_at([r["rewards"] for r in runs], [r["test"] for r in runs], budget)
     stats["running_best_median"] = np.median([_running_best(c, budget) for c in curves], axis=0).tolist()
     stats["last_step"] = last_step(curves, targets)
     stats["accounting"] = plain_search.summary([r["accounting"] for r in runs])
     return stats
+
+
+def test_at(rewards: Sequence[Sequence[float]], tests: Sequence[Sequence[float]], budget: int) -> dict:
+    """Mean and standard error over seeds of the test accuracy of the architecture each search would
+    return after n activated samples: its best by reward (the first of equals), the test-regret view."""
+    out = {}
+    for n in (n for n in TEST_AT if n <= budget):
+        picked = [t[int(np.argmax(r[:n]))] for r, t in zip(rewards, tests, strict=True) if r]
+        se = float(np.std(picked, ddof=1) / np.sqrt(len(picked))) if len(picked) > 1 else None
+        out[str(n)] = {"mean": float(np.mean(picked)), "se": se}
+    return out
 
 
 def _running_best(curve: Sequence[float], budget: int) -> np.ndarray:
@@ -231,6 +246,15 @@ def table(result: dict) -> str:
             for name, st in res["strategies"].items()
         ]
         rows.append(f"{'':<26} top-0.1% of the top-1% samples up to the first top-0.1%: " + ", ".join(shares))
+        for name, st in res["strategies"].items():
+            if "test_at" in st:
+                cells = [
+                    f"@{n} {v['mean']:.4f}" + ("" if v["se"] is None else f" ± {v['se']:.4f}")
+                    for n, v in st["test_at"].items()
+                ]
+                rows.append(
+                    f"{'':<26} {name} test accuracy of its best by reward (mean ± SE): " + ", ".join(cells)
+                )
     return "\n".join(rows)
 
 

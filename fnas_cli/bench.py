@@ -21,7 +21,10 @@ def add(sub: argparse._SubParsersAction) -> None:
     s.add_argument(
         "--strategies",
         default="ppo,random,evolution",
-        help="comma-separated: ppo, random, evolution, fnas (all modules), fnas-uac, fnas-aeb (one module)",
+        help=(
+            "comma-separated: ppo, random, evolution, tpe (Optuna), bananas (MLP ensemble), "
+            "fnas (all modules), fnas-uac, fnas-aeb (one module)"
+        ),
     )
     s.add_argument(
         "--transfer-from",

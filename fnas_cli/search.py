@@ -48,7 +48,7 @@ def add_spec_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--strategy",
         default="ppo",
-        help="ppo, random, evolution, fnas (PPO + the modules), fnas-uac or fnas-aeb (default ppo)",
+        help="ppo, random, evolution, tpe, bananas, fnas (PPO + modules), fnas-uac, fnas-aeb (default: ppo)",
     )
     for module, what in (
         ("uac", "critic (paper 4.2)"),

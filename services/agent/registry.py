@@ -8,6 +8,7 @@ from typing import Any
 from fnas.spaces.base import SearchSpace
 from fnas.v1 import common_pb2
 from services.agent.fnas_strategy import FnasConfig, FnasStrategy, config_from_spec
+from services.agent.peers import BananasConfig, BananasStrategy, TPEStrategy
 from services.agent.strategies import (
     EvolutionConfig,
     EvolutionStrategy,
@@ -22,6 +23,8 @@ _BASELINES: dict[str, tuple[type[Strategy], type | None]] = {
     "ppo": (PPOStrategy, PPOConfig),
     "random": (RandomStrategy, None),
     "evolution": (EvolutionStrategy, EvolutionConfig),
+    "tpe": (TPEStrategy, None),
+    "bananas": (BananasStrategy, BananasConfig),
 }
 #: The fnas strategies: name -> (uac, aeb) forced on / off; "fnas" takes the spec's switches
 #: (`fnas-uac` and `fnas-aeb` are paper Table 4's ablation).
