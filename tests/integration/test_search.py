@@ -7,8 +7,12 @@ import urllib.request
 import grpc
 import pytest
 
+from fnas import spaces
 from fnas.client import SearchClient
 from fnas.v1 import common_pb2, search_pb2
+from fnas_bench.plain_loop import arun_plain
+from fnas_bench.tabular import Setup, evaluator
+from services.agent import registry
 from services.harness import Cluster
 
 CORA = "nasbench-graph/cora"
@@ -38,13 +42,20 @@ async def run_to_end(client: SearchClient, s: common_pb2.SearchSpec) -> tuple[se
     return await client.get(search_id), trajectory
 
 
-@pytest.mark.parametrize("strategy", ["ppo", "random", "evolution"])
-async def test_search_completes_with_exact_accounting(client, strategy):
+@pytest.mark.parametrize("strategy", ["ppo", "random", "evolution", "tpe", "bananas"])
+async def test_search_completes_with_exact_accounting_and_matches_the_plain_loop(client, strategy):
     status, trajectory = await run_to_end(client, spec(strategy, budget=35))
     assert status.state == search_pb2.SEARCH_STATE_SUCCEEDED
     assert status.activated_samples == 35 == status.policy_samples_trained
-    assert [s.index for s in trajectory] == list(range(35))
+    assert [s.index for s in trajectory] == list(range(len(trajectory)))
+    assert len(trajectory) == status.policy_samples_trained + status.policy_samples_recall
+    trained = [s for s in trajectory if s.source == common_pb2.SAMPLE_SOURCE_TRAINED]
+    assert len({spaces.get(CORA).key(s.architecture.tokens) for s in trained}) == 35  # each trained once
     assert status.best.reward.value == max(s.reward.value for s in trajectory)
+    # One code path: the plain in-memory loop gives the same samples, sources and rewards.
+    space = spaces.get(CORA)
+    plain = await arun_plain(registry.make(strategy, space, 1), evaluator(Setup.of(CORA, "accuracy")), 35)
+    assert plain.samples == [(s.source, tuple(s.architecture.tokens), s.reward.value) for s in trajectory]
     top = await client.top(status.search_id, k=5)
     assert [s.reward.value for s in top] == sorted((s.reward.value for s in top), reverse=True)
     assert len({tuple(s.architecture.tokens) for s in top}) == len(top)
