@@ -19,8 +19,8 @@ import safetensors.torch
 
 from fnas import spaces
 from services.critic.decision import DecisionConfig, Prediction
-from services.critic.model import UAC, FitConfig
-from services.critic.uac import SearchCritic, read
+from services.critic.model import CriticNets, FitConfig
+from services.critic.search_critic import SearchCritic, read
 
 #: Pre-training on stored histories replays them in rounds of this many results, like a search would.
 HISTORY_ROUND = 10
@@ -200,7 +200,7 @@ class CriticCore:
             self._snapshots[_snapshot_key(snapshot_id, tenant)] = data
         return snapshot_id
 
-    def _snapshot_model(self, snapshot_id: str, space: spaces.SearchSpace, tenant: str) -> UAC:
+    def _snapshot_model(self, snapshot_id: str, space: spaces.SearchSpace, tenant: str) -> CriticNets:
         key = _snapshot_key(snapshot_id, tenant)
         data = self.store.snapshot(key) if self.store is not None else self._snapshots.get(key)
         if data is None:
@@ -208,7 +208,7 @@ class CriticCore:
         return self._model_of(data, space)
 
     @staticmethod
-    def _model_of(data: bytes, space: spaces.SearchSpace) -> UAC:
+    def _model_of(data: bytes, space: spaces.SearchSpace) -> CriticNets:
         tensors, meta = read(data)
         if meta.get("kind") != "fnas-critic-snapshot":
             raise ValueError("not a critic snapshot (metadata kind is missing)")
@@ -226,7 +226,7 @@ class CriticCore:
                 f"snapshot input size {model.get('n_in')} != embedding size {space.embedding_size}"
             )
         try:
-            return UAC.restore(tensors, model, weights_only=True)
+            return CriticNets.restore(tensors, model, weights_only=True)
         except (KeyError, TypeError, RuntimeError) as e:  # missing or mis-shaped tensors
             raise ValueError(f"snapshot weights do not fit the critic: {e}") from None
 

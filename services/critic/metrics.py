@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from prometheus_client import Counter, Gauge, Histogram
 
 from services.critic.decision import Prediction
-from services.critic.uac import SearchCritic
+from services.critic.search_critic import SearchCritic
 
 OBSERVATIONS = Counter("fnas_critic_observations_total", "Trained results recorded (once each).")
 PREDICTIONS = Counter("fnas_critic_predictions_total", "Predictions by decision.", ["decision"])

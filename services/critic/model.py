@@ -91,7 +91,7 @@ class FitConfig:
     fresh_share: float = 0.25
 
 
-class UAC(nn.Module):
+class CriticNets(nn.Module):
     """V and U over one-hot embeddings; outputs in reward units through `scale`."""
 
     def __init__(self, n_in: int, seed: int, hidden: int = HIDDEN_SIZE, layers: int = N_LAYERS) -> None:
@@ -180,7 +180,7 @@ class UAC(nn.Module):
         }
 
     @classmethod
-    def restore(cls, tensors: dict[str, torch.Tensor], meta: dict, weights_only: bool = False) -> UAC:
+    def restore(cls, tensors: dict[str, torch.Tensor], meta: dict, weights_only: bool = False) -> CriticNets:
         """A UAC from `tensors()` / `meta()`; `weights_only` starts a fresh optimizer (transfer)."""
         net = cls(int(meta["n_in"]), 0, int(meta["hidden"]), int(meta["layers"]))
         net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from services.critic.model import UAC, FitConfig, Scale, mlp, uncertainty_loss, value_loss
+from services.critic.model import CriticNets, FitConfig, Scale, mlp, uncertainty_loss, value_loss
 
 torch.set_num_threads(1)
 
@@ -50,7 +50,7 @@ def _data(n: int = 200, seed: int = 0):
 
 def test_fit_learns_and_is_deterministic_per_seed():
     x, r = _data()
-    a, b, c = (UAC(10, seed=s, hidden=32) for s in (3, 3, 4))
+    a, b, c = (CriticNets(10, seed=s, hidden=32) for s in (3, 3, 4))
     before = (torch.tensor(a.predict(x)[0]) - r.double()).abs().mean()
     for net in (a, b, c):
         net.fit(x, r, torch.zeros_like(r), 0, FitConfig(steps=40, lr=3e-3))
@@ -62,9 +62,9 @@ def test_fit_learns_and_is_deterministic_per_seed():
 
 def test_restore_continues_bit_identically():
     x, r = _data()
-    a = UAC(10, seed=1)
+    a = CriticNets(10, seed=1)
     a.fit(x, r, r, 5, FitConfig())
-    b = UAC.restore(a.tensors(), a.meta())
+    b = CriticNets.restore(a.tensors(), a.meta())
     for net in (a, b):
         net.fit(x, r, r, 5, FitConfig())
     assert (a.predict(x)[0] == b.predict(x)[0]).all() and (a.predict(x)[1] == b.predict(x)[1]).all()

@@ -14,9 +14,9 @@ from fnas.v1 import common_pb2, queue_pb2
 from services.critic.client import CriticClient
 from services.critic.core import CriticCore
 from services.critic.model import FitConfig
+from services.critic.search_critic import read
 from services.critic.servicer import CriticServicer
 from services.critic.store import CriticStore
-from services.critic.uac import read
 
 torch.set_num_threads(1)
 CORA = "nasbench-graph/cora"
@@ -168,13 +168,13 @@ async def test_a_retried_predict_waits_for_the_abandoned_round_and_trains_once(s
     import threading
     import time
 
-    from services.critic.model import UAC
+    from services.critic.model import CriticNets
 
     servicer, client, _ = served
     await client.open_search("s1", CORA, 7, common_pb2.FnasOptions(warmup=3))
     for i in range(12):
         await servicer.on_result(result(i, 0.6 + 0.01 * i))
-    fit, lock = UAC.fit, threading.Lock()
+    fit, lock = CriticNets.fit, threading.Lock()
     running, seen = [0], {"max": 0, "rounds": 0}
 
     def slow_fit(self, *args, **kw):
@@ -188,7 +188,7 @@ async def test_a_retried_predict_waits_for_the_abandoned_round_and_trains_once(s
             with lock:
                 running[0] -= 1
 
-    monkeypatch.setattr(UAC, "fit", slow_fit)
+    monkeypatch.setattr(CriticNets, "fit", slow_fit)
     from fnas.v1 import critic_pb2
 
     request = critic_pb2.PredictRequest(

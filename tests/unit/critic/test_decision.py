@@ -8,7 +8,7 @@ import torch
 from fnas import spaces
 from services.critic.decision import DecisionConfig, NotReady, calibrate
 from services.critic.model import FitConfig
-from services.critic.uac import SearchCritic
+from services.critic.search_critic import SearchCritic
 
 torch.set_num_threads(1)
 CORA = spaces.get("nasbench-graph/cora")

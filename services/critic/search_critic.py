@@ -32,7 +32,7 @@ import torch
 
 from fnas.spaces.base import SearchSpace
 from services.critic.decision import DecisionConfig, NotReady, Prediction, calibrate
-from services.critic.model import UAC, FitConfig
+from services.critic.model import CriticNets, FitConfig
 
 #: Token lists whose key and embedding SearchCritic keeps (all of NAS-Bench-Graph's 59,049 fit).
 _CODE_CACHE = 100_000
@@ -66,10 +66,10 @@ class SearchCritic:
         seed: int,
         decision: DecisionConfig = DecisionConfig(),  # noqa: B008 - frozen
         fit: FitConfig = FitConfig(),  # noqa: B008 - frozen
-        model: UAC | None = None,
+        model: CriticNets | None = None,
     ) -> None:
         self.space, self.seed, self.decision, self.fit_config = space, seed, decision, fit
-        self.model = model or UAC(space.embedding_size, seed)
+        self.model = model or CriticNets(space.embedding_size, seed)
         self.observations: dict[int, _Obs] = {}
         self.trained = _Trained()
         self._known: dict[str, tuple[float, int]] = {}
@@ -207,7 +207,7 @@ class SearchCritic:
     def load_state(self, data: bytes) -> None:
         """Restores `state()` (the observations come from the store)."""
         tensors, meta = read(data)
-        self.model = UAC.restore(tensors, meta["model"])
+        self.model = CriticNets.restore(tensors, meta["model"])
         t = self.trained = _Trained()
         t.arrival = {int(i): (v, u) for i, v, u in meta["arrival"]}
         t.pairs = [tuple(p) for p in meta["pairs"]]
