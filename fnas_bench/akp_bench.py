@@ -32,7 +32,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
 from fnas.spaces.mnas import MnasSpace
 from fnas_bench.akp_worker import steps
@@ -73,6 +72,8 @@ class AkpBenchConfig:
 
 def spearman(a, b) -> float:
     """Spearman's rank correlation (scipy; average ranks for ties); 0 when either side is constant."""
+    from scipy import stats  # here, not at the top: `fnas --help` builds this command's parser
+
     a, b = np.asarray(a, float), np.asarray(b, float)
     if np.ptp(a) == 0 or np.ptp(b) == 0:  # scipy answers NaN with a warning: no ranking to compare
         return 0.0

@@ -25,7 +25,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
 from fnas.standing import top_share
 from fnas_bench import report
@@ -41,6 +40,8 @@ LR = 1e-3
 def auc(score: np.ndarray, positive: np.ndarray, negative: np.ndarray) -> float:
     """P(score of a random positive > score of a random negative), ties counting half: the Mann-Whitney
     U of the two groups over the number of pairs."""
+    from scipy import stats  # here, not at the top: `fnas --help` builds this command's parser
+
     a, b = score[positive], score[negative]
     if not len(a) or not len(b):
         raise ValueError("auc needs at least one positive and one negative")

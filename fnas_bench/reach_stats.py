@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import stats
 
 #: Bootstrap draws and the interval's coverage.
 DRAWS = 2000
@@ -44,6 +43,8 @@ def ratio_interval(base: Sequence[int | None], mine: Sequence[int | None], budge
     """
     if len(base) != len(mine) or not base:
         raise ValueError(f"need the same number (> 0) of seeds on each side, not {len(base)} and {len(mine)}")
+    from scipy import stats  # here, not at the top: `fnas --help` builds the benchmarks' parsers
+
     a, b = _filled(base, budget), _filled(mine, budget)
     if len(a) == 1:  # one seed: every resample is that seed
         return [float(a[0] / b[0])] * 2
