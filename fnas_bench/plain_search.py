@@ -21,10 +21,10 @@ from collections.abc import Callable, Collection, Sequence
 
 import numpy as np
 
+from fnas.sources import SOURCES, label
 from fnas_bench.plain_loop import PlainRun, run_plain, samples_to_reach
 from fnas_bench.reach_stats import ratio, summarise
 from services.agent import registry
-from services.agent.batch import SOURCES, label
 from services.critic.core import CriticCore
 
 LABELS = tuple(label(s) for s in SOURCES)

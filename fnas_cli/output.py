@@ -9,6 +9,7 @@ from pathlib import Path
 
 from google.protobuf import json_format
 
+from fnas.sources import SOURCES, label
 from fnas.v1 import common_pb2, search_pb2
 
 
@@ -39,12 +40,6 @@ class Progress:
 
 #: Below this many audited samples the calibration error is printed as not yet meaningful.
 MIN_AUDITS = 10
-
-_SOURCES = ("trained", "critic", "buffer", "recall")
-
-
-def _source(s: common_pb2.Sample) -> str:
-    return common_pb2.SampleSource.Name(s.source).removeprefix("SAMPLE_SOURCE_").lower()
 
 
 def activated_order(trajectory: list[common_pb2.Sample]) -> dict[int, int]:
@@ -86,13 +81,20 @@ def print_result(
     if status.error:
         print(f"error: {status.error}")
     if status.policy_samples_critic or status.policy_samples_buffer or status.policy_samples_recall:
+        fnas = status.spec.strategy.startswith("fnas")  # the sources only the critic and buffer give
         print(
             f"policy samples: {status.policy_samples_trained} trained, "
-            f"{status.policy_samples_critic} trusted to the critic, {status.policy_samples_buffer} replayed "
-            f"from the buffer, {status.policy_samples_recall} recalled; "
+            + (
+                f"{status.policy_samples_critic} trusted to the critic, {status.policy_samples_buffer} "
+                "replayed from the buffer, "
+                if fnas
+                else ""
+            )
+            + f"{status.policy_samples_recall} recalled (trained before in this search); "
             f"sample speedup {status.sample_speedup:.2f}x (policy samples per activated sample)"
         )
-        print(calibration_line(status))
+        if status.policy_samples_critic or status.calibration_samples:
+            print(calibration_line(status))
     print(compute_line(status))
     table = table_of(status)
     order = activated_order(trajectory) if trajectory else {}
@@ -229,7 +231,7 @@ def _sample(s: common_pb2.Sample) -> dict:
         "latency_ms": s.reward.latency_ms,
         "mult_adds": s.reward.mult_adds,
         "params": s.reward.params,
-        "source": _source(s),
+        "source": label(s.source),
     }
 
 
@@ -248,10 +250,10 @@ def plot_trajectory(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points: dict[str, tuple[list[int], list[float]]] = {name: ([], []) for name in _SOURCES}
+    points: dict[str, tuple[list[int], list[float]]] = {label(source): ([], []) for source in SOURCES}
     activated, best, running = 0, float("-inf"), []
     for s in sorted(trajectory, key=lambda s: s.index):
-        source = _source(s)
+        source = label(s.source)
         if source == "trained":
             activated += 1
             best = max(best, s.reward.value)

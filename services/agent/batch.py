@@ -22,26 +22,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
-from fnas.v1.common_pb2 import (
-    SAMPLE_SOURCE_BUFFER,
-    SAMPLE_SOURCE_CRITIC,
-    SAMPLE_SOURCE_RECALL,
-    SAMPLE_SOURCE_TRAINED,
-    SampleSource,
-)
+from fnas.v1.common_pb2 import SAMPLE_SOURCE_CRITIC, SAMPLE_SOURCE_RECALL, SAMPLE_SOURCE_TRAINED
 
 #: Consecutive batches that train nothing new before a search is declared converged: its policy
 #: proposes only architectures it has trained, and more updates would not change that soon.
 MAX_IDLE_BATCHES = 50
-
-
-def label(source: int) -> str:
-    """The metric label and JSON key of a SampleSource: 'trained', 'critic', 'buffer' or 'recall'."""
-    return SampleSource.Name(source).removeprefix("SAMPLE_SOURCE_").lower()
-
-
-#: Every source a policy sample's reward can come from, in the order reports list them.
-SOURCES = (SAMPLE_SOURCE_TRAINED, SAMPLE_SOURCE_CRITIC, SAMPLE_SOURCE_BUFFER, SAMPLE_SOURCE_RECALL)
 
 
 @dataclass(frozen=True)

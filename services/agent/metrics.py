@@ -7,8 +7,8 @@ from collections.abc import Mapping
 
 from prometheus_client import Counter, Gauge
 
+from fnas.sources import SOURCES, label
 from fnas.v1 import queue_pb2, search_pb2
-from services.agent.batch import SOURCES, label
 
 SAMPLES = Counter("fnas_agent_samples_total", "Samples the policy learned from, by source.", ["source"])
 ACTIVATED = Counter(

@@ -17,11 +17,11 @@ import torch
 import fnas_cli as cli
 from fnas import spaces
 from fnas.client import SearchClient
+from fnas.sources import label as source_label
 from fnas.v1 import common_pb2, search_pb2
 from fnas_bench import tabular
 from fnas_bench.plain_loop import arun_plain
 from services.agent import fnas_strategy, registry
-from services.agent.batch import label as source_label
 from services.critic.client import CriticClient
 from services.critic.core import CriticCore
 from services.critic.decision import from_options

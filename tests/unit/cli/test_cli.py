@@ -11,6 +11,7 @@ import nas_bench_graph
 import pytest
 
 from fnas import spaces
+from fnas.v1 import common_pb2, search_pb2
 from fnas_cli import main, search
 from services.agent.fnas_strategy import config_from_spec
 from services.agent.spec import validate
@@ -148,3 +149,31 @@ def test_fnas_limits_set_on_the_command_line_reach_the_strategy():
     ):
         with pytest.raises(argparse.ArgumentTypeError, match=reason):
             search.fnas_option(bad)
+
+
+def test_a_search_without_a_critic_prints_its_recalls_and_no_critic_figures(capsys):
+    from fnas_cli import output
+
+    status = search_pb2.SearchStatus(
+        search_id="s",
+        spec=common_pb2.SearchSpec(
+            space="nasbench-graph/cora",
+            strategy="ppo",
+            reward=common_pb2.RewardSpec(cost=common_pb2.COST_METRIC_NONE),
+        ),
+        state=search_pb2.SEARCH_STATE_SUCCEEDED,
+        activated_samples=40,
+        policy_samples_trained=40,
+        policy_samples_recall=25,
+        sample_speedup=65 / 40,
+    )
+    output.print_result(status, [], 1.0)
+    out = capsys.readouterr().out
+    assert (
+        "policy samples: 40 trained, 25 recalled (trained before in this search); sample speedup 1.62x" in out
+    )
+    assert "critic" not in out
+    status.spec.strategy, status.policy_samples_critic = "fnas", 5
+    output.print_result(status, [], 1.0)
+    out = capsys.readouterr().out
+    assert "5 trusted to the critic" in out and "critic calibration: not yet meaningful" in out
