@@ -5,8 +5,9 @@ One batch of the `fnas` strategy:
 1. `plan_batch`: the policy proposes; the critic predicts (V, U) for each
    proposal from exactly the first `observed` trained results. Untrusted
    proposals are trained, or recalled when the search trained them before.
-   Trusted ones take V as their reward, at most
-   `max_trusted_fraction` of the batch (paper 4.2's constraint): extra trusted
+   Trusted ones take V as their reward (or, where the critic knows the
+   architecture because this search trained it, are recalls of that result),
+   at most `max_trusted_fraction` of the batch (paper 4.2's constraint): extra trusted
    proposals are dropped and the policy resamples until the batch is filled
    with untrusted ones; each resampling round draws at `resample_temperature`
    times the previous round's policy temperature (the stored log-probs are the
@@ -138,7 +139,15 @@ async def plan_batch(strategy: FnasStrategy, batch: BatchContext) -> list[Planne
             elif n_trusted >= quota:
                 dropped.append((p, pred))  # paper 4.2: thrown away, resampled
             elif pred.known or not strategy.draw_audit():
-                plan.append(_planned(p, pred, SAMPLE_SOURCE_CRITIC))
+                hit = batch.recalls.get(p.tokens) if pred.known else None
+                if hit is None:
+                    plan.append(_planned(p, pred, SAMPLE_SOURCE_CRITIC, trusted=True))
+                else:  # the critic knows it because this search trained it: a recall, not a prediction
+                    plan.append(
+                        _planned(
+                            p, pred, SAMPLE_SOURCE_RECALL, trusted=True, recall_of=hit[0], recalled=hit[1]
+                        )
+                    )
                 n_trusted += 1
             else:
                 training[key] = len(plan)
@@ -183,12 +192,12 @@ def _planned(p: Proposal, pred: PredictionLike, source: int, **kw) -> Planned:
 
 def _cap_trusted(plan: list[Planned], fraction: float) -> list[Planned]:
     """Drops trusted samples from the end until they are at most `fraction` of a short batch."""
-    n_trusted = sum(p.source == SAMPLE_SOURCE_CRITIC for p in plan)
+    n_trusted = sum(p.trusted for p in plan)
     others = len(plan) - n_trusted
     allowed = n_trusted if fraction >= 1.0 else math.floor(others * fraction / (1.0 - fraction) + 1e-9)
     out = []
     for p in reversed(plan):
-        if p.source == SAMPLE_SOURCE_CRITIC and n_trusted > allowed:
+        if p.trusted and n_trusted > allowed:
             n_trusted -= 1
             continue
         out.append(p)

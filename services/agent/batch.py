@@ -55,6 +55,9 @@ class Planned:
     #: V(m) and U(m) when the critic was asked (NaN otherwise).
     value: float = math.nan
     uncertainty: float = math.nan
+    #: The critic vouched for it (a prediction, or a recall of what the critic knows): it counts
+    #: against the batch's trusted share (paper 4.2).
+    trusted: bool = False
     #: Would have been trusted, trained for the calibration check.
     audit: bool = False
     #: Position in the plan of the train job whose result this sample shares (-1: none).

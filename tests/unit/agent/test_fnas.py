@@ -394,3 +394,33 @@ async def test_a_critic_and_buffer_that_answer_nothing_degrade_the_batch_instead
             plan = await assemble.plan_batch(s, remote)
             assert len(plan) == 6 and all(p.trains for p in plan)
             assert await assemble.replays(s, remote, 6) == []
+
+
+class KnowsTrained(FakeCritic):
+    """Trusts odd indices; knows (an exact recall) the architectures in `known`."""
+
+    def __init__(self, known) -> None:
+        super().__init__(every=2)
+        self.known = {CORA.key(t) for t in known}
+
+    async def predict(self, tokens, min_observed):
+        preds = await super().predict(tokens, min_observed)
+        return [
+            Pred(p.value, p.uncertainty, p.trusted, CORA.key(t) in self.known)
+            for p, t in zip(preds, tokens, strict=True)
+        ]
+
+
+async def test_what_the_critic_knows_from_this_search_is_a_recall_and_counts_as_trusted():
+    s, recalls = strategy(max_trusted_fraction=0.5), Recalls(CORA.key)
+    known = [arch(1), arch(3), arch(5)]
+    for i, tokens in enumerate(known):
+        recalls.add(tokens, 10 + i, 0.7 + i / 100)
+    plan = await assemble.plan_batch(s, ctx(s, KnowsTrained(known), 3, 100, recalls=recalls))
+    recalled = [
+        (p.tokens, p.trusted, p.recall_of, p.recalled) for p in plan if p.source == SAMPLE_SOURCE_RECALL
+    ]
+    assert recalled == [(t, True, 10 + i, 0.7 + i / 100) for i, t in enumerate(known)]
+    # Genuine predictions (arch 7 and 9) and recalls of known ones share the trusted half of the batch.
+    assert sum(p.trusted for p in plan) == 5 and sum(p.source == SAMPLE_SOURCE_CRITIC for p in plan) == 2
+    assert len(plan) == 10 and sum(p.trains for p in plan) == 5
