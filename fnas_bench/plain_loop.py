@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from services.agent import batch
 from services.agent.batch import BatchContext, Recalls
@@ -45,31 +46,11 @@ class PlainRun:
 
 
 def run_plain(
-    strategy: Strategy,
-    evaluate: Callable[[tuple[int, ...]], float],
-    budget: int,
-    *,
-    critic: CriticCore | None = None,
-    buffer: BufferCore | None = None,
-    search_id: str = "plain",
-    decision: DecisionConfig | None = None,
-    snapshot_id: str = "",
-    history: Sequence[str] = (),
+    strategy: Strategy, evaluate: Callable[[tuple[int, ...]], float], budget: int, **options: Any
 ) -> PlainRun:
-    """Runs `strategy` until `budget` activated samples (or it converges); cores default to fresh ones."""
-    return asyncio.run(
-        arun_plain(
-            strategy,
-            evaluate,
-            budget,
-            critic=critic,
-            buffer=buffer,
-            search_id=search_id,
-            decision=decision,
-            snapshot_id=snapshot_id,
-            history=history,
-        )
-    )
+    """`arun_plain` in a fresh event loop: runs `strategy` until `budget` activated samples (or it
+    converges); `options` are arun_plain's keywords."""
+    return asyncio.run(arun_plain(strategy, evaluate, budget, **options))
 
 
 async def arun_plain(
@@ -84,7 +65,8 @@ async def arun_plain(
     snapshot_id: str = "",
     history: Sequence[str] = (),
 ) -> PlainRun:
-    """`run_plain` inside a running event loop."""
+    """Runs `strategy` until `budget` activated samples, or until it converges; the critic and buffer
+    cores default to fresh in-memory ones, opened with the decision, snapshot and history given."""
     if budget < 0:
         raise ValueError(f"budget must be >= 0, got {budget}")
     critic = (critic if critic is not None else CriticCore()) if strategy.uses_critic else None

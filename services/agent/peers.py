@@ -21,7 +21,6 @@ refits its ensemble from them.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -261,7 +260,7 @@ class BananasStrategy(Strategy):
             "rng": self.rng.bit_generator.state,
             "data": [[k, list(t), r] for k, (t, r) in self.data.items()],
         }
-        return {"generator": self.generator.get_state()}, json.loads(json.dumps(meta))
+        return {"generator": self.generator.get_state()}, meta
 
     def _load_state(self, tensors, meta):
         self.config = BananasConfig(**meta["config"])
