@@ -1,5 +1,8 @@
 """Prometheus metrics shared by the services: the gRPC latency interceptor and the HTTP endpoint.
 
+The HTTP endpoint serves /metrics and /ready: a process without a gRPC server (a trainer)
+answers its readiness probe there, 200 once every registered check passes (`set_ready`).
+
 Names follow `fnas_<service>_<what>_<unit>` (STYLE.md §4); the service is the one
 of the gRPC service's name (fnas.v1.PoolService -> pool), so a process that
 hosts several services (the in-process harness) still reports them apart.
@@ -9,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import grpc
 import prometheus_client
@@ -29,6 +34,7 @@ SERVICE_NAMES = {
 _lock = threading.Lock()
 _histograms: dict[str, prometheus_client.Histogram] = {}
 _http_ports: dict[int, int] = {}
+_ready_checks: dict[str, Callable[[], bool]] = {}
 
 # RPCs span ~0.5 ms loopback calls to multi-second weight uploads.
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -55,12 +61,49 @@ def rpc_latency(service: str) -> prometheus_client.Histogram:
         return hist
 
 
+def set_ready(name: str, check: Callable[[], bool] | None) -> None:
+    """Registers (or, with None, removes) a readiness check of this process under `name`."""
+    with _lock:
+        if check is None:
+            _ready_checks.pop(name, None)
+        else:
+            _ready_checks[name] = check
+
+
+def ready() -> bool:
+    """True when at least one check is registered and every one passes."""
+    with _lock:
+        checks = list(_ready_checks.values())
+    return bool(checks) and all(check() for check in checks)
+
+
+def _app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    if environ.get("PATH_INFO") == "/ready":
+        ok = ready()
+        start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")])
+        return [b"ready\n" if ok else b"not ready\n"]
+    return _metrics_app(environ, start_response)
+
+
+_metrics_app = prometheus_client.make_wsgi_app()
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # probes every few seconds: no access log
+        pass
+
+
 def start_http(port: int, addr: str = "127.0.0.1") -> int:
-    """Serves /metrics of this process on `port` (0: a free one); idempotent per port; returns the port."""
+    """Serves /metrics and /ready of this process on `port` (0: a free one); idempotent; returns the port."""
     with _lock:
         if port in _http_ports:
             return _http_ports[port]
-        server, _thread = prometheus_client.start_http_server(port, addr=addr)
+        # prometheus_client's own server class, with the /ready route in front of its metrics app.
+        class Server(prometheus_client.exposition.ThreadingWSGIServer):
+            address_family = socket.getaddrinfo(addr, port, type=socket.SOCK_STREAM)[0][0]  # IPv6 pod IPs
+
+        server = make_server(addr, port, _app, Server, handler_class=_QuietHandler)
+        threading.Thread(target=server.serve_forever, name=f"metrics-{port}", daemon=True).start()
         bound = int(server.server_port)
         _http_ports[port] = bound
         _http_ports[bound] = bound

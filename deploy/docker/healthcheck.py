@@ -1,13 +1,14 @@
 """Container healthcheck for Docker/compose: exit 0 when the service is healthy, 1 otherwise.
 
     python /opt/fnas/healthcheck.py --grpc 127.0.0.1:50051 --service fnas.v1.SearchService
-    python /opt/fnas/healthcheck.py --http http://127.0.0.1:9464/metrics
+    python /opt/fnas/healthcheck.py --http http://127.0.0.1:9464/ready
 
 --grpc asks the standard grpc.health.v1 service, which every FNAS server runs and
 keeps NOT_SERVING until warm-up is done and again during graceful shutdown
 (fnas/serving.py); Kubernetes uses its native gRPC probe for the same check.
---http is for the trainer, which has no gRPC server: its /metrics endpoint
-answers once the process is up.
+--http is for the trainer, which has no gRPC server: its metrics endpoint
+answers /metrics once the process is up and /ready 200 while it pulls jobs
+on a live NATS connection.
 """
 
 from __future__ import annotations

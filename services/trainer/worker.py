@@ -21,7 +21,7 @@ from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 from nats.js import api
 
-from fnas import events, queue
+from fnas import events, metrics, queue
 from fnas.config import redact_url
 from fnas.queue import Heartbeat, Poison, StuckMessage
 from fnas.v1 import queue_pb2, search_pb2
@@ -77,6 +77,10 @@ class TrainerWorker:
         self._running: dict[str, set[asyncio.Task]] = {}
 
     @property
+    def _ready_name(self) -> str:
+        return f"trainer/{self.cfg.trainer_id}"
+
+    @property
     def busy(self) -> bool:
         """True while a job is being evaluated."""
         return bool(self._running)
@@ -109,6 +113,8 @@ class TrainerWorker:
             await bus.subscribe(events.ALL_SEARCH_EVENTS, self._on_search_event)
             poller = asyncio.create_task(self._poll_pending(bus, stop_event), name="trainer-pending")
             log.info("trainer %s working on %s", self.cfg.trainer_id, redact_url(self.cfg.nats_url))
+            # /ready (the readiness probe): pulling jobs, on a live connection, not draining.
+            metrics.set_ready(self._ready_name, lambda: bus.nc.is_connected and not stop_event.is_set())
             await bus.work(
                 events.TRAIN_JOB,
                 events.TRAINER,
@@ -119,6 +125,7 @@ class TrainerWorker:
                 on_poison=self._on_poison,
             )
         finally:
+            metrics.set_ready(self._ready_name, None)
             if poller is not None:
                 poller.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

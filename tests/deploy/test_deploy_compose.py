@@ -65,7 +65,7 @@ def test_fnas_containers_agree_with_fnas_serve(compose, cli, landed):
         if kind in GRPC_NAME:
             assert cfg.host == "0.0.0.0" and cfg.port == int(flag(command, "--port"))
         else:
-            assert check[3:] == ["--http", f"http://127.0.0.1:{cfg.metrics_port}/metrics"], name
+            assert check[3:] == ["--http", f"http://127.0.0.1:{cfg.metrics_port}/ready"], name
         grace = float(svc["stop_grace_period"].removesuffix("s"))
         assert grace > cfg.grace_s, f"{name}: SIGKILL before its grace period ends"
         if hasattr(cfg, "data_dir"):
@@ -93,6 +93,7 @@ def test_each_trainer_reserves_its_own_gpu(compose):
         gpus.append(gpu)
         ids.add(svc["environment"]["FNAS_TRAINER_TRAINER_ID"])
         assert "trainer" in aliases(svc)
+        assert svc["shm_size"] == "2gb"  # torch's DataLoader workers share batches through /dev/shm
     assert len(set(gpus)) == len(gpus) == len(ids), "two trainers on one GPU, or with one trainer id"
     others = [s for s in fnas_containers(compose).values() if s["command"][1] != "trainer"]
     assert all(default(s["image"]).startswith("fnas:") and "deploy" not in s for s in others)
@@ -117,6 +118,9 @@ def test_state_dependencies_and_exposure(compose, nats_version):
         if name != "prometheus" and name != "grafana":
             assert svc["read_only"] is True and svc["cap_drop"] == ["ALL"], name
     assert ":?" in services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"]  # no default password
+    for name, path in (("prometheus", ":9090/-/ready"), ("grafana", ":3000/api/health")):
+        assert services[name]["healthcheck"]["test"][-1].endswith(path), name
+    assert services["grafana"]["depends_on"]["prometheus"]["condition"] == "service_healthy"
 
 
 def test_prometheus_scrapes_every_fnas_container(compose, repo):

@@ -144,4 +144,11 @@ async def test_healthcheck_script_follows_the_grpc_health_service(repo):
 async def test_healthcheck_script_asks_the_trainers_metrics_endpoint(repo):
     port = metrics.start_http(0, addr="127.0.0.1")
     assert await healthcheck(repo, "--http", f"http://127.0.0.1:{port}/metrics") == 0
+    metrics.set_ready("probe-test", lambda: False)
+    try:
+        assert await healthcheck(repo, "--http", f"http://127.0.0.1:{port}/ready") == 1
+        metrics.set_ready("probe-test", lambda: True)
+        assert await healthcheck(repo, "--http", f"http://127.0.0.1:{port}/ready") == 0
+    finally:
+        metrics.set_ready("probe-test", None)
     assert await healthcheck(repo, "--http", f"http://127.0.0.1:{free_port()}/metrics") == 1

@@ -144,14 +144,18 @@ def test_trainers_take_one_gpu_each_and_keda_owns_their_count(overlay):
     assert container["resources"]["requests"]["nvidia.com/gpu"] == 1
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert trainer["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0
+    ready = container["readinessProbe"]["httpGet"]  # 200 only while it pulls jobs (fnas.metrics.ready)
+    assert ready["path"] == "/ready" and ready["port"] == "metrics"
 
 
 def test_keda_reads_the_lag_of_the_consumer_the_trainers_share(overlay):
     scaled = one(overlay, "ScaledObject")
     assert scaled["spec"]["scaleTargetRef"]["name"] == "trainer"
-    assert 1 <= scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"]
+    # No job, no GPU held: zero trainers, and the first waiting job (lag above 0) starts one.
+    assert scaled["spec"]["minReplicaCount"] == 0 < scaled["spec"]["maxReplicaCount"]
     (trigger,) = scaled["spec"]["triggers"]
     meta = trigger["metadata"]
+    assert int(meta["activationLagThreshold"]) == 0
     assert trigger["type"] == "nats-jetstream"
     assert (meta["stream"], meta["consumer"]) == (events.JOBS, events.TRAINER)
     assert int(meta["lagThreshold"]) >= 1 and meta["useHttps"] == "false"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,7 +13,7 @@ import nats.js.errors
 import pytest
 from prometheus_client import REGISTRY
 
-from fnas import events, queue
+from fnas import events, metrics, queue
 from fnas.reward import RewardFn, accuracy_only
 from fnas.spaces import InvalidArchitecture, SearchSpace, TableEntry, UnknownSpace
 from fnas.v1 import common_pb2, queue_pb2, search_pb2
@@ -138,6 +140,23 @@ async def test_job_becomes_result_then_is_acked(bus, cfg, eventually):
     expected = RewardFn.from_spec(job(0).reward)(0.6, 1.0)
     assert r.reward.value == pytest.approx(expected) and r.reward.value != pytest.approx(0.6)
     assert list(r.architecture.tokens) == [1, 0] and r.train_seconds >= 0
+
+
+async def test_ready_only_while_pulling_jobs(cfg, eventually):
+    """/ready (the readiness probe) answers 503 before the worker pulls jobs and after it stops."""
+    port = metrics.start_http(0, addr="127.0.0.1")
+
+    def status() -> int:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as response:
+                return response.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    assert await asyncio.to_thread(status) == 503
+    async with running(cfg):
+        await eventually(lambda: asyncio.to_thread(lambda: status() == 200))
+    assert await asyncio.to_thread(status) == 503
 
 
 async def test_invalid_jobs_fail_once_and_bad_payload_is_terminated(bus, cfg, eventually):
