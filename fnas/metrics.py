@@ -98,6 +98,7 @@ def start_http(port: int, addr: str = "127.0.0.1") -> int:
     with _lock:
         if port in _http_ports:
             return _http_ports[port]
+
         # prometheus_client's own server class, with the /ready route in front of its metrics app.
         class Server(prometheus_client.exposition.ThreadingWSGIServer):
             address_family = socket.getaddrinfo(addr, port, type=socket.SOCK_STREAM)[0][0]  # IPv6 pod IPs
