@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -25,7 +26,15 @@ from nats.js import api
 
 from fnas import delivery, events
 from fnas.config import check_stream_replicas
-from fnas.delivery import EventHandler, Heartbeat, Poison, PoisonHandler, WorkHandler, with_retries
+from fnas.delivery import (
+    BatchHandler,
+    EventHandler,
+    Heartbeat,
+    Poison,
+    PoisonHandler,
+    WorkHandler,
+    with_retries,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +47,8 @@ EVENTS_MAX_AGE_S = 7 * 24 * 3600.0
 #: JetStream's answers to a stream with more replicas than the servers can place: a single server that is
 #: not clustered (10074), too few servers in the cluster (10005, "no suitable peers for placement").
 _REPLICAS_NOT_PLACEABLE = (10074, 10005)
+#: The longest a batch of quick work messages may take (see `Bus.work`).
+BATCH_HOLD_S = 0.02
 #: A cluster answers a stream update that changes its replicas once the stream has moved (seconds).
 STREAM_UPDATE_TIMEOUT_S = 30.0
 
@@ -243,8 +254,9 @@ class Bus:
         nak_delay_s: float = 2.0,
         grace_s: float = 5.0,
         on_poison: PoisonHandler | None = None,
+        max_batch: int = 1,
     ) -> None:
-        """Pulls one message at a time from a work queue and runs `handler(data, heartbeat)` on it.
+        """Pulls messages from a work queue and runs `handler(data, heartbeat)` on each.
 
         Acks (waiting for the server) only after the handler returned; terminates
         the message when the handler raises Poison or a protobuf DecodeError; naks
@@ -254,7 +266,15 @@ class Bus:
         that another worker takes it without waiting for ack_wait. `on_poison(msg,
         error)` runs before a poison message is terminated (its headers may still
         say whose it was: the trainer reports it as a failed sample).
+
+        Quick messages come in batches of up to `max_batch`, handled concurrently: each fetch asks
+        for as many as the last batch's pace fits in BATCH_HOLD_S. Table lookups (well under a
+        millisecond) then take a batch per round trip, and their results leave together; a training
+        job (seconds or more) always comes alone, so no job waits in one worker's hands while
+        another worker is free.
         """
+        if max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
         # Retried: right after a nats-server restart the first request can go out on the dead connection.
         info = await with_retries(lambda: self.js.consumer_info(stream, durable, timeout=1.0), attempts=10)
         if info.config.filter_subject != subject:
@@ -262,10 +282,21 @@ class Bus:
                 f"consumer {stream}/{durable} filters {info.config.filter_subject!r}, not {subject!r}"
             )
         sub = await self.js.pull_subscribe_bind(durable, stream=stream)
+        size = 1
         try:
             while not stop_event.is_set():
-                for msg in await delivery.fetch(sub, 1, fetch_timeout_s):
-                    await delivery.run_work(msg, handler, stop_event, nak_delay_s, grace_s, on_poison)
+                msgs = await delivery.fetch(sub, size, fetch_timeout_s)
+                if not msgs:
+                    continue
+                started = time.monotonic()
+                await asyncio.gather(
+                    *(
+                        delivery.run_work(m, handler, stop_event, nak_delay_s, grace_s, on_poison)
+                        for m in msgs
+                    )
+                )
+                pace = len(msgs) / max(time.monotonic() - started, 1e-6)  # messages per second
+                size = max(1, min(max_batch, int(pace * BATCH_HOLD_S)))
         finally:
             # nats-py 2.16: without this, drain() after an empty fetch waits its full 30 s timeout.
             with contextlib.suppress(Exception):
@@ -296,6 +327,61 @@ class Bus:
         ack_wait_s later. A larger batch is faster (~10 k/s) but after a crash the
         unacked rest of a batch can arrive after newer events.
         """
+
+        async def each(msgs: list[Msg]) -> bool:
+            for i, msg in enumerate(msgs):
+                if stop_event.is_set() or not await delivery.run_event(
+                    msg, handler, stop_event, retry_delay_s, heartbeat_s=ack_wait_s / 3
+                ):
+                    await delivery.nak_all(msgs[i:])
+                    return False
+            return True
+
+        await self._consume(
+            subject_filter, durable, each, stop_event, stream, batch, fetch_timeout_s, ack_wait_s
+        )
+
+    async def consume_batches(
+        self,
+        subject_filter: str,
+        durable: str,
+        handler: BatchHandler,
+        stop_event: asyncio.Event,
+        *,
+        stream: str = events.EVENTS,
+        batch: int = 64,
+        fetch_timeout_s: float = 1.0,
+        ack_wait_s: float = 10.0,
+        retry_delay_s: float = 1.0,
+    ) -> None:
+        """Runs `handler(datas)` once per fetched batch of events (one store transaction for all).
+
+        As `consume`, at least once and retried in place, for handlers to whom order does not
+        matter; see `delivery.run_batch` for an event the handler calls poison.
+        """
+
+        async def whole(msgs: list[Msg]) -> bool:
+            if stop_event.is_set():
+                await delivery.nak_all(msgs)
+                return False
+            return await delivery.run_batch(msgs, handler, stop_event, retry_delay_s, ack_wait_s / 3)
+
+        await self._consume(
+            subject_filter, durable, whole, stop_event, stream, batch, fetch_timeout_s, ack_wait_s
+        )
+
+    async def _consume(
+        self,
+        subject_filter: str,
+        durable: str,
+        run: Callable[[list[Msg]], Awaitable[bool]],
+        stop_event: asyncio.Event,
+        stream: str,
+        batch: int,
+        fetch_timeout_s: float,
+        ack_wait_s: float,
+    ) -> None:
+        """The fetch loop of a durable consumer: `run(msgs)` decides their fate; False stops it."""
         if batch < 1:
             raise ValueError("batch must be >= 1")
         config = api.ConsumerConfig(
@@ -312,15 +398,9 @@ class Bus:
         try:
             while not stop_event.is_set():
                 msgs = await delivery.fetch(sub, batch, fetch_timeout_s)
-                for i, msg in enumerate(msgs):
-                    if stop_event.is_set() or not await delivery.run_event(
-                        msg, handler, stop_event, retry_delay_s, heartbeat_s=ack_wait_s / 3
-                    ):
-                        # Hand the rest back now, in order: the next start gets them first, without
-                        # waiting for ack_wait.
-                        for rest in msgs[i:]:
-                            await delivery.nak(rest)
-                        return
+                # Stopping: the rest goes back now, in order, for the next start without waiting ack_wait.
+                if msgs and not await run(msgs):
+                    return
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()

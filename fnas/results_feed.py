@@ -10,20 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fnas import events, queue
+from fnas.delivery import BatchHandler
 
 
 class ResultsFeed:
-    """Connects to NATS and runs `handler(data)` on every TrainResult; `close()` stops it."""
+    """Connects to NATS and runs `handler(datas)` on every fetched batch of TrainResults; `close()` stops it.
+
+    The handler stores a batch in one transaction (see `Bus.consume_batches`).
+    """
 
     def __init__(
         self,
         nats_url: str,
         durable: str,
-        handler: Callable[[bytes], Awaitable[None]],
+        handler: BatchHandler,
         *,
         stream_replicas: int = 1,
         **auth: Any,
@@ -45,13 +48,10 @@ class ResultsFeed:
         await self.bus.ensure_streams(replicas=self.stream_replicas)
         self._task = asyncio.create_task(
             # Order does not matter (results are keyed by sample index), so batch for speed.
-            self.bus.consume(events.ALL_TRAIN_RESULTS, self.durable, self._on_result, self._stop, batch=64),
+            self.bus.consume_batches(events.ALL_TRAIN_RESULTS, self.durable, self.handler, self._stop),
             name=f"{self.durable}-results",
         )
         return self.bus
-
-    async def _on_result(self, subject: str, data: bytes) -> None:
-        await self.handler(data)
 
     async def close(self) -> None:
         self._stop.set()

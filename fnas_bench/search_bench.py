@@ -182,11 +182,13 @@ def _mesh_stats(setup, name, runs, budget, mesh_seeds, data_dir) -> dict:
         stats["mesh_matches_plain"] = all(
             [s.reward.value for s in m[0]] == runs[i]["rewards"] for i, m in enumerate(mesh)
         )
-    plain_s = [r["seconds"] for r in runs]
-    per_sample = [(m[1] - plain_s[i]) / budget * 1000 for i, m in enumerate(mesh)]
+    # Per activated sample: a search that converged before its budget trained fewer.
+    plain_s = [r["seconds"] for r in runs[: len(mesh)]]
+    activated = [len(r["rewards"]) for r in runs[: len(mesh)]]
+    per_sample = [(m[1] - p) / n * 1000 for m, p, n in zip(mesh, plain_s, activated, strict=True)]
     stats["overhead_ms_per_sample"] = float(np.median(per_sample))
-    stats["mesh_ms_per_sample"] = float(np.median([m[1] / budget * 1000 for m in mesh]))
-    stats["plain_ms_per_sample"] = float(np.median(plain_s[: len(mesh)]) / budget * 1000)
+    stats["mesh_ms_per_sample"] = float(np.median([m[1] / n * 1000 for m, n in zip(mesh, activated)]))
+    stats["plain_ms_per_sample"] = float(np.median([p / n * 1000 for p, n in zip(plain_s, activated)]))
     return stats
 
 

@@ -54,7 +54,7 @@ class AgentApp:
         self.feed = ResultsFeed(
             cfg.nats_url,
             events.AGENT,
-            self.servicer.on_result,
+            self.servicer.on_results,
             stream_replicas=cfg.stream_replicas,
             **cfg.nats_auth(),
         )

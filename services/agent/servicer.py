@@ -92,25 +92,31 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         cond = self._changed.setdefault(search_id, asyncio.Condition())
         async with cond:
             cond.notify_all()
-        for event in new:  # a mirror for consumers in other processes; the store is the record
-            await self.bus.publish(
-                events.search_event(search_id), event, msg_id=f"event/{search_id}/{event.seq}"
-            )
+        # A mirror for consumers in other processes; the store is the record. Sent in order, acked together.
+        subject = events.search_event(search_id)
+        await asyncio.gather(
+            *(self.bus.publish(subject, event, msg_id=f"event/{search_id}/{event.seq}") for event in new)
+        )
 
-    async def on_result(self, data: bytes) -> None:
-        """Handler of the durable results consumer: store once, count once, wake the search."""
-        result = queue_pb2.TrainResult.FromString(data)
-        if result.final_rank:  # a final-selection retrain (paper 6.2), not a search sample
-            if final_selection.store_result(self.store, result) and result.search_id in self.runs:
-                self.runs[result.search_id].notify()
-            return
-        status = self.store.add_result(result)
-        if status is None:
-            return
-        metrics.observe_result(result, status)
-        run = self.runs.get(result.search_id)
-        if run is not None:
-            run.notify()
+    async def on_results(self, datas: list[bytes]) -> None:
+        """Handler of the durable results consumer: store once, count once, wake the searches.
+
+        A fetched batch is decoded first and stored in one transaction.
+        """
+        results = [queue_pb2.TrainResult.FromString(d) for d in datas]
+        woken = set()
+        for r in results:
+            # A final-selection retrain (paper 6.2), not a search sample.
+            if r.final_rank and final_selection.store_result(self.store, r):
+                woken.add(r.search_id)
+        samples = [r for r in results if not r.final_rank]
+        for r, status in zip(samples, self.store.add_results(samples), strict=True):
+            if status is not None:
+                metrics.observe_result(r, status)
+                woken.add(r.search_id)
+        for search_id in woken:
+            if (run := self.runs.get(search_id)) is not None:
+                run.notify()
 
     # RPCs
     async def SubmitSearch(self, request, context):

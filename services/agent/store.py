@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import lmdb
@@ -53,7 +53,8 @@ class LoopState:
         return [(self.plan_index + pos, p) for pos, p in enumerate(self.plan) if p.trains]
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self) | {"plan": [p.to_dict() for p in self.plan]}).encode()
+        own = {f.name: getattr(self, f.name) for f in fields(self)}  # asdict() would copy the plan twice
+        return json.dumps(own | {"plan": [p.to_dict() for p in self.plan]}).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> LoopState:
@@ -68,6 +69,31 @@ class LoopState:
 
 def _key(search_id: str, n: int) -> bytes:
     return f"{search_id}/{n:012d}".encode()
+
+
+def _count(status: search_pb2.SearchStatus, result: queue_pb2.TrainResult) -> None:
+    """Moves a search's counters by one new result."""
+    # Compute (the paper's GPU hours): a failed job cost trainer time too.
+    status.trainer_seconds += result.train_seconds
+    status.trainer_setup_seconds += result.setup_seconds
+    status.trainer_evaluate_seconds += result.evaluate_seconds
+    if result.outcome != queue_pb2.TRAIN_OUTCOME_OK:
+        status.failed_samples += 1
+        return
+    status.activated_samples += 1
+    warm = result.pool_blocks_queried and result.pool_blocks_matched == result.pool_blocks_queried
+    status.pool_warm_samples += 1 if warm else 0
+    status.pool_blocks_queried += result.pool_blocks_queried  # AKP hit ratio (paper 4.3)
+    status.pool_blocks_matched += result.pool_blocks_matched
+    if not status.HasField("best") or result.reward.value > status.best.reward.value:
+        status.best.CopyFrom(
+            common_pb2.Sample(
+                architecture=result.architecture,
+                reward=result.reward,
+                source=common_pb2.SAMPLE_SOURCE_TRAINED,
+                index=result.sample_index,
+            )
+        )
 
 
 class AgentStore:
@@ -101,47 +127,37 @@ class AgentStore:
             return [search_pb2.SearchStatus.FromString(v) for _, v in txn.cursor(db=self.db["searches"])]
 
     # results from the trainers
-    def add_result(self, result: queue_pb2.TrainResult) -> search_pb2.SearchStatus | None:
-        """Stores a result once and moves the search's counters with it.
+    def add_results(self, results: Sequence[queue_pb2.TrainResult]) -> list[search_pb2.SearchStatus | None]:
+        """Stores each result once and moves its search's counters with it, in one transaction.
 
-        Returns the updated status, or None when the result was a duplicate,
-        belongs to no search of this agent, or came after its search ended (a
-        cancelled search's counts stay what cancelling it reported): all are
-        acknowledged and dropped.
+        Returns per result its search's updated status, or None when the result was a
+        duplicate, belongs to no search of this agent, or came after its search ended (a
+        cancelled search's counts stay what cancelling it reported): all are acknowledged
+        and dropped. One commit for a fetched batch: a sync write costs the same for one
+        result as for sixty.
         """
-        key = _key(result.search_id, result.sample_index)
+        statuses: dict[str, search_pb2.SearchStatus | None] = {}
+        changed: set[str] = set()
+        out: list[search_pb2.SearchStatus | None] = []
         with self.env.begin(write=True) as txn:
-            status = self.status(result.search_id, txn)
-            ended = status is not None and status.state in _ENDED
-            if (
-                status is None
-                or ended
-                or not txn.put(key, result.SerializeToString(), db=self.db["results"], overwrite=False)
-            ):
-                return None
-            # Compute (the paper's GPU hours): a failed job cost trainer time too.
-            status.trainer_seconds += result.train_seconds
-            status.trainer_setup_seconds += result.setup_seconds
-            status.trainer_evaluate_seconds += result.evaluate_seconds
-            if result.outcome == queue_pb2.TRAIN_OUTCOME_OK:
-                status.activated_samples += 1
-                warm = result.pool_blocks_queried and result.pool_blocks_matched == result.pool_blocks_queried
-                status.pool_warm_samples += 1 if warm else 0
-                status.pool_blocks_queried += result.pool_blocks_queried  # AKP hit ratio (paper 4.3)
-                status.pool_blocks_matched += result.pool_blocks_matched
-                if not status.HasField("best") or result.reward.value > status.best.reward.value:
-                    status.best.CopyFrom(
-                        common_pb2.Sample(
-                            architecture=result.architecture,
-                            reward=result.reward,
-                            source=common_pb2.SAMPLE_SOURCE_TRAINED,
-                            index=result.sample_index,
-                        )
-                    )
-            else:
-                status.failed_samples += 1
-            self.put_status(status, txn)
-            return status
+            for result in results:
+                if result.search_id not in statuses:
+                    statuses[result.search_id] = self.status(result.search_id, txn)
+                status = statuses[result.search_id]
+                key = _key(result.search_id, result.sample_index)
+                if (
+                    status is None
+                    or status.state in _ENDED
+                    or not txn.put(key, result.SerializeToString(), db=self.db["results"], overwrite=False)
+                ):
+                    out.append(None)
+                    continue
+                _count(status, result)
+                changed.add(result.search_id)
+                out.append(status)
+            for search_id in changed:
+                self.put_status(statuses[search_id], txn)
+        return out
 
     def results(self, search_id: str, indices: Sequence[int]) -> list[queue_pb2.TrainResult | None]:
         """The stored result of each sample index (None where none arrived yet), in one read."""

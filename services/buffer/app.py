@@ -32,7 +32,7 @@ class BufferApp:
         self.feed = ResultsFeed(
             cfg.nats_url,
             events.BUFFER,
-            self.servicer.on_result,
+            self.servicer.on_results,
             stream_replicas=cfg.stream_replicas,
             **cfg.nats_auth(),
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from services.buffer.aeb import DEFAULT_CAPACITY, Entry, History, Replay, select
@@ -11,7 +11,7 @@ from services.buffer.aeb import DEFAULT_CAPACITY, Entry, History, Replay, select
 class Store(Protocol):
     """Persistence of the histories (services.buffer.store.BufferStore implements it on LMDB)."""
 
-    def put_entry(self, search_id: str, entry: Entry) -> None: ...
+    def put_entries(self, rows: Sequence[tuple[str, Entry]]) -> None: ...
     def entries(self, search_id: str) -> Iterable[Entry]: ...
 
 
@@ -37,11 +37,20 @@ class BufferCore:
 
     def add(self, search_id: str, entry: Entry) -> bool:
         """Records one trained result; False for a duplicate index."""
-        if not self.history(search_id).add(entry):
-            return False
-        if self.store is not None:
-            self.store.put_entry(search_id, entry)
-        return True
+        return self.add_many([(search_id, entry)]) == 1
+
+    def add_many(self, rows: Sequence[tuple[str, Entry]]) -> int:
+        """Records trained results (search_id, entry), stored in one transaction before they are kept
+        in memory; returns how many were new (duplicate indices are dropped)."""
+        new: dict[tuple[str, int], Entry] = {}
+        for search_id, entry in rows:
+            if entry.index not in self.history(search_id).entries and (search_id, entry.index) not in new:
+                new[search_id, entry.index] = entry
+        if self.store is not None and new:
+            self.store.put_entries([(search_id, entry) for (search_id, _), entry in new.items()])
+        for (search_id, _), entry in new.items():
+            self.history(search_id).add(entry)
+        return len(new)
 
     def observed(self, search_id: str) -> int:
         return len(self.history(search_id).entries)

@@ -32,18 +32,24 @@ class BufferServicer(buffer_pb2_grpc.BufferServiceServicer):
         self.wait_s = wait_s
         self._changed = asyncio.Condition()
 
-    async def on_result(self, data: bytes) -> None:
-        """Records an OK TrainResult with its behaviour log-prob; duplicates are dropped."""
-        r = queue_pb2.TrainResult.FromString(data)
-        if r.outcome == queue_pb2.TRAIN_OUTCOME_OK:
-            await self._add(
-                r.search_id,
-                Entry(r.sample_index, tuple(r.architecture.tokens), r.reward.value, r.behaviour_log_prob),
-            )
+    async def on_results(self, datas: list[bytes]) -> None:
+        """Records a fetched batch of TrainResults, the OK ones with their behaviour log-probs, in one
+        transaction; duplicates are dropped."""
+        results = [queue_pb2.TrainResult.FromString(d) for d in datas]
+        await self._add(
+            [
+                (
+                    r.search_id,
+                    Entry(r.sample_index, tuple(r.architecture.tokens), r.reward.value, r.behaviour_log_prob),
+                )
+                for r in results
+                if r.outcome == queue_pb2.TRAIN_OUTCOME_OK
+            ]
+        )
 
-    async def _add(self, search_id: str, entry: Entry) -> None:
-        if self.core.add(search_id, entry):
-            ENTRIES.inc()
+    async def _add(self, rows: list[tuple[str, Entry]]) -> None:
+        if new := self.core.add_many(rows):
+            ENTRIES.inc(new)
             async with self._changed:
                 self._changed.notify_all()
 
@@ -63,9 +69,15 @@ class BufferServicer(buffer_pb2_grpc.BufferServiceServicer):
                 await context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT, f"samples[{i}].source: trained samples only"
                 )
-        for s in request.samples:
-            entry = Entry(s.index, tuple(s.architecture.tokens), s.reward.value, s.behaviour_log_prob)
-            await self._add(request.search_id, entry)
+        await self._add(
+            [
+                (
+                    request.search_id,
+                    Entry(s.index, tuple(s.architecture.tokens), s.reward.value, s.behaviour_log_prob),
+                )
+                for s in request.samples
+            ]
+        )
         return buffer_pb2.AddResponse(
             size=self.core.size(request.search_id, self.core.observed(request.search_id))
         )

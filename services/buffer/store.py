@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import lmdb
@@ -24,17 +24,19 @@ class BufferStore:
     def close(self) -> None:
         self.env.close()
 
-    def put_entry(self, search_id: str, entry: Entry) -> None:
-        """Stores one trained result (as a Sample) under search/index."""
-        sample = common_pb2.Sample(
-            architecture=common_pb2.Architecture(tokens=entry.tokens),
-            reward=common_pb2.Reward(value=entry.reward),
-            source=common_pb2.SAMPLE_SOURCE_TRAINED,
-            behaviour_log_prob=entry.log_prob,
-            index=entry.index,
-        )
+    def put_entries(self, rows: Sequence[tuple[str, Entry]]) -> None:
+        """Stores trained results (search_id, entry), each as a Sample under search/index, in one
+        transaction."""
         with self.env.begin(write=True) as txn:
-            txn.put(f"{search_id}/{entry.index:012d}".encode(), sample.SerializeToString(), db=self.db)
+            for search_id, entry in rows:
+                sample = common_pb2.Sample(
+                    architecture=common_pb2.Architecture(tokens=entry.tokens),
+                    reward=common_pb2.Reward(value=entry.reward),
+                    source=common_pb2.SAMPLE_SOURCE_TRAINED,
+                    behaviour_log_prob=entry.log_prob,
+                    index=entry.index,
+                )
+                txn.put(f"{search_id}/{entry.index:012d}".encode(), sample.SerializeToString(), db=self.db)
 
     def entries(self, search_id: str) -> Iterator[Entry]:
         """Every stored result of the search, by index."""

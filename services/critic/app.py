@@ -39,7 +39,7 @@ class CriticApp:
         self.feed = ResultsFeed(
             cfg.nats_url,
             events.CRITIC,
-            self.servicer.on_result,
+            self.servicer.on_results,
             stream_replicas=cfg.stream_replicas,
             **cfg.nats_auth(),
         )

@@ -26,12 +26,14 @@ from services.critic.search_critic import SearchCritic, read
 HISTORY_ROUND = 10
 
 
+#: One trained result as the critic keeps it: (search_id, space, index, tokens, reward).
+Observation = tuple[str, str, int, tuple[int, ...], float]
+
+
 class Store(Protocol):
     """Persistence of the core (services.critic.store.CriticStore implements it on LMDB)."""
 
-    def put_observation(
-        self, search_id: str, space: str, index: int, tokens: Sequence[int], reward: float
-    ) -> None: ...
+    def put_observations(self, rows: Sequence[Observation]) -> None: ...
     def observations(self, search_id: str) -> list[tuple[str, int, tuple[int, ...], float]]: ...
     def put_search(self, search_id: str, meta: dict, state: bytes | None) -> None: ...
     def search(self, search_id: str) -> tuple[dict, bytes | None] | None: ...
@@ -56,17 +58,29 @@ class CriticCore:
     # history
     def observe(self, search_id: str, space: str, index: int, tokens: Sequence[int], reward: float) -> bool:
         """Records one trained result; False for a duplicate (redelivered) one."""
-        history = self._load_history(search_id)
-        if index in history:
-            return False
-        tokens = tuple(int(t) for t in tokens)
-        history[index] = (space, tokens, float(reward))
-        if self.store is not None:
-            self.store.put_observation(search_id, space, index, tokens, reward)
-        critic = self.critics.get(search_id)
-        if critic is not None:
-            critic.observe(index, tokens, reward)
-        return True
+        return self.observe_many([(search_id, space, index, tuple(tokens), reward)]) == 1
+
+    def observe_many(self, rows: Sequence[Observation]) -> int:
+        """Records trained results, stored in one transaction before they are kept in memory;
+        returns how many were new (duplicates, redelivered or repeated, are dropped)."""
+        new: dict[tuple[str, int], Observation] = {}
+        for search_id, space, index, tokens, reward in rows:
+            if index not in self._load_history(search_id) and (search_id, index) not in new:
+                new[search_id, index] = (
+                    search_id,
+                    space,
+                    index,
+                    tuple(int(t) for t in tokens),
+                    float(reward),
+                )
+        if self.store is not None and new:
+            self.store.put_observations(list(new.values()))
+        for search_id, space, index, tokens, reward in new.values():
+            self._history[search_id][index] = (space, tokens, reward)
+            critic = self.critics.get(search_id)
+            if critic is not None:
+                critic.observe(index, tokens, reward)
+        return len(new)
 
     def observed(self, search_id: str) -> int:
         """Trained results of the search recorded so far."""

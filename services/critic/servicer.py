@@ -20,7 +20,7 @@ from fnas.bounds import clip
 from fnas.config import FieldError
 from fnas.v1 import common_pb2, critic_pb2, critic_pb2_grpc, queue_pb2, search_pb2
 from services.critic import metrics
-from services.critic.core import CriticCore
+from services.critic.core import CriticCore, Observation
 from services.critic.decision import NotReady, from_options
 
 log = logging.getLogger(__name__)
@@ -35,12 +35,23 @@ class CriticServicer(critic_pb2_grpc.CriticServiceServicer):
         self._changed = asyncio.Condition()
         self._locks: dict[str, asyncio.Lock] = {}
 
-    async def on_result(self, data: bytes) -> None:
-        """Records an OK TrainResult (failed ones teach nothing); duplicates are dropped."""
-        result = queue_pb2.TrainResult.FromString(data)
-        if result.outcome != queue_pb2.TRAIN_OUTCOME_OK:
-            return
-        await self._observe(result.search_id, result.architecture, result.sample_index, result.reward.value)
+    async def on_results(self, datas: list[bytes]) -> None:
+        """Records a fetched batch of TrainResults, the OK ones (failed ones teach nothing), in one
+        transaction; duplicates are dropped."""
+        results = [queue_pb2.TrainResult.FromString(d) for d in datas]
+        await self._observe(
+            [
+                (
+                    r.search_id,
+                    r.architecture.space,
+                    r.sample_index,
+                    tuple(r.architecture.tokens),
+                    r.reward.value,
+                )
+                for r in results
+                if r.outcome == queue_pb2.TRAIN_OUTCOME_OK
+            ]
+        )
 
     async def on_search_event(self, subject: str, data: bytes) -> None:
         """A search's end (its `finished` event): its series leave /metrics and its nets leave memory.
@@ -55,11 +66,9 @@ class CriticServicer(critic_pb2_grpc.CriticServiceServicer):
                 self._locks.pop(event.search_id, None)
                 self.core.forget(event.search_id)
 
-    async def _observe(
-        self, search_id: str, arch: common_pb2.Architecture, index: int, reward: float
-    ) -> None:
-        if self.core.observe(search_id, arch.space, index, arch.tokens, reward):
-            metrics.OBSERVATIONS.inc()
+    async def _observe(self, rows: list[Observation]) -> None:
+        if new := self.core.observe_many(rows):
+            metrics.OBSERVATIONS.inc(new)
             async with self._changed:
                 self._changed.notify_all()
 
@@ -146,8 +155,18 @@ class CriticServicer(critic_pb2_grpc.CriticServiceServicer):
                 await context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT, f"samples[{i}].reward.value: must be finite"
                 )
-        for s in request.samples:
-            await self._observe(request.search_id, s.architecture, s.index, s.reward.value)
+        await self._observe(
+            [
+                (
+                    request.search_id,
+                    s.architecture.space,
+                    s.index,
+                    tuple(s.architecture.tokens),
+                    s.reward.value,
+                )
+                for s in request.samples
+            ]
+        )
         return critic_pb2.ObserveResponse(observed=self.core.observed(request.search_id))
 
     async def ExportSnapshot(self, request, context):

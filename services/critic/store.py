@@ -34,18 +34,18 @@ class CriticStore:
     def close(self) -> None:
         self.env.close()
 
-    def put_observation(
-        self, search_id: str, space: str, index: int, tokens: Sequence[int], reward: float
-    ) -> None:
-        """Stores one trained result (as a Sample) under search/index."""
-        sample = common_pb2.Sample(
-            architecture=common_pb2.Architecture(space=space, tokens=tokens),
-            reward=common_pb2.Reward(value=reward),
-            source=common_pb2.SAMPLE_SOURCE_TRAINED,
-            index=index,
-        )
+    def put_observations(self, rows: Sequence[tuple[str, str, int, Sequence[int], float]]) -> None:
+        """Stores trained results (search_id, space, index, tokens, reward), each as a Sample under
+        search/index, in one transaction."""
         with self.env.begin(write=True) as txn:
-            txn.put(_key(search_id, index), sample.SerializeToString(), db=self.db["observations"])
+            for search_id, space, index, tokens, reward in rows:
+                sample = common_pb2.Sample(
+                    architecture=common_pb2.Architecture(space=space, tokens=tokens),
+                    reward=common_pb2.Reward(value=reward),
+                    source=common_pb2.SAMPLE_SOURCE_TRAINED,
+                    index=index,
+                )
+                txn.put(_key(search_id, index), sample.SerializeToString(), db=self.db["observations"])
 
     def observations(self, search_id: str) -> list[tuple[str, int, tuple[int, ...], float]]:
         """(space, index, tokens, reward) of every stored result of the search, by index."""

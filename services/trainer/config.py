@@ -34,6 +34,8 @@ class TrainerConfig(config.JetStreamClient):
     """Delay before a job that failed transiently (not an invalid job) is redelivered."""
     grace_s: float = 10.0
     """On SIGTERM, seconds the current job gets to finish before it is handed back to the queue."""
+    max_jobs_per_fetch: int = 16
+    """Most jobs one fetch takes when jobs take milliseconds (tables); a training job always comes alone."""
     metrics_port: int | None = None
     """Prometheus /metrics port; None serves no endpoint."""
     metrics_host: str = "127.0.0.1"
@@ -85,6 +87,8 @@ class TrainerConfig(config.JetStreamClient):
             object.__setattr__(self, "trainer_id", _default_trainer_id())
         if self.ack_wait_s <= 0:
             raise ValueError(f"ack_wait_s must be > 0, got {self.ack_wait_s}")
+        if self.max_jobs_per_fetch < 1:
+            raise ValueError(f"max_jobs_per_fetch must be >= 1, got {self.max_jobs_per_fetch}")
         if not 0 < self.heartbeat_s < self.ack_wait_s:
             raise ValueError(
                 f"heartbeat_s must be in (0, ack_wait_s={self.ack_wait_s}), got {self.heartbeat_s}"

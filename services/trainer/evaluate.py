@@ -59,6 +59,7 @@ class TabularEvaluator:
             raise ValueError("heartbeat_s must be > 0")
         self.heartbeat_s = heartbeat_s
         self._get_space = get_space
+        self._device = asyncio.Lock()  # simulated training occupies the trainer as a GPU would
 
     async def evaluate(self, job: queue_pb2.TrainJob, heartbeat: Heartbeat) -> Evaluation:
         """Looks the figures up, then waits the simulated training time."""
@@ -68,7 +69,10 @@ class TabularEvaluator:
         t0 = time.perf_counter()
         reward = self.reward(job)
         t1 = time.perf_counter()
-        await simulate(job.task.simulated_seconds, heartbeat, self.heartbeat_s)
+        if job.task.simulated_seconds:
+            async with self._device:
+                t1 = time.perf_counter()
+                await simulate(job.task.simulated_seconds, heartbeat, self.heartbeat_s)
         seconds = {"setup": t1 - t0, "train": time.perf_counter() - t1, "evaluate": 0.0}
         return Evaluation(reward, seconds=seconds, device_kind="table")
 

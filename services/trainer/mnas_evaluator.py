@@ -74,6 +74,7 @@ class MnasEvaluator:
         self.settings = settings_of(cfg)
         self.child = ChildProcess(self.settings) if cfg.isolation == "process" else None
         self._runner = None  # the in-process JobRunner (isolation = "thread"), made on first use
+        self._one_at_a_time = asyncio.Lock()  # the worker may hand over jobs concurrently
 
     async def evaluate(self, job: queue_pb2.TrainJob, heartbeat: Heartbeat) -> Evaluation:
         """Trains and evaluates the job; ValueError (-> FAILED result) for a job that can never succeed."""
@@ -121,9 +122,10 @@ class MnasEvaluator:
         return (device or self.cfg.device).split(":")[0]
 
     async def _run(self, job: queue_pb2.TrainJob, query: AsyncQuery | None) -> tuple[dict, list[bytes]]:
-        if self.child is not None:
-            return await self.child.run(job, query, self.cfg.job_timeout_s)
-        return await asyncio.wait_for(self._run_in_thread(job, query), self.cfg.job_timeout_s)
+        async with self._one_at_a_time:
+            if self.child is not None:
+                return await self.child.run(job, query, self.cfg.job_timeout_s)
+            return await asyncio.wait_for(self._run_in_thread(job, query), self.cfg.job_timeout_s)
 
     async def _run_in_thread(
         self, job: queue_pb2.TrainJob, query: AsyncQuery | None

@@ -123,6 +123,7 @@ class TrainerWorker:
                 nak_delay_s=self.cfg.nak_delay_s,
                 grace_s=self.cfg.grace_s,
                 on_poison=self._on_poison,
+                max_batch=self.cfg.max_jobs_per_fetch,
             )
         finally:
             metrics.set_ready(self._ready_name, None)

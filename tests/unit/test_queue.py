@@ -41,6 +41,32 @@ async def stream_count_is(bus: queue.Bus, n: int, stream: str = events.JOBS) -> 
     return await stream_messages(bus, stream) == n
 
 
+@pytest.mark.parametrize(("seconds", "batched"), [(0.0, True), (0.03, False)])
+async def test_quick_jobs_come_in_batches_slow_ones_alone(bus, eventually, seconds, batched):
+    """Jobs of milliseconds (table lookups) are fetched and handled several at a time; a job that
+    takes longer than the batch's hold comes alone, so none waits in one worker's hands."""
+    await bus.ensure_streams(ack_wait_s=5, max_deliver=3)
+    n = 40 if batched else 8
+    for i in range(n):
+        await bus.publish(events.TRAIN_JOB, f"j{i}".encode(), msg_id=f"s/{i}")
+    done: list[bytes] = []
+    in_flight, most = 0, 0
+
+    async def handler(data: bytes, heartbeat: queue.Heartbeat) -> None:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(seconds)
+        in_flight -= 1
+        done.append(data)
+
+    async with working(bus, handler, max_batch=16):
+        await eventually(lambda: len(done) == n)
+        await eventually(lambda: stream_count_is(bus, 0))  # each acked
+    assert sorted(done) == sorted(f"j{i}".encode() for i in range(n))
+    assert (most > 1) is batched and most <= 16
+
+
 async def test_publish_work_ack_removes_job(bus, eventually):
     await bus.ensure_streams(ack_wait_s=5, max_deliver=3)
     got: list[bytes] = []
@@ -239,6 +265,59 @@ async def test_consume_in_order_and_resumes_after_restart(bus, eventually):
     await bus.publish(events.train_result("b"), b"b0", msg_id="b0")
     await run_until(4)  # the durable consumer resumes after a2
     assert got[3] == (events.train_result("b"), b"b0")
+
+
+async def test_consume_batches_one_call_per_fetch_and_alone_around_a_poison_event(bus, eventually):
+    """The results feed's path: a fetched batch goes to one handler call (one store transaction); a
+    failing call is retried; a batch the handler calls poison is handled event by event, so that only
+    the poison event is skipped and the rest is kept."""
+    await bus.ensure_streams()
+    for i in range(5):
+        await bus.publish(events.train_result("a"), f"a{i}".encode(), msg_id=f"a{i}")
+    calls: list[list[bytes]] = []
+    failures = [1]
+
+    async def handler(datas: list[bytes]) -> None:
+        if failures:
+            failures.pop()
+            raise RuntimeError("transient")
+        if b"a3" in datas:
+            raise queue.Poison("a3 can never succeed")
+        calls.append(datas)
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        bus.consume_batches(
+            events.ALL_TRAIN_RESULTS, events.CRITIC, handler, stop, fetch_timeout_s=0.2, retry_delay_s=0.05
+        )
+    )
+    await eventually(lambda: sum(map(len, calls)) == 4)
+    await bus.publish(events.train_result("b"), b"b0", msg_id="b0")
+    await eventually(lambda: calls[-1] == [b"b0"])
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert calls == [[b"a0"], [b"a1"], [b"a2"], [b"a4"], [b"b0"]]  # the batch of 5 went one by one
+    info = await bus.js.consumer_info(events.EVENTS, events.CRITIC)
+    assert info.num_ack_pending == 0 and info.num_pending == 0  # all acked, the poison one terminated
+
+
+async def test_consume_batches_hands_a_batch_to_one_call(bus, eventually):
+    await bus.ensure_streams()
+    for i in range(5):
+        await bus.publish(events.train_result("a"), f"a{i}".encode(), msg_id=f"a{i}")
+    calls: list[list[bytes]] = []
+
+    async def handler(datas: list[bytes]) -> None:
+        calls.append(datas)
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        bus.consume_batches(events.ALL_TRAIN_RESULTS, events.CRITIC, handler, stop, fetch_timeout_s=0.2)
+    )
+    await eventually(lambda: sum(map(len, calls)) == 5)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert calls == [[f"a{i}".encode() for i in range(5)]]
 
 
 async def test_consume_keeps_order_after_a_crash(nats_url, eventually):

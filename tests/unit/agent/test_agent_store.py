@@ -19,22 +19,33 @@ def result(index: int, value: float, ok: bool = True) -> q.TrainResult:
 def test_results_count_once_and_track_best(tmp_path):
     store = AgentStore(tmp_path)
     store.put_status(s.SearchStatus(search_id="x", state=s.SEARCH_STATE_RUNNING))
-    assert store.add_result(result(0, 0.5)).activated_samples == 1
-    assert store.add_result(result(0, 0.9)) is None  # redelivered: dropped
-    status = store.add_result(result(1, 0.7))
+    (first,) = store.add_results([result(0, 0.5)])
+    assert first.activated_samples == 1
+    # One fetched batch, one transaction: a redelivery (in it or from before) and a result of no search
+    # of this agent are dropped; each new one counts once.
+    got = store.add_results(
+        [
+            result(0, 0.9),
+            result(1, 0.7),
+            result(1, 0.7),
+            result(2, 0.0, ok=False),
+            q.TrainResult(search_id="other", sample_index=0),
+        ]
+    )
+    assert [g is None for g in got] == [True, False, True, False, True]
+    status = got[1]
     assert status.activated_samples == 2 and status.best.reward.value == 0.7 and status.best.index == 1
-    assert store.add_result(result(2, 0.0, ok=False)).failed_samples == 1
-    assert store.add_result(q.TrainResult(search_id="other", sample_index=0)) is None  # unknown search
+    assert status.failed_samples == 1
     store.close()
     reopened = AgentStore(tmp_path)
-    assert reopened.status("x").activated_samples == 2
-    assert [r and r.reward.value for r in reopened.results("x", [0, 5])] == [0.5, None]
+    assert reopened.status("x").activated_samples == 2 and reopened.status("x").failed_samples == 1
+    assert [r and r.reward.value for r in reopened.results("x", [0, 1, 5])] == [0.5, 0.7, None]
 
 
 def test_commit_is_atomic_and_keeps_concurrent_counters(tmp_path):
     store = AgentStore(tmp_path)
     store.put_status(s.SearchStatus(search_id="x"))
-    store.add_result(result(0, 0.5))
+    store.add_results([result(0, 0.5)])
     loop = LoopState(next_index=3, plan=[Planned((1, 2), -0.5, c.SAMPLE_SOURCE_TRAINED)], plan_index=1)
 
     def mutate(st):

@@ -47,10 +47,12 @@ def result(i: int, reward: float, log_prob: float = -2.0, ok: bool = True) -> by
 
 async def test_sample_replays_the_best_distinct_rewards_with_weights_and_log_probs(served):
     servicer, client, _ = served
-    for i in range(20):
-        await servicer.on_result(result(i, 0.5 + 0.01 * i, log_prob=-float(i)))
-    await servicer.on_result(result(20, 0.99, log_prob=math.nan))  # a warm start: never replayed
-    await servicer.on_result(result(21, 0.99, ok=False))
+    # One fetched batch (one transaction); a result repeated in it counts once.
+    await servicer.on_results(
+        [result(i, 0.5 + 0.01 * i, log_prob=-float(i)) for i in range(20)] + [result(3, 0.53, log_prob=-3.0)]
+    )
+    await servicer.on_results([result(20, 0.99, log_prob=math.nan)])  # a warm start: never replayed
+    await servicer.on_results([result(21, 0.99, ok=False)])
     drawn = await client.sample("s1", n=50, beta=1.0, seed=3, min_observed=21, capacity=4, temperature=0.01)
     assert {r.entry.index for r in drawn} <= {16, 17, 18, 19}
     assert all(r.entry.log_prob == -r.entry.index for r in drawn)
@@ -81,7 +83,7 @@ async def test_bad_input_and_waiting_for_results(served):
 async def test_a_restarted_buffer_loses_nothing(served):
     servicer, _, path = served
     for i in range(12):
-        await servicer.on_result(result(i, 0.5 + 0.01 * (i % 6)))
+        await servicer.on_results([result(i, 0.5 + 0.01 * (i % 6))])
     expected = servicer.core.replays("s1", 8, 0.5, 1, 12)
     servicer.core.store.close()
     again = BufferCore(BufferStore(path))

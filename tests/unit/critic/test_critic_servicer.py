@@ -95,11 +95,11 @@ async def test_bad_input_is_invalid_argument_and_nothing_is_stored(served):
 async def test_predict_waits_for_min_observed_then_answers_from_the_first_n(served):
     servicer, client, _ = served
     await client.open_search("s1", CORA, 7, common_pb2.FnasOptions(warmup=3, threshold=1e9))
-    for i in range(3):
-        await servicer.on_result(result(i, 0.7 + 0.01 * i))
-    await servicer.on_result(result(3, 0.1, ok=False))  # failed results teach nothing
-    await servicer.on_result(result(1, 0.99))  # a redelivery is dropped
+    # One fetched batch: failed results teach nothing, a result repeated in it counts once.
+    await servicer.on_results([result(0, 0.7), result(1, 0.71), result(3, 0.1, ok=False), result(1, 0.71)])
+    await servicer.on_results([result(2, 0.72), result(1, 0.99)])  # a redelivery is dropped
     assert servicer.core.observed("s1") == 3
+    assert sorted(i for _, i, _, _ in servicer.core.store.observations("s1")) == [0, 1, 2]
     code, details = await code_of(servicer_predict(client, 4))
     assert code == grpc.StatusCode.UNAVAILABLE and "observed 3 of 4" in details
     preds = await client.predict("s1", CORA, [arch(1), arch(40)], 3)
@@ -121,7 +121,7 @@ async def test_a_restarted_critic_loses_nothing(served, tmp_path):
     servicer, client, path = served
     await client.open_search("s1", CORA, 3, common_pb2.FnasOptions(warmup=0))
     for i in range(25):
-        await servicer.on_result(result(i, 0.6 + 0.01 * (i % 5)))
+        await servicer.on_results([result(i, 0.6 + 0.01 * (i % 5))])
     await client.predict("s1", CORA, [arch(0)], 10)
     queries = [arch(i) for i in range(50, 60)]
     expected = servicer.core.predict("s1", queries, 20)
@@ -140,7 +140,7 @@ async def test_snapshot_export_import_and_transfer_to_another_task(served):
     servicer, client, _ = served
     await client.open_search("s1", CORA, 1, common_pb2.FnasOptions(warmup=0))
     for i in range(20):
-        await servicer.on_result(result(i, 0.6 + 0.01 * (i % 7)))
+        await servicer.on_results([result(i, 0.6 + 0.01 * (i % 7))])
     await client.predict("s1", CORA, [], 20)
     snapshot_id, weights = await client.export_snapshot("s1")
     assert await client.import_snapshot(weights, "nasbench-graph/citeseer") == snapshot_id
@@ -173,7 +173,7 @@ async def test_a_retried_predict_waits_for_the_abandoned_round_and_trains_once(s
     servicer, client, _ = served
     await client.open_search("s1", CORA, 7, common_pb2.FnasOptions(warmup=3))
     for i in range(12):
-        await servicer.on_result(result(i, 0.6 + 0.01 * i))
+        await servicer.on_results([result(i, 0.6 + 0.01 * i)])
     fit, lock = CriticNets.fit, threading.Lock()
     running, seen = [0], {"max": 0, "rounds": 0}
 
