@@ -187,8 +187,12 @@ def _mesh_stats(setup, name, runs, budget, mesh_seeds, data_dir) -> dict:
     activated = [len(r["rewards"]) for r in runs[: len(mesh)]]
     per_sample = [(m[1] - p) / n * 1000 for m, p, n in zip(mesh, plain_s, activated, strict=True)]
     stats["overhead_ms_per_sample"] = float(np.median(per_sample))
-    stats["mesh_ms_per_sample"] = float(np.median([m[1] / n * 1000 for m, n in zip(mesh, activated)]))
-    stats["plain_ms_per_sample"] = float(np.median([p / n * 1000 for p, n in zip(plain_s, activated)]))
+    stats["mesh_ms_per_sample"] = float(
+        np.median([m[1] / n * 1000 for m, n in zip(mesh, activated, strict=True)])
+    )
+    stats["plain_ms_per_sample"] = float(
+        np.median([p / n * 1000 for p, n in zip(plain_s, activated, strict=True)])
+    )
     return stats
 
 
