@@ -174,7 +174,7 @@ class BearerAuth(aio.ServerInterceptor):
             return handler
         tenant, reason = self._authenticate(details.invocation_metadata or ())
         if tenant is None:
-            auth_failures(metrics.SERVICE_NAMES.get(service, "grpc")).labels(reason).inc()
+            auth_failures(metrics.service_of(service) or "grpc").labels(reason).inc()
             log.warning("refused %s: %s token", details.method, reason)
             return _replace(handler, _refuse(reason))
         return _replace(handler, lambda behaviour: _as_tenant(behaviour, tenant))

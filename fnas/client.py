@@ -1,6 +1,6 @@
-"""A small typed client of SearchService, for users who drive searches from code.
+"""A small typed client of the agent (AgentService), for users who drive searches from code.
 
-    async with SearchClient("127.0.0.1:50051") as client:
+    async with AgentClient("127.0.0.1:50051") as client:
         search_id = await client.submit(spec)
         async for event in client.watch(search_id):
             ...
@@ -10,19 +10,23 @@ Every call has a deadline; reads (get, list, top) are retried on UNAVAILABLE /
 DEADLINE_EXCEEDED, submit is not (it is not idempotent). An agent with
 authentication needs `token=` (the tenant's bearer token); one with TLS needs
 `tls=ClientTLS(ca=...)` (and cert/key for mTLS).
+
+`SearchClient`, the name before v0.2, still works and warns (DeprecationWarning).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fnas.retry import DEFAULT_TIMEOUT_S, channel, retrying
 from fnas.tls import ClientTLS
-from fnas.v1 import common_pb2, search_pb2, search_pb2_grpc
+from fnas.v1 import agent_pb2_grpc, common_pb2, search_pb2
 
 
-class SearchClient:
-    """SearchService over one gRPC channel; use as an async context manager."""
+class AgentClient:
+    """AgentService over one gRPC channel; use as an async context manager."""
 
     def __init__(
         self,
@@ -36,9 +40,9 @@ class SearchClient:
         self.target = target
         self.timeout_s = timeout_s
         self._channel = channel(target, tls=tls, token=token)
-        self._stub = search_pb2_grpc.SearchServiceStub(self._channel)
+        self._stub = agent_pb2_grpc.AgentServiceStub(self._channel)
 
-    async def __aenter__(self) -> SearchClient:
+    async def __aenter__(self) -> AgentClient:
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -98,3 +102,10 @@ class SearchClient:
             with attempt:
                 return await method(request, timeout=self.timeout_s)
         raise AssertionError("unreachable: retrying() reraises")
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SearchClient":
+        warnings.warn("fnas.client.SearchClient is now AgentClient", DeprecationWarning, stacklevel=2)
+        return AgentClient
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -25,11 +25,13 @@ from grpc import aio
 
 #: gRPC service full name -> service label in metric names (one name per service, STYLE.md §1).
 SERVICE_NAMES = {
-    "fnas.v1.SearchService": "agent",
+    "fnas.v1.AgentService": "agent",
     "fnas.v1.CriticService": "critic",
     "fnas.v1.PoolService": "pool",
     "fnas.v1.BufferService": "buffer",
 }
+#: Former names still served (deprecated in the protos), counted under their service's label.
+_FORMER_NAMES = {"fnas.v1.SearchService": "agent"}
 
 _lock = threading.Lock()
 _histograms: dict[str, prometheus_client.Histogram] = {}
@@ -43,7 +45,7 @@ _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 def service_of(full_method: str) -> str | None:
     """'/fnas.v1.PoolService/PutBlocks' -> 'pool'; None for services outside FNAS (health, reflection)."""
     grpc_service = full_method.lstrip("/").split("/", 1)[0]
-    return SERVICE_NAMES.get(grpc_service)
+    return SERVICE_NAMES.get(grpc_service) or _FORMER_NAMES.get(grpc_service)
 
 
 def rpc_latency(service: str) -> prometheus_client.Histogram:

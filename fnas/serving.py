@@ -33,8 +33,8 @@ MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
-#: Registers one servicer on the server and returns its full name (from the proto DESCRIPTOR).
-Register = Callable[[aio.Server], str]
+#: Registers one servicer on the server and returns the full names it answers (from the proto DESCRIPTOR).
+Register = Callable[[aio.Server], Sequence[str]]
 
 
 def message_size_options(max_bytes: int = MAX_MESSAGE_BYTES) -> list[tuple[str, int]]:
@@ -213,7 +213,7 @@ async def start(
     )
     probe = health.aio.HealthServicer()  # "" starts as SERVING: set below, not ready until warm-up
     health_pb2_grpc.add_HealthServicer_to_server(probe, server)
-    names = tuple(add(server) for add in register)
+    names = tuple(name for add in register for name in add(server))
     for name in ("", *names):
         await probe.set(name, NOT_SERVING)
     reflection.enable_server_reflection((*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

@@ -1,4 +1,4 @@
-"""Who may do what with a search, and how much: the SearchService's tenant rules and limits.
+"""Who may do what with a search, and how much: the AgentService's tenant rules and limits.
 
 A search belongs to the tenant whose token submitted it (fnas.auth); only that
 tenant sees, watches, cancels it or reads its top architectures. Another
@@ -23,7 +23,7 @@ from fnas.v1 import common_pb2, search_pb2
 
 @dataclass(frozen=True)
 class Limits:
-    """The SearchService's per-search and per-tenant limits."""
+    """The AgentService's per-search and per-tenant limits."""
 
     max_searches_per_tenant: int = 16
     """Running searches one authenticated tenant may have at once."""

@@ -137,13 +137,13 @@ class FinalAccuracy:
 
 async def run_search(cfg: ComputeConfig, row: str, seed: int, data_dir: Path) -> dict:
     """One search on a fresh in-process mesh; its figures and its trained samples in sample order."""
-    from fnas.client import SearchClient
+    from fnas.client import AgentClient
     from fnas.v1 import common_pb2, search_pb2
     from services.harness import Cluster
 
     async with (
         Cluster(data_dir, trainers=cfg.trainers, trainer_settings=cfg.trainer_settings()) as cluster,
-        SearchClient(cluster.agent_address) as client,
+        AgentClient(cluster.agent_address) as client,
     ):
         search_id = await client.submit(spec(cfg, row, seed))
         samples = [e.sample async for e in client.watch(search_id) if e.HasField("sample")]

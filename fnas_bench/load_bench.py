@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from fnas import events
-from fnas.client import SearchClient
+from fnas.client import AgentClient
 from fnas.v1 import common_pb2, queue_pb2, search_pb2
 
 
@@ -68,7 +68,7 @@ async def run(cfg: LoadConfig, data_dir: Path, progress: Callable[[str], None] =
     lag: list[tuple[float, int, int]] = []
     async with (
         Cluster(fresh, trainers=cfg.trainers) as cluster,
-        SearchClient(cluster.agent_address) as client,
+        AgentClient(cluster.agent_address) as client,
     ):
         stop = asyncio.Event()
         started, cpu0 = time.perf_counter(), _cpu_s()

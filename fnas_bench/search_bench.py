@@ -198,11 +198,11 @@ def _mesh_stats(setup, name, runs, budget, mesh_seeds, data_dir) -> dict:
 
 async def _mesh(setup, name, seeds, budget, data_dir) -> list[tuple[list[common_pb2.Sample], float]]:
     """Runs seeds 0..seeds-1 through the in-process cluster; (sample events in order, wall seconds) each."""
-    from fnas.client import SearchClient
+    from fnas.client import AgentClient
     from services.harness import Cluster
 
     runs = []
-    async with Cluster(data_dir, trainers=1) as cluster, SearchClient(cluster.agent_address) as client:
+    async with Cluster(data_dir, trainers=1) as cluster, AgentClient(cluster.agent_address) as client:
         for seed in range(seeds):
             spec = common_pb2.SearchSpec(
                 space=setup.space.id,

@@ -11,7 +11,7 @@ import argparse
 import os
 from pathlib import Path
 
-from fnas.client import SearchClient
+from fnas.client import AgentClient
 from fnas.tls import ClientTLS
 
 
@@ -32,8 +32,8 @@ def add_arguments(p: argparse.ArgumentParser, target_required: bool = True) -> N
     p.add_argument("--tls-server-name", default="", help="name in the agent's certificate, if not the host")
 
 
-def client(args: argparse.Namespace, target: str | None = None) -> SearchClient:
-    """A SearchClient for the flags (or `target`), with the token and TLS they name."""
+def client(args: argparse.Namespace, target: str | None = None) -> AgentClient:
+    """A AgentClient for the flags (or `target`), with the token and TLS they name."""
     token = getattr(args, "token", None) or os.environ.get("FNAS_TOKEN") or None
     files = {
         name: getattr(args, f"tls_{name}", None) or _env_path(f"FNAS_TLS_{name.upper()}")
@@ -41,7 +41,7 @@ def client(args: argparse.Namespace, target: str | None = None) -> SearchClient:
     }
     server_name = getattr(args, "tls_server_name", "") or ""
     tls = ClientTLS(**files, server_name=server_name) if any(files.values()) or server_name else None
-    return SearchClient(target or args.target, token=token, tls=tls)
+    return AgentClient(target or args.target, token=token, tls=tls)
 
 
 def _env_path(var: str) -> Path | None:

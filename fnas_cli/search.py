@@ -15,7 +15,7 @@ from pathlib import Path
 
 from google.protobuf.descriptor import FieldDescriptor
 
-from fnas.client import SearchClient
+from fnas.client import AgentClient
 from fnas.v1 import common_pb2, search_pb2
 from fnas_cli import connection, output
 
@@ -204,7 +204,7 @@ def _check_local_dataset(dataset: str) -> None:
 
 async def _search(target: str, spec: common_pb2.SearchSpec, args: argparse.Namespace) -> int:
     # Token and TLS flags apply to a --target agent; the in-process cluster is plaintext and open.
-    async with connection.client(args) if args.target else SearchClient(target) as client:
+    async with connection.client(args) if args.target else AgentClient(target) as client:
         search_id = await client.submit(spec)
         budget = spec.budget.max_activated_samples
         print(f"search {search_id}: {spec.space}, strategy {spec.strategy}, budget {budget}", file=sys.stderr)

@@ -6,7 +6,7 @@ deployment. Used by `fnas up`, by `fnas search` without --target, by the
 benchmarks and by the tests.
 
     async with Cluster(data_dir, trainers=2) as cluster:
-        async with SearchClient(cluster.agent_address) as client: ...
+        async with AgentClient(cluster.agent_address) as client: ...
 """
 
 from __future__ import annotations

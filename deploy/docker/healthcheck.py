@@ -1,6 +1,6 @@
 """Container healthcheck for Docker/compose: exit 0 when the service is healthy, 1 otherwise.
 
-    python /opt/fnas/healthcheck.py --grpc 127.0.0.1:50051 --service fnas.v1.SearchService
+    python /opt/fnas/healthcheck.py --grpc 127.0.0.1:50051 --service fnas.v1.AgentService
     python /opt/fnas/healthcheck.py --http http://127.0.0.1:9464/ready
 
 --grpc asks the standard grpc.health.v1 service, which every FNAS server runs and
@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--grpc", metavar="HOST:PORT", help="gRPC server to ask (grpc.health.v1)")
     what.add_argument("--http", metavar="URL", help="HTTP URL that must answer 200")
-    p.add_argument("--service", default="", help="gRPC service name, e.g. fnas.v1.SearchService")
+    p.add_argument("--service", default="", help="gRPC service name, e.g. fnas.v1.AgentService")
     p.add_argument("--timeout-s", type=float, default=3.0, help="deadline of the check")
     args = p.parse_args(argv)
     if args.grpc:

@@ -29,7 +29,7 @@ class CriticServiceStub:
     """The UAC critic (paper 4.2): V and U over the space's one-hot embedding.
     Trained results come from the event stream (durable consumer "critic").
     An internal service: with a service token set, every call must carry it
-    (UNAUTHENTICATED otherwise); users reach snapshots through SearchService.
+    (UNAUTHENTICATED otherwise); users reach snapshots through AgentService.
     A snapshot belongs to the tenant it was exported or imported for; another
     tenant's snapshot id is NOT_FOUND, exactly as an unknown one.
     """
@@ -71,7 +71,7 @@ class CriticServiceServicer:
     """The UAC critic (paper 4.2): V and U over the space's one-hot embedding.
     Trained results come from the event stream (durable consumer "critic").
     An internal service: with a service token set, every call must carry it
-    (UNAUTHENTICATED otherwise); users reach snapshots through SearchService.
+    (UNAUTHENTICATED otherwise); users reach snapshots through AgentService.
     A snapshot belongs to the tenant it was exported or imported for; another
     tenant's snapshot id is NOT_FOUND, exactly as an unknown one.
     """
@@ -151,7 +151,7 @@ class CriticService:
     """The UAC critic (paper 4.2): V and U over the space's one-hot embedding.
     Trained results come from the event stream (durable consumer "critic").
     An internal service: with a service token set, every call must carry it
-    (UNAUTHENTICATED otherwise); users reach snapshots through SearchService.
+    (UNAUTHENTICATED otherwise); users reach snapshots through AgentService.
     A snapshot belongs to the tenant it was exported or imported for; another
     tenant's snapshot id is NOT_FOUND, exactly as an unknown one.
     """

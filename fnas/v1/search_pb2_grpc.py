@@ -26,13 +26,9 @@ if _version_not_supported:
 
 
 class SearchServiceStub:
-    """The agent: runs search jobs (sample -> critic -> train -> PPO update).
-    With authentication on, every call carries "authorization: Bearer <token>"
-    (UNAUTHENTICATED without or with an unknown token); a search belongs to the
-    tenant that submitted it, and any other tenant's Get, Watch, Cancel or
-    GetTopArchitectures of it is NOT_FOUND, exactly as for an unknown id (List
-    shows only one's own).
-    Limits (budget, running searches per tenant) answer RESOURCE_EXHAUSTED.
+    """The agent's name before v0.2: the same RPCs as AgentService (agent.proto), served beside it by
+    every agent so that existing clients keep working. Deprecated: call AgentService; this name goes
+    in fnas.v2.
     """
 
     def __init__(self, channel):
@@ -84,40 +80,31 @@ class SearchServiceStub:
 
 
 class SearchServiceServicer:
-    """The agent: runs search jobs (sample -> critic -> train -> PPO update).
-    With authentication on, every call carries "authorization: Bearer <token>"
-    (UNAUTHENTICATED without or with an unknown token); a search belongs to the
-    tenant that submitted it, and any other tenant's Get, Watch, Cancel or
-    GetTopArchitectures of it is NOT_FOUND, exactly as for an unknown id (List
-    shows only one's own).
-    Limits (budget, running searches per tenant) answer RESOURCE_EXHAUSTED.
+    """The agent's name before v0.2: the same RPCs as AgentService (agent.proto), served beside it by
+    every agent so that existing clients keep working. Deprecated: call AgentService; this name goes
+    in fnas.v2.
     """
 
     def SubmitSearch(self, request, context):
-        """Validates the spec (INVALID_ARGUMENT with the field and reason) and starts
-        the search; nothing is stored for a rejected spec.
-        """
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetSearch(self, request, context):
-        """Current counters and state; NOT_FOUND for an unknown id.
-        """
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def WatchSearch(self, request, context):
-        """Streams the search's events in order until it finishes.
-        """
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CancelSearch(self, request, context):
-        """Stops a running search; its trained results stay.
-        """
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -129,23 +116,19 @@ class SearchServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetTopArchitectures(self, request, context):
-        """The best distinct trained architectures of a search.
-        """
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ExportCriticSnapshot(self, request, context):
-        """Stores the search's critic as a snapshot of the caller's, for transfer
-        (paper 3.1, 7.2); FAILED_PRECONDITION for a search without a critic.
-        """
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ImportCriticSnapshot(self, request, context):
-        """Stores snapshot bytes (from another agent, say) as the caller's.
-        """
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -202,13 +185,9 @@ def add_SearchServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class SearchService:
-    """The agent: runs search jobs (sample -> critic -> train -> PPO update).
-    With authentication on, every call carries "authorization: Bearer <token>"
-    (UNAUTHENTICATED without or with an unknown token); a search belongs to the
-    tenant that submitted it, and any other tenant's Get, Watch, Cancel or
-    GetTopArchitectures of it is NOT_FOUND, exactly as for an unknown id (List
-    shows only one's own).
-    Limits (budget, running searches per tenant) answer RESOURCE_EXHAUSTED.
+    """The agent's name before v0.2: the same RPCs as AgentService (agent.proto), served beside it by
+    every agent so that existing clients keep working. Deprecated: call AgentService; this name goes
+    in fnas.v2.
     """
 
     @staticmethod

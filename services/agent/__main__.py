@@ -1,4 +1,4 @@
-"""`python -m services.agent` (also `fnas serve agent`): run the SearchService.
+"""`python -m services.agent` (also `fnas serve agent`): run the AgentService.
 
 Flags override FNAS_AGENT_<FIELD> variables, which override the defaults.
 SIGTERM or SIGINT stop it gracefully; running searches resume on the next start.

@@ -1,4 +1,4 @@
-"""The agent as a service: the SearchService servicer, its store and its queue.
+"""The agent as a service: the AgentService servicer, its store and its queue.
 
 `AgentApp` is what both `fnas serve agent` and the in-process harness run:
 register() adds the servicer to a gRPC server, warm_up() opens the store,
@@ -14,15 +14,17 @@ import grpc
 
 from fnas import auth, events, serving, tenancy
 from fnas.results_feed import ResultsFeed
-from fnas.v1 import search_pb2, search_pb2_grpc
+from fnas.v1 import agent_pb2, agent_pb2_grpc, search_pb2, search_pb2_grpc
 from services.agent.config import AgentConfig
-from services.agent.servicer import SearchServicer
+from services.agent.servicer import AgentServicer
 from services.agent.store import AgentStore
 from services.buffer.client import BufferClient
 from services.critic.client import CriticClient
 
 log = logging.getLogger(__name__)
-SERVICE_NAME = search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name
+SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
+#: The same API under its name before v0.2, served beside it until fnas.v2 (deprecated in the proto).
+DEPRECATED_NAME = search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name
 
 
 class AgentApp:
@@ -41,7 +43,7 @@ class AgentApp:
         self.critic = CriticClient(cfg.critic_address, **kw) if cfg.critic_address else None
         self.buffer = BufferClient(cfg.buffer_address, **kw) if cfg.buffer_address else None
         limits = tenancy.Limits(cfg.max_searches_per_tenant, cfg.max_budget_samples, cfg.max_budget_seconds)
-        self.servicer = SearchServicer(
+        self.servicer = AgentServicer(
             self.store,
             bus=None,
             max_searches=cfg.max_searches,
@@ -49,7 +51,7 @@ class AgentApp:
             buffer=self.buffer,
             limits=limits,
         )
-        #: Bearer tokens -> tenants; None: SearchService is open (every caller is the anonymous tenant).
+        #: Bearer tokens -> tenants; None: AgentService is open (every caller is the anonymous tenant).
         self.tokens = auth.TokenTable.load(cfg.auth_tokens_file, cfg.auth_tokens)
         self.feed = ResultsFeed(
             cfg.nats_url,
@@ -59,9 +61,10 @@ class AgentApp:
             **cfg.nats_auth(),
         )
 
-    def register(self, server: grpc.aio.Server) -> str:
-        search_pb2_grpc.add_SearchServiceServicer_to_server(self.servicer, server)
-        return SERVICE_NAME
+    def register(self, server: grpc.aio.Server) -> tuple[str, ...]:
+        agent_pb2_grpc.add_AgentServiceServicer_to_server(self.servicer, server)
+        search_pb2_grpc.add_SearchServiceServicer_to_server(self.servicer, server)  # same methods by name
+        return SERVICE_NAME, DEPRECATED_NAME
 
     def server_config(self, **overrides) -> serving.ServerConfig:
         """The gRPC server settings of this agent's config (address, TLS, request size limit)."""
@@ -78,8 +81,8 @@ class AgentApp:
         return serving.ServerConfig(**(values | overrides))
 
     def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
-        """Server interceptors: bearer-token authentication of SearchService when tokens are set."""
-        return [] if self.tokens is None else [auth.BearerAuth(self.tokens, [SERVICE_NAME])]
+        """Server interceptors: bearer-token authentication of AgentService when tokens are set."""
+        return [] if self.tokens is None else [auth.BearerAuth(self.tokens, [SERVICE_NAME, DEPRECATED_NAME])]
 
     async def warm_up(self) -> None:
         self.servicer.bus = await self.feed.start()

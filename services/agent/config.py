@@ -42,7 +42,7 @@ class AgentConfig(config.JetStreamClient):
     """Seconds a critic or buffer call is retried; then the batch goes without it (trained, no replays)."""
 
     auth_tokens_file: Path | None = None
-    """File of `tenant:token` lines; set (or auth_tokens), SearchService requires a bearer token."""
+    """File of `tenant:token` lines; set (or auth_tokens), AgentService requires a bearer token."""
     auth_tokens: str = ""
     """Comma-separated `tenant:token` entries (use the environment variable, not a flag; never logged)."""
     max_searches_per_tenant: int = 16
@@ -52,7 +52,7 @@ class AgentConfig(config.JetStreamClient):
     max_budget_seconds: float = 7 * 24 * 3600.0
     """Largest budget.max_seconds a search may ask for."""
     max_message_bytes: int = 4 * 1024 * 1024
-    """Largest SearchService request accepted (a SearchSpec is small; this bounds warm_start lists)."""
+    """Largest AgentService request accepted (a SearchSpec is small; this bounds warm_start lists)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

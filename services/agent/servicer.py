@@ -1,4 +1,4 @@
-"""SearchService: search jobs over gRPC, each driven by a SearchRun task."""
+"""AgentService: search jobs over gRPC, each driven by a SearchRun task."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import grpc
 
 from fnas import auth, events, spaces, tenancy
 from fnas.bounds import clip
-from fnas.v1 import common_pb2, queue_pb2, search_pb2, search_pb2_grpc
+from fnas.v1 import agent_pb2_grpc, common_pb2, queue_pb2, search_pb2
 from services.agent import final_selection, metrics
 from services.agent.search_run import FINAL_STATES, SearchRun
 from services.agent.spec import SpecError, uses_buffer, uses_critic, validate
@@ -25,7 +25,7 @@ MAX_TOP_K = 1000
 MAX_SEARCH_ID_CHARS = events.MAX_SEARCH_ID_CHARS
 
 
-class SearchServicer(search_pb2_grpc.SearchServiceServicer):
+class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     """Owns the running searches of this agent and the results consumer that feeds them."""
 
     def __init__(
@@ -292,4 +292,4 @@ def top(store: AgentStore, status: search_pb2.SearchStatus, k: int) -> list[comm
     return sorted(best.values(), key=lambda s: (-s.reward.value, s.index))[:k]
 
 
-__all__ = ["FINAL_STATES", "SearchServicer", "top"]
+__all__ = ["FINAL_STATES", "AgentServicer", "top"]

@@ -37,9 +37,9 @@ class BufferApp:
             **cfg.nats_auth(),
         )
 
-    def register(self, server: grpc.aio.Server) -> str:
+    def register(self, server: grpc.aio.Server) -> tuple[str, ...]:
         buffer_pb2_grpc.add_BufferServiceServicer_to_server(self.servicer, server)
-        return SERVICE_NAME
+        return (SERVICE_NAME,)
 
     def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
         """The service token required on every call when one is set (health and reflection stay open)."""

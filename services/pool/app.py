@@ -34,9 +34,9 @@ class PoolApp:
         )
         self.servicer = PoolServicer(self.store, cfg.max_tensor_elements)
 
-    def register(self, server: grpc.aio.Server) -> str:
+    def register(self, server: grpc.aio.Server) -> tuple[str, ...]:
         pool_pb2_grpc.add_PoolServiceServicer_to_server(self.servicer, server)
-        return SERVICE_NAME
+        return (SERVICE_NAME,)
 
     def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
         """The service token required on every call when one is set (health and reflection stay open)."""

@@ -9,7 +9,7 @@ import yaml
 
 from fnas import metrics
 
-GRPC_NAME = {short: full for full, short in metrics.SERVICE_NAMES.items()}  # agent -> fnas.v1.SearchService
+GRPC_NAME = {short: full for full, short in metrics.SERVICE_NAMES.items()}  # agent -> fnas.v1.AgentService
 
 
 def default(value: str) -> str:

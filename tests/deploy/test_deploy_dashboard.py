@@ -12,7 +12,7 @@ import urllib.request
 from prometheus_client.parser import text_string_to_metric_families
 
 from fnas import metrics
-from fnas.client import SearchClient
+from fnas.client import AgentClient
 from fnas.v1 import common_pb2
 from services.harness import Cluster
 
@@ -102,7 +102,7 @@ async def test_dashboard_queries_name_only_metrics_the_services_export(repo, tmp
     )
     async with (
         Cluster(tmp_path / "data", trainers=1, metrics_port=0) as cluster,
-        SearchClient(cluster.agent_address) as client,
+        AgentClient(cluster.agent_address) as client,
     ):
         search_id = await client.submit(spec)
         events = [e async for e in client.watch(search_id)]

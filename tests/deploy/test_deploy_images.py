@@ -128,7 +128,7 @@ def free_port() -> int:
 
 async def test_healthcheck_script_follows_the_grpc_health_service(repo):
     running = await serving.start([], serving.ServerConfig(port=0))
-    target, name = f"127.0.0.1:{running.port}", "fnas.v1.SearchService"
+    target, name = f"127.0.0.1:{running.port}", "fnas.v1.AgentService"
     try:
         assert await healthcheck(repo, "--grpc", target, "--service", name) == 1  # unknown name
         await running.probe.set(name, serving.SERVING)

@@ -13,7 +13,7 @@ from fnas import metrics
 from fnas.v1 import buffer_pb2, critic_pb2, pool_pb2, search_pb2  # noqa: F401  (fills the descriptor pool)
 
 README = "deploy/README.md"
-GRPC_NAME = {short: full for full, short in metrics.SERVICE_NAMES.items()}  # agent -> fnas.v1.SearchService
+GRPC_NAME = {short: full for full, short in metrics.SERVICE_NAMES.items()}  # agent -> fnas.v1.AgentService
 FNAS = ("agent", "critic", "pool", "buffer", "trainer")
 
 

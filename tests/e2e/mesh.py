@@ -23,7 +23,7 @@ import nats
 from timing import scaled
 
 from fnas import events, serving
-from fnas.client import SearchClient
+from fnas.client import AgentClient
 from fnas.config import is_loopback
 from fnas.nats_server import EmbeddedNats
 from fnas.tls import ClientTLS
@@ -33,7 +33,7 @@ from fnas_cli.cluster import SERVICES
 TOKEN = "e2e-tenant-token-0123456789"
 SPACE = "nasbench-graph/cora"
 NATS_USER, NATS_PASSWORD = "fnas", "e2e-nats-password-0123456789"
-SEARCH_SERVICE = "fnas.v1.SearchService"
+SEARCH_SERVICE = "fnas.v1.AgentService"
 
 
 def spec(budget: int, simulated_s: float, seed: int = 7) -> common_pb2.SearchSpec:
@@ -173,9 +173,9 @@ class Mesh:
             return None
         return ClientTLS(ca=self.pki.ca, cert=self.pki.client_cert, key=self.pki.client_key)
 
-    def client(self) -> SearchClient:
-        """A SearchClient of the agent, with the tenant token and mTLS when secure."""
-        return SearchClient(self.agent_address, token=TOKEN if self.secure else None, tls=self.tls())
+    def client(self) -> AgentClient:
+        """A AgentClient of the agent, with the tenant token and mTLS when secure."""
+        return AgentClient(self.agent_address, token=TOKEN if self.secure else None, tls=self.tls())
 
     async def wait_agent(self, proc: Proc, timeout_s: float = 60.0) -> None:
         """Until the agent reports SERVING (imports torch: seconds on a busy machine)."""
@@ -223,7 +223,7 @@ async def wait_logged(proc: Proc, text: str, timeout_s: float = 30.0) -> None:
         await asyncio.sleep(0.02)
 
 
-async def wait_activated(client: SearchClient, search_id: str, n: int, timeout_s: float = 60.0) -> None:
+async def wait_activated(client: AgentClient, search_id: str, n: int, timeout_s: float = 60.0) -> None:
     """Until the search has at least n activated samples."""
     deadline = time.monotonic() + scaled(timeout_s)
     while (await client.get(search_id)).activated_samples < n:
@@ -253,7 +253,7 @@ async def stream_results(mesh: Mesh, search_id: str) -> list[queue_pb2.TrainResu
 
 
 async def counted_once(
-    mesh: Mesh, client: SearchClient, search_id: str, budget: int, failed: int = 0, timeout_s: float = 90.0
+    mesh: Mesh, client: AgentClient, search_id: str, budget: int, failed: int = 0, timeout_s: float = 90.0
 ) -> search_pb2.SearchStatus:
     """Waits for the search to finish, then asserts it succeeded with every sample counted once."""
     trajectory: list[common_pb2.Sample] = []

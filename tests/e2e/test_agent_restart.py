@@ -9,14 +9,14 @@ import signal
 import pytest
 from mesh import Mesh, counted_once, wait_activated, wait_logged
 
-from fnas.client import SearchClient
+from fnas.client import AgentClient
 from fnas.v1 import common_pb2
 
 pytestmark = pytest.mark.e2e
 BUDGET = 80
 
 
-async def trajectory(client: SearchClient, search_id: str) -> list[tuple[int, tuple[int, ...], float]]:
+async def trajectory(client: AgentClient, search_id: str) -> list[tuple[int, tuple[int, ...], float]]:
     return [
         (e.sample.index, tuple(e.sample.architecture.tokens), e.sample.reward.value)
         async for e in client.watch(search_id)

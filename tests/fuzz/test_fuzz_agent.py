@@ -1,4 +1,4 @@
-"""SearchService fed random and malformed requests over real gRPC: no crash, and nothing bad stored."""
+"""AgentService fed random and malformed requests over real gRPC: no crash, and nothing bad stored."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from services.agent.registry import NAMES
 from services.agent.spec import MAX_SIMULATED_SECONDS, validate
 
 pytestmark = pytest.mark.timeout(120)
-SERVICE = "/fnas.v1.SearchService/"
+SERVICE = "/fnas.v1.AgentService/"
 LIMITS = tenancy.Limits(max_searches_per_tenant=10_000, max_budget_samples=1000, max_budget_seconds=3600)
 FUZZ = settings(
     max_examples=120,

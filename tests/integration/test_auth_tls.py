@@ -1,4 +1,4 @@
-"""SearchService on a real gRPC server with mTLS and bearer tokens: who gets in, who sees what, limits."""
+"""AgentService on a real gRPC server with mTLS and bearer tokens: who gets in, who sees what, limits."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 
 import fnas_cli as cli
 from fnas import serving
-from fnas.client import SearchClient
+from fnas.client import AgentClient
 from fnas.tls import ClientTLS
-from fnas.v1 import common_pb2, search_pb2
+from fnas.v1 import common_pb2, search_pb2, search_pb2_grpc
 from services.agent.app import SERVICE_NAME, AgentApp
 from services.agent.config import AgentConfig
 
@@ -81,13 +81,37 @@ async def code_of(call) -> grpc.StatusCode:
 async def test_without_or_with_a_wrong_token_is_unauthenticated(agent):
     app, address, tls = agent
     for token in (None, "wrong-token-0123456789", ALICE[:-1]):
-        async with SearchClient(address, token=token, tls=tls) as client:
+        async with AgentClient(address, token=token, tls=tls) as client:
             code, details = await code_of(client.submit(spec()))
             assert code == grpc.StatusCode.UNAUTHENTICATED, details
             assert details.startswith("authorization: ")
             for call in (client.list(), client.get("0123456789ab")):
                 assert (await code_of(call))[0] == grpc.StatusCode.UNAUTHENTICATED
     assert app.store.statuses() == []  # nothing stored
+
+
+async def test_the_former_service_name_answers_with_the_same_rules(agent):
+    """fnas.v1.SearchService (the agent's name before v0.2, deprecated in the proto) is served beside
+    AgentService by the same servicer: same data, same authentication; health knows both names."""
+    app, address, tls = agent
+    async with AgentClient(address, token=ALICE, tls=tls) as client:
+        search_id = await client.submit(spec())
+    old = search_pb2.DESCRIPTOR.services_by_name["SearchService"]
+    assert old.GetOptions().deprecated
+    with pytest.warns(DeprecationWarning, match="AgentClient"):
+        from fnas.client import SearchClient
+    assert SearchClient is AgentClient
+    creds = tls.credentials()
+    for token, code in ((ALICE, grpc.StatusCode.OK), (None, grpc.StatusCode.UNAUTHENTICATED)):
+        metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        async with grpc.aio.secure_channel(address, creds) as channel:
+            stub = search_pb2_grpc.SearchServiceStub(channel)
+            call = stub.GetSearch(search_pb2.GetSearchRequest(search_id=search_id), metadata=metadata)
+            if code == grpc.StatusCode.OK:
+                assert (await call).status.search_id == search_id
+            else:
+                assert (await code_of(call))[0] == code
+    assert await serving.health_status(address, old.full_name, credentials=creds) == serving.SERVING
 
 
 async def test_tls_refuses_plaintext_unknown_ca_and_missing_client_certificate(agent, pki):
@@ -99,10 +123,10 @@ async def test_tls_refuses_plaintext_unknown_ca_and_missing_client_certificate(a
         "server not trusted": ClientTLS(ca=pki.rogue_ca, cert=pki.client_cert, key=pki.client_key),
     }
     for case, client_tls in bad.items():
-        async with SearchClient(address, timeout_s=2, token=ALICE, tls=client_tls) as client:
+        async with AgentClient(address, timeout_s=2, token=ALICE, tls=client_tls) as client:
             code, _ = await code_of(client.submit(spec()))
             assert code == grpc.StatusCode.UNAVAILABLE, case
-    async with SearchClient(address, token=ALICE, tls=tls) as client:
+    async with AgentClient(address, token=ALICE, tls=tls) as client:
         assert await client.submit(spec())
     assert len(app.store.statuses()) == 1
 
@@ -110,8 +134,8 @@ async def test_tls_refuses_plaintext_unknown_ca_and_missing_client_certificate(a
 async def test_a_tenant_sees_and_cancels_only_its_own_searches(agent):
     _app, address, tls = agent
     async with (
-        SearchClient(address, token=ALICE, tls=tls) as alice,
-        SearchClient(address, token=BOB, tls=tls) as bob,
+        AgentClient(address, token=ALICE, tls=tls) as alice,
+        AgentClient(address, token=BOB, tls=tls) as bob,
     ):
         mine = await alice.submit(spec())
         theirs = await bob.submit(spec())
@@ -141,8 +165,8 @@ async def test_a_tenant_sees_and_cancels_only_its_own_searches(agent):
 async def test_limits_answer_resource_exhausted_with_the_reason(agent):
     app, address, tls = agent
     async with (
-        SearchClient(address, token=ALICE, tls=tls) as alice,
-        SearchClient(address, token=CAROL, tls=tls) as carol,
+        AgentClient(address, token=ALICE, tls=tls) as alice,
+        AgentClient(address, token=CAROL, tls=tls) as carol,
     ):
         code, details = await code_of(alice.submit(spec(budget=1001)))
         assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -162,7 +186,7 @@ async def test_limits_answer_resource_exhausted_with_the_reason(agent):
 
 async def test_cli_sends_the_token_and_client_certificate(agent, pki, capsys, monkeypatch):
     _app, address, tls = agent
-    async with SearchClient(address, token=ALICE, tls=tls) as alice:
+    async with AgentClient(address, token=ALICE, tls=tls) as alice:
         mine = await alice.submit(spec(name="from-python"))
     files = ["--tls-ca", str(pki.ca), "--tls-cert", str(pki.client_cert), "--tls-key", str(pki.client_key)]
     monkeypatch.delenv("FNAS_TOKEN", raising=False)

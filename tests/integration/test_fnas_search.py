@@ -16,7 +16,7 @@ import torch
 
 import fnas_cli as cli
 from fnas import spaces
-from fnas.client import SearchClient
+from fnas.client import AgentClient
 from fnas.sources import label as source_label
 from fnas.v1 import common_pb2, search_pb2
 from fnas_bench import tabular
@@ -48,7 +48,7 @@ async def cluster(tmp_path):
 
 @pytest.fixture
 async def client(cluster):
-    async with SearchClient(cluster.agent_address) as c:
+    async with AgentClient(cluster.agent_address) as c:
         yield c
 
 
@@ -201,8 +201,8 @@ async def test_snapshots_belong_to_the_tenant_that_exported_them(tmp_path):
     tokens = f"alice:{alice_token},bob:{bob_token}"
     async with (
         Cluster(tmp_path / "data", trainers=2, auth_tokens=tokens) as cluster,
-        SearchClient(cluster.agent_address, token=alice_token) as alice,
-        SearchClient(cluster.agent_address, token=bob_token) as bob,
+        AgentClient(cluster.agent_address, token=alice_token) as alice,
+        AgentClient(cluster.agent_address, token=bob_token) as bob,
     ):
         first, _ = await run_to_end(alice, spec(budget=20))
         snapshot_id, weights = await alice.export_critic_snapshot(first.search_id)

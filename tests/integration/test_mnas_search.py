@@ -13,7 +13,7 @@ import pytest
 
 import fnas_cli as cli
 from fnas import datasets
-from fnas.client import SearchClient
+from fnas.client import AgentClient
 from fnas.v1 import common_pb2, search_pb2
 from services.harness import Cluster
 from services.pool.client import PoolClient
@@ -33,7 +33,7 @@ async def test_small_mnas_search_final_selection_and_export(tmp_path):
     )
     async with (
         Cluster(tmp_path / "data", trainers=2) as cluster,
-        SearchClient(cluster.agent_address) as client,
+        AgentClient(cluster.agent_address) as client,
     ):
         search_id = await client.submit(spec)
         trajectory = [e.sample async for e in client.watch(search_id) if e.HasField("sample")]
@@ -124,7 +124,7 @@ async def test_final_selection_of_a_table_search_moves_no_counters(tmp_path):
     )  # fmt: skip
     async with (
         Cluster(tmp_path / "data", trainers=1) as cluster,
-        SearchClient(cluster.agent_address) as client,
+        AgentClient(cluster.agent_address) as client,
     ):
         search_id = await client.submit(spec)
         events = [e async for e in client.watch(search_id)]

@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from fnas import spaces
-from fnas.client import SearchClient
+from fnas.client import AgentClient
 from fnas.v1 import common_pb2, search_pb2
 from fnas_bench.plain_loop import arun_plain
 from fnas_bench.tabular import Setup, evaluator
@@ -32,11 +32,11 @@ async def cluster(tmp_path):
 
 @pytest.fixture
 async def client(cluster):
-    async with SearchClient(cluster.agent_address) as c:
+    async with AgentClient(cluster.agent_address) as c:
         yield c
 
 
-async def run_to_end(client: SearchClient, s: common_pb2.SearchSpec) -> tuple[search_pb2.SearchStatus, list]:
+async def run_to_end(client: AgentClient, s: common_pb2.SearchSpec) -> tuple[search_pb2.SearchStatus, list]:
     search_id = await client.submit(s)
     trajectory = [e.sample async for e in client.watch(search_id) if e.HasField("sample")]
     return await client.get(search_id), trajectory
@@ -116,7 +116,7 @@ async def test_a_cancelled_search_frees_its_trainers_at_once(cluster, client, ev
     assert cancelled.state == search_pb2.SEARCH_STATE_CANCELLED and cancelled.activated_samples == 0
 
 
-async def _activated(client: SearchClient, search_id: str) -> bool:
+async def _activated(client: AgentClient, search_id: str) -> bool:
     return (await client.get(search_id)).activated_samples > 0
 
 

@@ -38,9 +38,9 @@ class FakePool(pool_pb2_grpc.PoolServiceServicer):
 
 
 def register(pool: FakePool):
-    def add(server: aio.Server) -> str:
+    def add(server: aio.Server) -> tuple[str, ...]:
         pool_pb2_grpc.add_PoolServiceServicer_to_server(pool, server)
-        return POOL
+        return (POOL,)
 
     return add
 
@@ -116,7 +116,7 @@ async def test_metrics_and_big_messages(pool_server):
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert count("PutBlocks", "OK") == ok0 + 1
     assert count("PutBlocks", "INVALID_ARGUMENT") == bad0 + 1
-    assert metrics.service_of("/fnas.v1.SearchService/SubmitSearch") == "agent"
+    assert metrics.service_of("/fnas.v1.AgentService/SubmitSearch") == "agent"
     assert metrics.service_of("/grpc.health.v1.Health/Check") is None
 
 

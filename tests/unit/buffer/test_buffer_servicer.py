@@ -20,9 +20,9 @@ async def served(tmp_path):
     store = BufferStore(tmp_path / "buffer")
     servicer = BufferServicer(BufferCore(store), wait_s=0.3)
 
-    def add(server) -> str:
+    def add(server) -> tuple[str, ...]:
         buffer_pb2_grpc.add_BufferServiceServicer_to_server(servicer, server)
-        return buffer_pb2.DESCRIPTOR.services_by_name["BufferService"].full_name
+        return (buffer_pb2.DESCRIPTOR.services_by_name["BufferService"].full_name,)
 
     running = await serving.start([add], serving.ServerConfig(port=0, grace_s=0))
     client = BufferClient(f"127.0.0.1:{running.port}")

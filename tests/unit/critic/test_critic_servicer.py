@@ -41,11 +41,11 @@ async def served(tmp_path):
         store.close()
 
 
-def _add(server, servicer) -> str:
+def _add(server, servicer) -> tuple[str, ...]:
     from fnas.v1 import critic_pb2, critic_pb2_grpc
 
     critic_pb2_grpc.add_CriticServiceServicer_to_server(servicer, server)
-    return critic_pb2.DESCRIPTOR.services_by_name["CriticService"].full_name
+    return (critic_pb2.DESCRIPTOR.services_by_name["CriticService"].full_name,)
 
 
 def result(i: int, reward: float, ok: bool = True) -> bytes:
