@@ -1,7 +1,7 @@
 """The gRPC service skeleton every `services/<name>/__main__.py` runs (STYLE.md §3).
 
 `start` binds the server with health (everything NOT_SERVING until warm-up),
-reflection and the metrics interceptor; `serve` warms up, flips health to
+reflection (v1 and v1alpha) and the metrics interceptor; `serve` warms up, flips health to
 SERVING, waits for SIGTERM/SIGINT (or a stop event) and shuts down gracefully:
 readiness fails first, then in-flight RPCs get `grace_s` to finish.
 """
@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from fnas import bounds, events, metrics, tls
 
@@ -189,6 +189,28 @@ def _checked_stream(behaviour: Any) -> Any:
     return unary
 
 
+#: grpc.reflection.v1 (what current grpcurl and IDEs ask first) beside v1alpha.
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+
+def enable_reflection(names: Sequence[str], server: aio.Server) -> None:
+    """Serves server reflection, v1 and v1alpha, listing `names` and both reflection services.
+
+    grpcio-reflection (1.85) serves v1alpha only. The v1 proto only renamed the package: its
+    messages are v1alpha's on the wire, so v1alpha's servicer answers v1 too, under v1's name.
+    """
+    servicer = reflection.aio.ReflectionServicer((*names, reflection.SERVICE_NAME, REFLECTION_V1))
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    handlers = {
+        "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+            servicer.ServerReflectionInfo,
+            request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+            response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+        )
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(REFLECTION_V1, handlers),))
+
+
 @dataclass(frozen=True)
 class Running:
     """A started server: the server, its health servicer, the bound port and the registered names."""
@@ -216,7 +238,7 @@ async def start(
     names = tuple(name for add in register for name in add(server))
     for name in ("", *names):
         await probe.set(name, NOT_SERVING)
-    reflection.enable_server_reflection((*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    enable_reflection((*names, health.SERVICE_NAME), server)
     address = f"{cfg.host}:{cfg.port}"
     if cfg.tls_cert is not None and cfg.tls_key is not None:
         port = server.add_secure_port(

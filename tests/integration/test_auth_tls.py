@@ -93,7 +93,7 @@ async def test_without_or_with_a_wrong_token_is_unauthenticated(agent):
 async def test_the_former_service_name_answers_with_the_same_rules(agent):
     """fnas.v1.SearchService (the agent's name before v0.2, deprecated in the proto) is served beside
     AgentService by the same servicer: same data, same authentication; health knows both names."""
-    app, address, tls = agent
+    _app, address, tls = agent
     async with AgentClient(address, token=ALICE, tls=tls) as client:
         search_id = await client.submit(spec())
     old = search_pb2.DESCRIPTOR.services_by_name["SearchService"]

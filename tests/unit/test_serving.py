@@ -86,12 +86,24 @@ async def test_health_not_serving_until_warm_up(pool_server):
 
 async def test_reflection_lists_service(pool_server):
     _pool, run, _cfg = pool_server
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
     async with aio.insecure_channel(f"127.0.0.1:{run.port}") as ch:
         stub = reflection_pb2_grpc.ServerReflectionStub(ch)
-        call = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
-        replies = [r async for r in call]
+        replies = [r async for r in stub.ServerReflectionInfo(iter([request]))]
+        # v1 (same messages on the wire, another package): what current grpcurl asks first.
+        v1 = ch.stream_stream(
+            f"/{serving.REFLECTION_V1}/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        replies_v1 = [r async for r in v1(iter([request]))]
+        file_request = reflection_pb2.ServerReflectionRequest(file_containing_symbol=POOL)
+        (described,) = [r async for r in v1(iter([file_request]))]
     names = {s.name for s in replies[0].list_services_response.service}
     assert POOL in names and "grpc.health.v1.Health" in names
+    assert {"grpc.reflection.v1alpha.ServerReflection", serving.REFLECTION_V1} <= names
+    assert {s.name for s in replies_v1[0].list_services_response.service} == names
+    assert described.file_descriptor_response.file_descriptor_proto  # the pool's proto, for grpcurl
 
 
 async def test_metrics_and_big_messages(pool_server):
