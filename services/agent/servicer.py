@@ -46,7 +46,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self.critic, self.buffer = critic, buffer
         self.runs: dict[str, SearchRun] = {}
         self.tasks: dict[str, asyncio.Task] = {}
-        self._changed: dict[str, asyncio.Condition] = {}
+        #: One event per WatchSearch call, set when its search commits events.
+        self._watchers: dict[str, set[asyncio.Event]] = {}
 
     # lifecycle
     def resume(self) -> int:
@@ -79,8 +80,6 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         def done(_: asyncio.Task) -> None:
             self.runs.pop(search_id, None)
             self.tasks.pop(search_id, None)
-            # Watchers poll the store every second too: they see the end without the condition.
-            self._changed.pop(search_id, None)
             metrics.RUNNING.dec()
 
         task.add_done_callback(done)
@@ -89,9 +88,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         await self.bus.publish(events.TRAIN_JOB, job, msg_id=job.job_id)
 
     async def _publish_events(self, search_id: str, new: list[search_pb2.SearchEvent]) -> None:
-        cond = self._changed.setdefault(search_id, asyncio.Condition())
-        async with cond:
-            cond.notify_all()
+        for wake in self._watchers.get(search_id, ()):
+            wake.set()
         # A mirror for consumers in other processes; the store is the record. Sent in order, acked together.
         subject = events.search_event(search_id)
         await asyncio.gather(
@@ -201,22 +199,30 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     async def WatchSearch(self, request, context) -> AsyncIterator[search_pb2.SearchEvent]:
         await self._status(request.search_id, context)
         seq = request.after_seq
-        while True:
-            # Status first: a final state and its `finished` event are committed together, so a
-            # watcher that already saw (or skipped) that event stops instead of waiting forever.
-            final = self.store.status(request.search_id).state in FINAL_STATES
-            for event in self.store.events(request.search_id, seq):
-                yield event
-                seq = event.seq
-                if event.HasField("finished"):
+        # Cleared before each read of the store, so a commit during the read (or while the events
+        # are sent) wakes the next wait at once; the one-second poll is only a safety net.
+        wake = asyncio.Event()
+        self._watchers.setdefault(request.search_id, set()).add(wake)
+        try:
+            while True:
+                wake.clear()
+                # Status first: a final state and its `finished` event are committed together, so a
+                # watcher that already saw (or skipped) that event stops instead of waiting forever.
+                final = self.store.status(request.search_id).state in FINAL_STATES
+                for event in self.store.events(request.search_id, seq):
+                    yield event
+                    seq = event.seq
+                    if event.HasField("finished"):
+                        return
+                if final:
                     return
-            if final:
-                return
-            # Looked up each time: the condition of an ended search is dropped (see _launch).
-            cond = self._changed.setdefault(request.search_id, asyncio.Condition())
-            async with cond:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(cond.wait(), 1.0)
+                    await asyncio.wait_for(wake.wait(), 1.0)
+        finally:
+            watchers = self._watchers.get(request.search_id, set())
+            watchers.discard(wake)
+            if not watchers:
+                self._watchers.pop(request.search_id, None)
 
     async def CancelSearch(self, request, context):
         await self._status(request.search_id, context)
