@@ -28,21 +28,33 @@ def clip(value: Any, limit: int = MAX_ECHO_CHARS) -> str:
 
 
 def violation(message: Any, prefix: str = "") -> str | None:
-    """'<field path>: <reason>' for the first non-finite number or over-long string in `message`, or None."""
+    """'<field path>: <reason>' for the first non-finite number or over-long string in `message`, or None.
+
+    Runs on every request: a field path is spelled only for what it reports or descends into, and
+    integers, enums, bools and bytes (which cannot break a bound) are not looked at.
+    """
     for field, value in message.ListFields():
         name = prefix + field.name
-        if field.message_type is not None and field.message_type.GetOptions().map_entry:
-            items = [(f"{name}[{clip(k, 20)!r}]", v) for k, v in value.items()]
-        elif field.is_repeated:
-            items = [(f"{name}[{i}]", v) for i, v in enumerate(value)]
-        else:
-            items = [(name, value)]
-        for path, item in items:
-            if field.type == FieldDescriptor.TYPE_MESSAGE and not isinstance(item, int | float | str):
-                if (problem := violation(item, path + ".")) is not None:
+        kind = field.type
+        if kind == FieldDescriptor.TYPE_MESSAGE:
+            if field.message_type.GetOptions().map_entry:
+                items = ((f"{name}[{clip(k, 20)!r}]", v) for k, v in value.items())
+            elif field.is_repeated:
+                items = ((f"{name}[{i}]", v) for i, v in enumerate(value))
+            else:
+                items = iter(((name, value),))
+            for path, item in items:
+                if not isinstance(item, int | float | str) and (problem := violation(item, path + ".")):
                     return problem
-            elif field.type in _FLOATS and not math.isfinite(item):
-                return f"{path}: must be a finite number, got {item}"
-            elif field.type == FieldDescriptor.TYPE_STRING and len(item) > MAX_STRING_CHARS:
-                return f"{path}: longer than {MAX_STRING_CHARS} characters ({len(item)})"
+        elif kind in _FLOATS or kind == FieldDescriptor.TYPE_STRING:
+            values = value if field.is_repeated else (value,)
+            for i, item in enumerate(values):
+                if kind in _FLOATS and not math.isfinite(item):
+                    return f"{_path(name, field, i)}: must be a finite number, got {item}"
+                if kind == FieldDescriptor.TYPE_STRING and len(item) > MAX_STRING_CHARS:
+                    return f"{_path(name, field, i)}: longer than {MAX_STRING_CHARS} characters ({len(item)})"
     return None
+
+
+def _path(name: str, field: FieldDescriptor, index: int) -> str:
+    return f"{name}[{index}]" if field.is_repeated else name

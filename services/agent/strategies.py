@@ -241,11 +241,11 @@ class PPOStrategy(Strategy):
 
     def _state(self):
         tensors = {
-            f"policy.{k}": v.detach().clone().contiguous() for k, v in self.policy.state_dict().items()
+            f"policy.{k}": v.detach().contiguous() for k, v in self.policy.state_dict().items()
         }
         optim = self.optimizer.state_dict()
         for i, st in optim["state"].items():
-            tensors |= {f"optim.{i}.{k}": torch.as_tensor(v).clone() for k, v in st.items()}
+            tensors |= {f"optim.{i}.{k}": torch.as_tensor(v) for k, v in st.items()}
         tensors["generator"] = self.generator.get_state()
         meta = {
             "config": asdict(self.config),
