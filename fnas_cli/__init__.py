@@ -40,6 +40,10 @@ def _version() -> str:
         return "unknown"
 
 
+#: Top-level modules of the `all` extra (pyproject.toml): a command that needs one says how to get it.
+FULL_INSTALL = frozenset({"torch", "optuna", "sklearn", "nas_bench_graph", "matplotlib"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # A client retries a missing agent a few times: the final error is one line, the retries are noise.
@@ -48,6 +52,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args) or 0
     except ValueError as e:  # InvalidArchitecture, UnknownSpace, bad values...
         print(f"fnas {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:
+        if (e.name or "").partition(".")[0] not in FULL_INSTALL:
+            raise
+        print(
+            f"fnas {args.command}: error: this needs {e.name}, which comes with the full install: "
+            "pip install 'fnas[all]' (without it, only `fnas serve pool` and `fnas serve buffer` run)",
+            file=sys.stderr,
+        )
         return 2
     except grpc.aio.AioRpcError as e:
         print(f"fnas {args.command}: error: {_rpc_error(e, args)}", file=sys.stderr)

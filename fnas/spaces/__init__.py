@@ -34,7 +34,12 @@ def get(space_id: str) -> SearchSpace:
         return MnasSpace()
     prefix, _, dataset = space_id.partition("/")
     if prefix == "nasbench-graph" and dataset in NASBENCH_GRAPH_DATASETS:
-        from fnas.spaces.nasbench_graph import NasBenchGraphSpace
+        try:
+            from fnas.spaces.nasbench_graph import NasBenchGraphSpace
+        except ModuleNotFoundError as e:  # the slim install (pool, buffer): answered as a bad space
+            if e.name != "nas_bench_graph":
+                raise
+            raise UnknownSpace(f"space {space_id} needs nas-bench-graph: pip install 'fnas[all]'") from e
 
         return NasBenchGraphSpace(dataset)
     raise UnknownSpace(f"unknown space {clip(space_id)!r}; known: {', '.join(SPACE_IDS)}")

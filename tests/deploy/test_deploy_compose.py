@@ -96,7 +96,10 @@ def test_each_trainer_reserves_its_own_gpu(compose):
         assert svc["shm_size"] == "2gb"  # torch's DataLoader workers share batches through /dev/shm
     assert len(set(gpus)) == len(gpus) == len(ids), "two trainers on one GPU, or with one trainer id"
     others = [s for s in fnas_containers(compose).values() if s["command"][1] != "trainer"]
-    assert all(default(s["image"]).startswith("fnas:") and "deploy" not in s for s in others)
+    assert all("deploy" not in s for s in others)
+    # The pool and the buffer run from the image without torch (tests/e2e/test_slim_install.py).
+    images = {s["command"][1]: default(s["image"]).split(":")[0] for s in others}
+    assert images == {"agent": "fnas", "critic": "fnas", "pool": "fnas-slim", "buffer": "fnas-slim"}
 
 
 def test_state_dependencies_and_exposure(compose, nats_version):

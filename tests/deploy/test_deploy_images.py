@@ -16,7 +16,11 @@ from packaging.specifiers import SpecifierSet
 
 from fnas import metrics, serving
 
-DOCKERFILES = {"fnas": "deploy/docker/Dockerfile", "fnas-trainer-gpu": "deploy/docker/Dockerfile.gpu"}
+DOCKERFILES = {
+    "fnas": "deploy/docker/Dockerfile",
+    "fnas-slim": "deploy/docker/Dockerfile.slim",
+    "fnas-trainer-gpu": "deploy/docker/Dockerfile.gpu",
+}
 
 
 def instructions(text: str) -> list[tuple[str, str]]:
@@ -70,9 +74,13 @@ def test_dockerfile_builds_a_pinned_non_root_multi_stage_image(repo, pyproject, 
     assert pips and all("-c constraints.txt" in p and "==" not in p for p in pips), (
         "every pin comes from constraints"
     )
-    assert any(re.search(r"pip install -c constraints.txt \.( |$)", p) for p in pips)
-    index = args["TORCH_INDEX_URL"]
-    assert re.search(r"/whl/cu\d+$" if image.endswith("gpu") else r"/whl/cpu$", index)
+    if image == "fnas-slim":  # the install without the `all` extra: no torch, nothing from a torch index
+        assert any(re.search(r"pip install -c constraints.txt \.( |$)", p) for p in pips)
+        assert "TORCH_INDEX_URL" not in args and not any("torch" in p.split("&&")[0] for p in pips)
+    else:
+        assert any("pip install -c constraints.txt '.[all]'" in p for p in pips)
+        index = args["TORCH_INDEX_URL"]
+        assert re.search(r"/whl/cu\d+$" if image.endswith("gpu") else r"/whl/cpu$", index)
     runtime = dict(by_stage["runtime"])  # the last instruction of each kind wins
     uid = runtime["USER"].split(":")[0]
     assert uid.isdigit() and int(uid) > 0 and f"--uid {uid}" in runtime["RUN"]

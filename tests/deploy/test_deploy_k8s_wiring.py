@@ -10,7 +10,7 @@ import pytest
 from google.protobuf import descriptor_pool
 
 from fnas import metrics
-from fnas.v1 import buffer_pb2, critic_pb2, pool_pb2, search_pb2  # noqa: F401  (fills the descriptor pool)
+from fnas.v1 import agent_pb2, buffer_pb2, critic_pb2, pool_pb2  # noqa: F401  (fills the descriptor pool)
 
 README = "deploy/README.md"
 GRPC_NAME = {short: full for full, short in metrics.SERVICE_NAMES.items()}  # agent -> fnas.v1.AgentService
@@ -68,6 +68,9 @@ def test_containers_agree_with_fnas_serve(overlay, cli, landed, name):
     (container,) = spec["containers"]
     args, env = container["args"], env_of(container)
     assert args[:2] == ["serve", name]
+    # The pool and the buffer run from the image without torch (tests/e2e/test_slim_install.py).
+    image = {"pool": "fnas-slim", "buffer": "fnas-slim", "trainer": "fnas-trainer-gpu"}.get(name, "fnas")
+    assert container["image"].split("@")[0].rsplit(":", 1)[0].rsplit("/", 1)[-1] == image
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     probes = [container.get(p, {}) for p in ("startupProbe", "readinessProbe", "livenessProbe")]
     grpc_probes = [p["grpc"] for p in probes if "grpc" in p]

@@ -33,7 +33,7 @@ from fnas_cli.cluster import SERVICES
 TOKEN = "e2e-tenant-token-0123456789"
 SPACE = "nasbench-graph/cora"
 NATS_USER, NATS_PASSWORD = "fnas", "e2e-nats-password-0123456789"
-SEARCH_SERVICE = "fnas.v1.AgentService"
+AGENT_SERVICE = "fnas.v1.AgentService"
 
 
 def spec(budget: int, simulated_s: float, seed: int = 7) -> common_pb2.SearchSpec:
@@ -185,7 +185,7 @@ class Mesh:
         while True:
             assert proc.popen.poll() is None, f"agent exited during start-up:\n{proc.text()[-3000:]}"
             try:
-                status = await serving.health_status(self.agent_address, SEARCH_SERVICE, credentials=creds)
+                status = await serving.health_status(self.agent_address, AGENT_SERVICE, credentials=creds)
                 if status == serving.SERVING:
                     return
             except Exception:

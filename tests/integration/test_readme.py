@@ -46,7 +46,8 @@ def run(argv: list[str], cwd: Path, timeout_s: float = 120) -> subprocess.Comple
 
 def test_the_main_job_runs_as_written_and_shows_fnas(tmp_path):
     main = blocks()[0].strip()
-    assert main.startswith("python3 -m venv .venv") and "pip install -q -c constraints.txt -e ." in main
+    assert main.startswith("python3 -m venv .venv")
+    assert "pip install -q -c constraints.txt -e '.[all]'" in main  # the whole product, torch included
     argv = shlex.split(main.split("&& fnas ", 1)[1])
     assert argv[argv.index("--strategy") + 1] == "fnas"
     argv[argv.index("--budget") + 1] = "60"  # the same command, a smaller budget
