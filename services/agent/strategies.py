@@ -240,9 +240,7 @@ class PPOStrategy(Strategy):
         }
 
     def _state(self):
-        tensors = {
-            f"policy.{k}": v.detach().contiguous() for k, v in self.policy.state_dict().items()
-        }
+        tensors = {f"policy.{k}": v.detach().contiguous() for k, v in self.policy.state_dict().items()}
         optim = self.optimizer.state_dict()
         for i, st in optim["state"].items():
             tensors |= {f"optim.{i}.{k}": torch.as_tensor(v) for k, v in st.items()}
