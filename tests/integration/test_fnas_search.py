@@ -87,7 +87,7 @@ async def test_fnas_search_accounting_adds_up_and_matches_the_plain_loop(cluster
     await eventually(lambda: label not in scrape(cluster), msg="a finished search's series stayed")
     # ...and neither the agent nor the critic keeps the ended search in memory (the stores keep it).
     agent = cluster.agent.servicer
-    await eventually(lambda: search_id not in agent.tasks and search_id not in agent._changed)
+    await eventually(lambda: search_id not in agent.tasks and search_id not in agent._watchers)
     await eventually(lambda: search_id not in cluster.critic.core.critics)
     assert status.state == search_pb2.SEARCH_STATE_SUCCEEDED
     by_source = {
