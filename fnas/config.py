@@ -5,9 +5,9 @@ defaults. Each field's docstring becomes its --help text, so flags, variables
 and docs cannot drift apart.
 
 Kept instead of a settings library, measured: `fnas --help` builds the flags of
-all five services and answers in 0.35-0.40 s; importing pydantic-settings alone
-takes 148 ms and jsonargparse 89 ms on these machines (`python -X importtime`),
-against 28 ms for this module with argparse, and both would still need this
+all five services and answers in 0.33 s; importing pydantic-settings alone
+takes 134 ms and jsonargparse 77 ms on these machines (`python -X importtime`),
+against 23 ms for this module with argparse, and both would still need this
 module's glue for `fnas serve <service>` subcommands and the deploy checks of
 every flag and variable (tests/deploy).
 """
