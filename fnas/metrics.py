@@ -114,7 +114,11 @@ def start_http(port: int, addr: str = "127.0.0.1") -> int:
 
 
 class RpcMetrics(aio.ServerInterceptor):
-    """Records the latency and status code of every FNAS RPC (unary and streaming)."""
+    """Records the latency and status code of every FNAS RPC (unary and streaming).
+
+    Our own, not a kept library's: py-grpc-prometheus (0.8.0, the maintained one in the index)
+    intercepts only the synchronous `grpc.ServerInterceptor`, and every FNAS server is `grpc.aio`.
+    """
 
     async def intercept_service(
         self,
