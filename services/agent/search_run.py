@@ -134,7 +134,11 @@ class SearchRun:
                 stop = self._stop_reason(loop)
                 if stop is None:
                     await self._plan(strategy, loop, recalls)
-                    self.store.commit(self.search_id, lambda s: None, strategy.state(), loop)
+                    if loop.jobs():
+                        # Results may arrive before the batch is learned: the plan must survive a restart.
+                        # A batch without jobs is learned next, with nothing in between to change its plan
+                        # (planned again after a restart, it comes out the same), so one commit does.
+                        self.store.commit(self.search_id, lambda s: None, strategy.state(), loop)
                 if stop is not None or not loop.plan:
                     await self._finish(*(stop or (search_pb2.SEARCH_STATE_SUCCEEDED, "")))
                     return

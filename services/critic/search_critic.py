@@ -17,11 +17,19 @@ calibrated threshold is the largest U whose lower-U pairs (of the last
 `calibration_window`) have a mean error within `target_error` times the robust
 reward scale (IQR / 1.349 of the rewards seen): trusted predictions are then
 expected to stay within that error, which the agent checks on audited samples.
+
+Transfer (paper 3.1), gated: a critic started from a snapshot or other searches'
+histories predicts this search's first trained results before it learns them.
+If it misses them by more than they deviate from their own mean (`misleads`), it
+knows less of this task than that mean does, and the critic continues from
+scratch, bit for bit as one without a prior: a prior can then cost a search at
+most the first batch it helped choose.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -33,6 +41,8 @@ import torch
 from fnas.spaces.base import SearchSpace
 from services.critic.decision import DecisionConfig, NotReady, Prediction, calibrate
 from services.critic.model import CriticNets, FitConfig
+
+log = logging.getLogger(__name__)
 
 #: Token lists whose key and embedding SearchCritic keeps (all of NAS-Bench-Graph's 59,049 fit).
 _CODE_CACHE = 100_000
@@ -154,6 +164,12 @@ class SearchCritic:
         if fresh:
             x_new = torch.from_numpy(np.stack([self._encode(o.tokens)[1] for _, o in fresh]))
             values, uncertainties = self.model.predict(x_new)
+            if self.pretrained and not t.n_trained and misleads(values, [o.reward for _, o in fresh]):
+                # The transferred prior knows less of this task than the mean of its first rewards: this
+                # search's critic starts from scratch instead, exactly as a critic without a prior would.
+                log.info("critic prior dropped: it missed the first %d rewards by more than their spread", n)
+                self.model, self.pretrained = CriticNets(self.space.embedding_size, self.seed), False
+                values, uncertainties = self.model.predict(x_new)
             for (i, o), v, u in zip(fresh, values.tolist(), uncertainties.tolist(), strict=True):
                 t.arrival[i] = (v, u)
                 if t.n_trained or self.pretrained:  # an untrained net's errors say nothing about U
@@ -217,6 +233,14 @@ class SearchCritic:
         with self._lock:
             data_ = sorted(self.observations.items())[: t.n_trained]
         self._recount_known(data_)
+
+
+def misleads(values: Sequence[float], rewards: Sequence[float]) -> bool:
+    """Whether predictions miss the rewards by more, on average, than the rewards' mean deviation from
+    their own mean: worse than predicting that mean, i.e. no knowledge of the task (paper 3.1's transfer
+    gated by its error on the new task's first trained samples; no threshold to tune)."""
+    v, r = np.asarray(values, dtype=float), np.asarray(rewards, dtype=float)
+    return bool(np.mean(np.abs(v - r)) > np.mean(np.abs(r - r.mean())))
 
 
 def read(data: bytes) -> tuple[dict[str, torch.Tensor], dict]:
