@@ -231,7 +231,7 @@ def table(result: dict) -> str:
             cells = []
             for target in ("top0.1", "top1"):
                 t = st[target]
-                med = "-" if t["median"] is None else f"{t['median']:.0f}"
+                med = "-" if t["median"] is None else f"{t['median']:g}"  # 74.5 stays 74.5
                 cells.append(
                     (f"{med} [{t['iqr'][0]:.0f}, {t['iqr'][1]:.0f}]", f"{t['reached_fraction']:.0%}")
                 )
