@@ -136,30 +136,18 @@ async def run_event(
     msg: Msg, handler: EventHandler, stop: asyncio.Event, retry_delay_s: float, heartbeat_s: float
 ) -> bool:
     """Handles one event until it succeeds or is poison; False when stopping before that."""
-    # Heartbeats while the handler runs or retries: a slow handler must not get its event redelivered.
-    beat = asyncio.create_task(_beat(msg, heartbeat_s))
     try:
-        while True:
-            try:
-                await handler(msg.subject, msg.data)
-            except (Poison, DecodeError) as e:
-                log.error("poison event %s on %s skipped: %s", msg.metadata.sequence.stream, msg.subject, e)
-                _count_poison(msg)
-                await msg.term()
-                return True
-            except Exception:
-                log.exception("event handler failed on %s; retrying", msg.subject)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), retry_delay_s)
-                if stop.is_set():
-                    return False
-            else:
-                await (
-                    msg.ack()
-                )  # no round trip per event: a lost ack means one redelivery, which handlers absorb
-                return True
-    finally:
-        await _cancel(beat)
+        done = await _until_done(
+            [msg], lambda: handler(msg.subject, msg.data), stop, retry_delay_s, heartbeat_s
+        )
+    except (Poison, DecodeError) as e:
+        log.error("poison event %s on %s skipped: %s", msg.metadata.sequence.stream, msg.subject, e)
+        _count_poison(msg)
+        await msg.term()
+        return True
+    if done:
+        await msg.ack()  # no round trip per event: a lost ack means one redelivery, which handlers absorb
+    return done
 
 
 async def run_batch(
@@ -174,27 +162,23 @@ async def run_batch(
     poison (Poison or a DecodeError: one event in it can never succeed), each event goes through
     `run_event` alone, so that only the poison one is skipped.
     """
-    beat = asyncio.create_task(_beat_all(msgs, heartbeat_s))
     try:
-        while True:
-            try:
-                await handler([m.data for m in msgs])
-            except (Poison, DecodeError):
-                break
-            except Exception:
-                log.exception("batch handler failed on %d events; retrying", len(msgs))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), retry_delay_s)
-                if stop.is_set():
-                    await nak_all(msgs)
-                    return False
-            else:
-                for m in msgs:  # no round trip per event: a lost ack means one redelivery, handlers absorb it
-                    await m.ack()
-                return True
-    finally:
-        await _cancel(beat)
+        done = await _until_done(
+            msgs, lambda: handler([m.data for m in msgs]), stop, retry_delay_s, heartbeat_s
+        )
+    except (Poison, DecodeError):
+        return await _one_by_one(msgs, handler, stop, retry_delay_s, heartbeat_s)
+    if not done:
+        await nak_all(msgs)
+        return False
+    for m in msgs:
+        await m.ack()
+    return True
 
+
+async def _one_by_one(
+    msgs: list[Msg], handler: BatchHandler, stop: asyncio.Event, retry_delay_s: float, heartbeat_s: float
+) -> bool:
     async def alone(_subject: str, data: bytes) -> None:
         await handler([data])
 
@@ -203,6 +187,36 @@ async def run_batch(
             await nak_all(msgs[i:])
             return False
     return True
+
+
+async def _until_done(
+    msgs: list[Msg],
+    call: Callable[[], Awaitable[None]],
+    stop: asyncio.Event,
+    retry_delay_s: float,
+    heartbeat_s: float,
+) -> bool:
+    """Awaits call() until it returns (True) or `stop` is set while it fails (False); a failure is
+    retried in place (a nak would let later events overtake it), Poison and DecodeError propagate.
+
+    The messages get heartbeats meanwhile: a slow handler must not get its events redelivered.
+    """
+    beat = asyncio.create_task(_beat(msgs, heartbeat_s))
+    try:
+        while True:
+            try:
+                await call()
+                return True
+            except (Poison, DecodeError):
+                raise
+            except Exception:
+                log.exception("event handler failed on %d events of %s; retrying", len(msgs), msgs[0].subject)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), retry_delay_s)
+                if stop.is_set():
+                    return False
+    finally:
+        await _cancel(beat)
 
 
 async def nak_all(msgs: list[Msg]) -> None:
@@ -216,11 +230,7 @@ def _count_poison(msg: Msg) -> None:
     POISON.labels(meta.stream or "", meta.consumer or "").inc()
 
 
-async def _beat(msg: Msg, every_s: float) -> None:
-    await _beat_all([msg], every_s)
-
-
-async def _beat_all(msgs: list[Msg], every_s: float) -> None:
+async def _beat(msgs: list[Msg], every_s: float) -> None:
     while True:
         await asyncio.sleep(every_s)
         for msg in msgs:
@@ -260,8 +270,9 @@ async def with_retries(
 ) -> T:
     """Awaits call() up to `attempts` times while it raises one of `retry_on`; only for idempotent calls.
 
-    The project's retry policy (fnas.retry.retrying): waits grow from `wait_s` with jitter, to at most
-    8 x wait_s, so a restarting nats-server is not asked again at a fixed beat.
+    The project's retry policy (fnas.retry.retrying) after a first failure and a wait of `wait_s`:
+    waits grow with jitter to at most 8 x wait_s, so a restarting nats-server is not asked again at a
+    fixed beat.
     """
     try:
         return await call()  # the common case, without the policy's ~17 us per call (a few per sample)

@@ -5,8 +5,11 @@ imported, and answer their RPCs; a command that needs the full install says how 
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +48,21 @@ async def serving_or_exit(address: str, name: str, proc: subprocess.Popen, log: 
             pass
         await asyncio.sleep(0.05)
     pytest.fail(f"{name} not SERVING: {log.read_text()[-2000:]}")
+
+
+def test_the_full_install_modules_are_the_all_extra():
+    """FULL_INSTALL (what the CLI names and this file blocks) is the modules of pyproject's `all` extra."""
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+
+    def canonical(dist: str) -> str:
+        return dist.lower().replace("_", "-")
+
+    extra = {
+        canonical(re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0])
+        for r in pyproject["project"]["optional-dependencies"]["all"]
+    }
+    dists = importlib.metadata.packages_distributions()
+    assert {canonical(d) for module in FULL_INSTALL for d in dists[module]} == extra
 
 
 async def test_pool_and_buffer_run_without_the_full_install(tmp_path, nats_url):
