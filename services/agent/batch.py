@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, Protocol
 
 from fnas.v1.common_pb2 import SAMPLE_SOURCE_CRITIC, SAMPLE_SOURCE_RECALL, SAMPLE_SOURCE_TRAINED
@@ -78,11 +78,15 @@ class Planned:
         return not math.isnan(self.log_prob)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"tokens": list(self.tokens)}
+        # Not asdict(): it deep-copies every field, and a plan is written with every batch.
+        return {f: getattr(self, f) for f in _PLANNED_FIELDS} | {"tokens": list(self.tokens)}
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Planned:
         return cls(**(dict(raw) | {"tokens": tuple(raw["tokens"])}))
+
+
+_PLANNED_FIELDS = tuple(f.name for f in fields(Planned))
 
 
 class Recalls:

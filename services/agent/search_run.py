@@ -6,7 +6,8 @@ not learned from is republished (the queue drops jobs it already holds, the
 store drops results it already has) and the strategy resumes from its
 checkpointed state, RNG included. The plan is part of the loop's checkpoint, so
 an agent restarted between planning and learning neither asks the critic again
-nor loses which samples were trusted or recalled. Results are learned from in
+nor loses which samples were trusted or recalled; what a batch taught and the
+next batch's plan are one commit. Results are learned from in
 plan order once the whole batch is in, which makes a seeded search with the
 tabular trainer give the same trajectory every time, and the plain in-memory
 loop (`fnas_bench.plain_loop`, the same `services.agent.batch` steps) give it
@@ -129,34 +130,36 @@ class SearchRun:
         for s in self.store.samples(self.search_id):
             if s.source == SAMPLE_SOURCE_TRAINED:
                 recalls.add(s.architecture.tokens, s.index, s.reward.value)
-        while True:
-            if not loop.plan:
-                stop = self._stop_reason(loop)
-                if stop is None:
-                    await self._plan(strategy, loop, recalls)
-                    if loop.jobs():
-                        # Results may arrive before the batch is learned: the plan must survive a restart.
-                        # A batch without jobs is learned next, with nothing in between to change its plan
-                        # (planned again after a restart, it comes out the same), so one commit does.
-                        self.store.commit(self.search_id, lambda s: None, strategy.state(), loop)
-                if stop is not None or not loop.plan:
-                    await self._finish(*(stop or (search_pb2.SEARCH_STATE_SUCCEEDED, "")))
-                    return
+        stop = None
+        if not loop.plan:  # a new search, or one that stopped between batches
+            stop = self._stop_reason(loop)
+            if stop is None:
+                await self._plan(strategy, loop, recalls)
+                # Results may arrive before the batch is learned: the plan must survive a restart.
+                self.store.commit(self.search_id, lambda s: None, strategy.state(), loop)
+        while stop is None and loop.plan:
             jobs = loop.jobs()
             stored = self.store.results(self.search_id, [i for i, _ in jobs])
-            # Concurrently: each publish waits for its PubAck, one after the other would serialise them.
-            await asyncio.gather(
-                *(
-                    self.publish_job(self._job(i, p))
-                    for (i, p), r in zip(jobs, stored, strict=True)
-                    if r is None
+            # Each publish waits for its PubAck: together, and while the first results come in.
+            publishing = asyncio.ensure_future(
+                asyncio.gather(
+                    *(
+                        self.publish_job(self._job(i, p))
+                        for (i, p), r in zip(jobs, stored, strict=True)
+                        if r is None
+                    )
                 )
             )
-            results = await self._gather([i for i, _ in jobs])
+            publishing.add_done_callback(lambda _: self.notify())  # a failed publish ends the wait
+            try:
+                results = await self._gather([i for i, _ in jobs], publishing)
+            finally:
+                publishing.cancel()
             if results is None:
-                await self._finish(*self._interrupted())
-                return
-            await self._learn(strategy, loop, results, recalls)
+                stop = self._interrupted()
+                break
+            stop = await self._learn(strategy, loop, results, recalls)
+        await self._finish(*(stop or (search_pb2.SEARCH_STATE_SUCCEEDED, "")))
 
     async def _open_modules(self) -> None:
         """Creates the search's critic (idempotent, also on resume), from a snapshot or history if asked."""
@@ -187,11 +190,18 @@ class SearchRun:
             return search_pb2.SEARCH_STATE_SUCCEEDED, ""
         return None
 
-    def _stop_reason(self, loop: LoopState) -> tuple[int, str] | None:
+    def _status(self, learned: Callable[[search_pb2.SearchStatus], None] | None) -> search_pb2.SearchStatus:
+        """The search's status with the counts of the batch just learned, before they are committed."""
+        status = self.store.status(self.search_id)
+        if learned is not None:
+            learned(status)
+        return status
+
+    def _stop_reason(self, loop: LoopState, learned=None) -> tuple[int, str] | None:
         """Why the search must stop before its next batch, if it must."""
         if (interrupted := self._interrupted()) is not None:
             return interrupted
-        status, budget = self.store.status(self.search_id), self.spec.budget
+        status, budget = self._status(learned), self.spec.budget
         if budget.max_activated_samples and status.activated_samples >= budget.max_activated_samples:
             return search_pb2.SEARCH_STATE_SUCCEEDED, ""
         if budget.max_policy_samples and policy_samples(status) >= budget.max_policy_samples:
@@ -204,9 +214,9 @@ class SearchRun:
             return search_pb2.SEARCH_STATE_SUCCEEDED, ""
         return None
 
-    def _context(self, strategy: Strategy, loop: LoopState, recalls: Recalls) -> BatchContext:
+    def _context(self, strategy: Strategy, loop: LoopState, recalls: Recalls, learned=None) -> BatchContext:
         """The budget's limits on the next batch and the search's modules, as of the batch's plan."""
-        status, budget = self.store.status(self.search_id), self.spec.budget
+        status, budget = self._status(learned), self.spec.budget
         size = max_trained = strategy.batch_size
         if budget.max_activated_samples:
             max_trained = min(max_trained, budget.max_activated_samples - status.activated_samples)
@@ -228,7 +238,7 @@ class SearchRun:
             progress=progress,
         )
 
-    async def _plan(self, strategy: Strategy, loop: LoopState, recalls: Recalls) -> None:
+    async def _plan(self, strategy: Strategy, loop: LoopState, recalls: Recalls, learned=None) -> None:
         """Plans the next batch into loop.plan: the warm-start architectures first, then the strategy's."""
         loop.plan_index = loop.next_index
         loop.plan_observed = self.store.status(self.search_id).activated_samples
@@ -237,7 +247,7 @@ class SearchRun:
             plan = [Planned(tuple(a.tokens), math.nan, SAMPLE_SOURCE_TRAINED) for a in self.spec.warm_start]
             loop.warm_started = True
         else:
-            plan = await strategy.plan(self._context(strategy, loop, recalls))
+            plan = await strategy.plan(self._context(strategy, loop, recalls, learned))
         loop.plan = batch.settle(plan, recalls)
         loop.next_index += len(loop.plan)
 
@@ -255,11 +265,16 @@ class SearchRun:
             behaviour_log_prob=p.log_prob,
         )
 
-    async def _gather(self, indices: list[int]) -> list[queue_pb2.TrainResult] | None:
-        """Waits for every result of the batch; None when the search must stop meanwhile."""
+    async def _gather(
+        self, indices: list[int], publishing: asyncio.Future
+    ) -> list[queue_pb2.TrainResult] | None:
+        """Waits for every result of the batch and the acks of its jobs; None when the search must
+        stop meanwhile. Raises what a publish of its jobs raised."""
         while True:
+            if publishing.done():
+                publishing.result()
             results = self.store.results(self.search_id, indices)
-            if all(r is not None for r in results):
+            if all(r is not None for r in results) and publishing.done():
                 return results
             if self._interrupted() is not None:
                 return None
@@ -267,8 +282,13 @@ class SearchRun:
 
     async def _learn(
         self, strategy: Strategy, loop: LoopState, results: list[queue_pb2.TrainResult], recalls: Recalls
-    ) -> None:
-        """The strategy's update on trained, recalled, trusted and replayed samples; commits it all."""
+    ) -> tuple[int, str] | None:
+        """The strategy's update on trained, recalled, trusted and replayed samples, and the next plan.
+
+        Both are one commit: a restart before it learns the batch again and plans the same next one
+        (the plan depends on nothing that could change meanwhile: the next batch's jobs are published
+        after the commit). Returns why the search stops instead of planning, if it does.
+        """
         plan, base = loop.plan, loop.plan_index
         trained = {
             index - base: r
@@ -319,11 +339,15 @@ class SearchRun:
         def events(status: search_pb2.SearchStatus) -> list[search_pb2.SearchEvent]:
             return [*(self._event(loop, sample=s) for s in samples), self._event(loop, update=status)]
 
+        stop = self._stop_reason(loop, mutate)
+        if stop is None:
+            await self._plan(strategy, loop, recalls, mutate)
         status, new_events = self.store.commit(
             self.search_id, mutate, strategy.state(), loop, samples, events
         )
         metrics.observe_batch(status, counts, train_stats)
         await self.on_events(self.search_id, new_events)
+        return stop
 
     def _sample(self, f: Feedback, index: int, reward: common_pb2.Reward | None = None) -> common_pb2.Sample:
         return common_pb2.Sample(

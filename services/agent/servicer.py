@@ -48,6 +48,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self.tasks: dict[str, asyncio.Task] = {}
         #: One event per WatchSearch call, set when its search commits events.
         self._watchers: dict[str, set[asyncio.Event]] = {}
+        #: Per running search, the task publishing its latest events to the bus.
+        self._mirrors: dict[str, asyncio.Task] = {}
 
     # lifecycle
     def resume(self) -> int:
@@ -59,9 +61,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         return len(running)
 
     async def close(self) -> None:
-        for task in self.tasks.values():
+        for task in [*self.tasks.values(), *self._mirrors.values()]:
             task.cancel()
-        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        await asyncio.gather(*self.tasks.values(), *self._mirrors.values(), return_exceptions=True)
 
     def _launch(self, search_id: str) -> None:
         run = SearchRun(
@@ -88,9 +90,33 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         await self.bus.publish(events.TRAIN_JOB, job, msg_id=job.job_id)
 
     async def _publish_events(self, search_id: str, new: list[search_pb2.SearchEvent]) -> None:
+        """Wakes the search's watchers (the store is the record) and mirrors the events on the bus.
+
+        The mirror, for consumers in other processes, is published in order but behind the
+        search's loop: its next batch does not wait for the acks (1.3-1.9 ms a batch). The
+        search's end waits until all its events are out, and fails the way a publish fails.
+        """
         for wake in self._watchers.get(search_id, ()):
             wake.set()
-        # A mirror for consumers in other processes; the store is the record. Sent in order, acked together.
+        previous = self._mirrors.pop(search_id, None)
+        if any(e.HasField("finished") for e in new):
+            if previous is not None:
+                await asyncio.wait([previous])
+            await self._send_events(search_id, new)
+        else:
+            self._mirrors[search_id] = asyncio.create_task(self._mirror(search_id, new, previous))
+
+    async def _mirror(
+        self, search_id: str, new: list[search_pb2.SearchEvent], previous: asyncio.Task | None
+    ) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])  # it logged its own failure; order is what counts here
+        try:
+            await self._send_events(search_id, new)
+        except Exception as e:  # the bus retried already (fnas.retry); the store keeps the events
+            log.warning("events %d-%d of search %s not mirrored: %s", new[0].seq, new[-1].seq, search_id, e)
+
+    async def _send_events(self, search_id: str, new: list[search_pb2.SearchEvent]) -> None:
         subject = events.search_event(search_id)
         await asyncio.gather(
             *(self.bus.publish(subject, event, msg_id=f"event/{search_id}/{event.seq}") for event in new)

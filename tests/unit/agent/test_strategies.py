@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
 import pytest
+import safetensors.torch
 import torch
 
 from fnas.spaces.base import InvalidArchitecture, SearchSpace
 from fnas.v1.common_pb2 import SAMPLE_SOURCE_BUFFER, SAMPLE_SOURCE_RECALL, SAMPLE_SOURCE_TRAINED
 from fnas_bench.plain_loop import run_plain, samples_to_reach
-from services.agent import batch
+from services.agent import batch, strategies
 from services.agent.batch import Feedback
 from services.agent.registry import make
 from services.agent.strategies import EvolutionStrategy, Proposal
@@ -106,6 +108,30 @@ def test_state_round_trip_resumes_bit_identically(name):
     resumed.load_state(data)
     assert resumed.batch_size == 4
     assert rounds(resumed, 4) == expected
+
+
+def test_a_checkpoint_of_an_older_agent_with_unpacked_tensors_still_resumes():
+    original = make("ppo", SPACE, seed=5, batch_size=4)
+    rounds(original, 2)
+    tensors, meta = original._state()
+    meta |= {"strategy": "ppo", "space": SPACE.id, "seed": 5, "batch_size": 4}
+    meta |= {"n_proposed": original.n_proposed, "n_updates": original.n_updates}
+    old = safetensors.torch.save(tensors, metadata={"fnas": json.dumps(meta)})
+    packed = original.state()
+    assert len(safetensors.torch.load(packed)) == 1 < len(tensors)  # one tensor, whatever the strategy holds
+    expected = rounds(original, 3)
+    resumed = make("ppo", SPACE, seed=99)
+    resumed.load_state(old)
+    assert rounds(resumed, 3) == expected
+
+
+def test_a_packed_state_whose_layout_overruns_its_bytes_is_refused():
+    data = make("ppo", SPACE, 0).state()
+    meta = json.loads(strategies._metadata(data)["fnas"])
+    meta["layout"][0][2] = [10**6]
+    forged = safetensors.torch.save(safetensors.torch.load(data), metadata={"fnas": json.dumps(meta)})
+    with pytest.raises(ValueError, match="runs past"):
+        make("ppo", SPACE, 0).load_state(forged)
 
 
 def test_load_state_of_another_strategy_is_refused():
