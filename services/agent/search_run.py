@@ -159,6 +159,8 @@ class SearchRun:
                 stop = self._interrupted()
                 break
             stop = await self._learn(strategy, loop, results, recalls)
+            # A batch of recalls awaits nothing: let the watchers and the other searches have their turn.
+            await asyncio.sleep(0)
         await self._finish(*(stop or (search_pb2.SEARCH_STATE_SUCCEEDED, "")))
 
     async def _open_modules(self) -> None:
