@@ -41,7 +41,7 @@ def _version() -> str:
 
 
 #: Top-level modules of the `all` extra (pyproject.toml): a command that needs one says how to get it.
-FULL_INSTALL = frozenset({"torch", "optuna", "sklearn", "nas_bench_graph", "matplotlib", "scipy"})
+FULL_INSTALL = frozenset({"torch", "optuna", "sklearn", "nas_bench_graph", "matplotlib"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
