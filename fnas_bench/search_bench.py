@@ -32,6 +32,8 @@ from services.agent import registry
 BEST_AT = (100, 300, 1000)
 #: Budgets of the test-accuracy view (NASLib's convention: what the search would return at each).
 TEST_AT = (25, 50, 100, 200, 500)
+#: Plain-then-mesh runs of each mesh seed (`_mesh_stats`).
+MESH_REPEATS = 3
 
 
 def run(
@@ -45,16 +47,19 @@ def run(
     progress: Callable[[str], None] = print,
     transfer_from: str | None = None,
     workers: int = 1,
+    mesh_repeats: int = MESH_REPEATS,
 ) -> dict:
     """Runs the benchmark; returns the JSON-ready result.
 
     `transfer_from` (a space id) adds the critic-transfer runs: fnas on each
     other space, from scratch and from a critic pre-trained on that space.
     `workers` > 1 runs the plain runs in that many processes (same figures);
-    the mesh runs always run here, after them.
+    the mesh runs always run here, after them, `mesh_repeats` times each.
     """
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
+    if mesh_repeats < 1:
+        raise ValueError(f"--mesh-repeats must be >= 1, got {mesh_repeats}")
     if workers == 1 or mesh_seeds:  # searches are timed in this process too
         search_workers.torch_setup()
     space_ids, strategy_names = list(dict.fromkeys(space_ids)), list(dict.fromkeys(strategy_names))
@@ -109,7 +114,20 @@ def run(
             progress(f"{space_id} {name}: {min(mesh_seeds, seeds)} seeds through the mesh")
             runs = [results[f"{space_id} {name} seed {seed}"] for seed in range(seeds)]
             stats = out["spaces"][space_id]["strategies"][name]
-            stats.update(_mesh_stats(setups[space_id], name, runs, budget, mesh_seeds, data_dir))
+            stats.update(
+                _mesh_stats(
+                    setups[space_id],
+                    name,
+                    runs,
+                    budget,
+                    mesh_seeds,
+                    data_dir,
+                    mesh_repeats,
+                    lambda seed, space_id=space_id, name=name: search_workers.run_one(
+                        task(space_id, name, seed)
+                    )["seconds"],
+                )
+            )
     if transfer_from:
         done = {
             sid: res["strategies"]["fnas"]
@@ -170,34 +188,45 @@ def last_step(curves: Sequence[Sequence[float]], targets: dict[str, float]) -> d
     return {"top1_samples": top1, "top0.1_samples": top01, "share": top01 / top1 if top1 else None}
 
 
-def _mesh_stats(setup, name, runs, budget, mesh_seeds, data_dir) -> dict:
-    """The first `mesh_seeds` seeds through the mesh: identical trajectory? and the wall-time overhead."""
-    mesh = asyncio.run(_mesh(setup, name, min(mesh_seeds, len(runs)), budget, data_dir))
+def _mesh_stats(setup, name, runs, budget, mesh_seeds, data_dir, repeats, plain_seconds) -> dict:
+    """The first `mesh_seeds` seeds through the mesh: identical trajectory? and the wall-time overhead.
+
+    Each seed runs `repeats` times, each time plain (`plain_seconds(seed)`, in this process) and then
+    through the mesh: one pair's overhead moves by a quarter with the machine's load, so the figure is
+    the median of the pairs (and of the seeds).
+    """
+    mesh = asyncio.run(
+        _mesh(setup, name, min(mesh_seeds, len(runs)), budget, data_dir, repeats, plain_seconds)
+    )
     stats: dict = {}
     if "samples" in runs[0]:  # every policy sample with its source, not only the trained ones
         stats["mesh_matches_plain"] = all(
-            plain_search.mesh_samples(m[0]) == runs[i]["samples"] for i, m in enumerate(mesh)
+            plain_search.mesh_samples(m["samples"]) == runs[m["seed"]]["samples"] for m in mesh
         )
     else:
         stats["mesh_matches_plain"] = all(
-            [s.reward.value for s in m[0]] == runs[i]["rewards"] for i, m in enumerate(mesh)
+            [s.reward.value for s in m["samples"]] == runs[m["seed"]]["rewards"] for m in mesh
         )
-    # Per activated sample: a search that converged before its budget trained fewer.
-    plain_s = [r["seconds"] for r in runs[: len(mesh)]]
-    activated = [len(r["rewards"]) for r in runs[: len(mesh)]]
-    per_sample = [(m[1] - p) / n * 1000 for m, p, n in zip(mesh, plain_s, activated, strict=True)]
-    stats["overhead_ms_per_sample"] = float(np.median(per_sample))
-    stats["mesh_ms_per_sample"] = float(
-        np.median([m[1] / n * 1000 for m, n in zip(mesh, activated, strict=True)])
-    )
-    stats["plain_ms_per_sample"] = float(
-        np.median([p / n * 1000 for p, n in zip(plain_s, activated, strict=True)])
-    )
+
+    def per_sample(seconds) -> float:
+        """Median over the seeds of each seed's median over its repeats, in ms per activated sample
+        (a search that converged before its budget trained fewer)."""
+        by_seed: dict[int, list[float]] = {}
+        for m in mesh:
+            by_seed.setdefault(m["seed"], []).append(seconds(m) / len(runs[m["seed"]]["rewards"]) * 1000)
+        return float(np.median([np.median(v) for v in by_seed.values()]))
+
+    stats["overhead_ms_per_sample"] = per_sample(lambda m: m["mesh_s"] - m["plain_s"])
+    stats["mesh_ms_per_sample"] = per_sample(lambda m: m["mesh_s"])
+    stats["plain_ms_per_sample"] = per_sample(lambda m: m["plain_s"])
+    stats["mesh_repeats"] = repeats
     return stats
 
 
-async def _mesh(setup, name, seeds, budget, data_dir) -> list[tuple[list[common_pb2.Sample], float]]:
-    """Runs seeds 0..seeds-1 through the in-process cluster; (sample events in order, wall seconds) each."""
+async def _mesh(setup, name, seeds, budget, data_dir, repeats, plain_seconds) -> list[dict]:
+    """Runs seeds 0..seeds-1 through the in-process cluster, `repeats` times each, each time after the
+    same plain run (in a thread, the cluster idle); per run its seed, sample events in order, and the
+    wall seconds of both."""
     from fnas.client import AgentClient
     from services.harness import Cluster
 
@@ -211,10 +240,19 @@ async def _mesh(setup, name, seeds, budget, data_dir) -> list[tuple[list[common_
                 reward=setup.reward,
                 budget=common_pb2.Budget(max_activated_samples=budget),
             )
-            started = time.perf_counter()
-            search_id = await client.submit(spec)
-            samples = [e.sample async for e in client.watch(search_id) if e.HasField("sample")]
-            runs.append((samples, time.perf_counter() - started))
+            for _ in range(repeats):
+                plain_s = await asyncio.to_thread(plain_seconds, seed)
+                started = time.perf_counter()
+                search_id = await client.submit(spec)
+                samples = [e.sample async for e in client.watch(search_id) if e.HasField("sample")]
+                runs.append(
+                    {
+                        "seed": seed,
+                        "samples": samples,
+                        "mesh_s": time.perf_counter() - started,
+                        "plain_s": plain_s,
+                    }
+                )
     return runs
 
 

@@ -46,6 +46,12 @@ def add(sub: argparse._SubParsersAction) -> None:
         help="seeds also run through the in-process mesh (overhead, identical-trajectory check)",
     )
     s.add_argument(
+        "--mesh-repeats",
+        type=int,
+        default=3,
+        help="plain-then-mesh runs of each mesh seed; the overhead is their median",
+    )
+    s.add_argument(
         "--workers",
         type=int,
         default=1,
@@ -78,6 +84,7 @@ def search(args: argparse.Namespace) -> int:
         progress=lambda line: print(line, file=sys.stderr, flush=True),
         transfer_from=args.transfer_from,
         workers=args.workers,
+        mesh_repeats=args.mesh_repeats,
     )
     text = "\n".join(t for t in (search_bench.table(result), plain_search.table(result)) if t)
     report.emit(result, text, args.out, search_bench.plot)

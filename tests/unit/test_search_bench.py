@@ -4,6 +4,7 @@ import pytest
 from fnas import spaces
 from fnas_bench import reach_stats, search_bench, tabular
 from fnas_bench.plain_loop import samples_to_reach
+from fnas_cli import main
 
 
 def test_thresholds_are_the_top_shares_of_the_table():
@@ -72,3 +73,30 @@ def test_last_step_counts_top1_samples_up_to_each_first_top01_one():
     ]
     assert search_bench.last_step(curves, targets) == {"top1_samples": 5, "top0.1_samples": 1, "share": 0.2}
     assert search_bench.last_step([[0.1]], targets)["share"] is None
+
+
+def test_the_mesh_overhead_is_the_median_of_paired_plain_and_mesh_runs(tmp_path):
+    lines: list[str] = []
+    result = search_bench.run(
+        ["nasbench-graph/cora"],
+        ["random"],
+        "accuracy",
+        1,
+        30,
+        1,
+        tmp_path,
+        progress=lines.append,
+        mesh_repeats=2,
+    )
+    random = result["spaces"]["nasbench-graph/cora"]["strategies"]["random"]
+    assert random["mesh_matches_plain"] and random["mesh_repeats"] == 2
+    assert random["plain_ms_per_sample"] > 0 and random["mesh_ms_per_sample"] > random["plain_ms_per_sample"]
+    assert random["overhead_ms_per_sample"] > 0
+    assert lines[-1] == "nasbench-graph/cora random: 1 seeds through the mesh"
+
+
+@pytest.mark.parametrize("repeats", ["0", "-2"])
+def test_mesh_repeats_below_one_is_bad_input(repeats, capsys):
+    assert main(["bench", "search", "--mesh-repeats", repeats, "--seeds", "1", "--budget", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"fnas bench: error: --mesh-repeats must be >= 1, got {repeats}"]
