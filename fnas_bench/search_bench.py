@@ -220,6 +220,9 @@ def _mesh_stats(setup, name, runs, budget, mesh_seeds, data_dir, repeats, plain_
     stats["mesh_ms_per_sample"] = per_sample(lambda m: m["mesh_s"])
     stats["plain_ms_per_sample"] = per_sample(lambda m: m["plain_s"])
     stats["mesh_repeats"] = repeats
+    stats["overhead_ms_per_run"] = [
+        (m["mesh_s"] - m["plain_s"]) / len(runs[m["seed"]]["rewards"]) * 1000 for m in mesh
+    ]
     return stats
 
 
