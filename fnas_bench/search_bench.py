@@ -208,21 +208,23 @@ def _mesh_stats(setup, name, runs, budget, mesh_seeds, data_dir, repeats, plain_
             [s.reward.value for s in m["samples"]] == runs[m["seed"]]["rewards"] for m in mesh
         )
 
-    def per_sample(seconds) -> float:
-        """Median over the seeds of each seed's median over its repeats, in ms per activated sample
-        (a search that converged before its budget trained fewer)."""
+    # ms per activated sample of each run: a search that converged before its budget trained fewer.
+    for m in mesh:
+        n = len(runs[m["seed"]]["rewards"])
+        m["mesh_ms"], m["plain_ms"] = m["mesh_s"] / n * 1000, m["plain_s"] / n * 1000
+
+    def median(key) -> float:
+        """Median over the seeds of each seed's median over its repeats."""
         by_seed: dict[int, list[float]] = {}
         for m in mesh:
-            by_seed.setdefault(m["seed"], []).append(seconds(m) / len(runs[m["seed"]]["rewards"]) * 1000)
+            by_seed.setdefault(m["seed"], []).append(key(m))
         return float(np.median([np.median(v) for v in by_seed.values()]))
 
-    stats["overhead_ms_per_sample"] = per_sample(lambda m: m["mesh_s"] - m["plain_s"])
-    stats["mesh_ms_per_sample"] = per_sample(lambda m: m["mesh_s"])
-    stats["plain_ms_per_sample"] = per_sample(lambda m: m["plain_s"])
+    stats["overhead_ms_per_sample"] = median(lambda m: m["mesh_ms"] - m["plain_ms"])
+    stats["mesh_ms_per_sample"] = median(lambda m: m["mesh_ms"])
+    stats["plain_ms_per_sample"] = median(lambda m: m["plain_ms"])
     stats["mesh_repeats"] = repeats
-    stats["overhead_ms_per_run"] = [
-        (m["mesh_s"] - m["plain_s"]) / len(runs[m["seed"]]["rewards"]) * 1000 for m in mesh
-    ]
+    stats["overhead_ms_per_run"] = [m["mesh_ms"] - m["plain_ms"] for m in mesh]
     return stats
 
 

@@ -132,9 +132,10 @@ class SearchRun:
                 recalls.add(s.architecture.tokens, s.index, s.reward.value)
         stop = None
         if not loop.plan:  # a new search, or one that stopped between batches
-            stop = self._stop_reason(loop)
+            status = self.store.status(self.search_id)
+            stop = self._stop_reason(loop, status)
             if stop is None:
-                await self._plan(strategy, loop, recalls)
+                await self._plan(strategy, loop, recalls, status)
                 # Results may arrive before the batch is learned: the plan must survive a restart.
                 self.store.commit(self.search_id, lambda s: None, strategy.state(), loop)
         while stop is None and loop.plan:
@@ -192,18 +193,11 @@ class SearchRun:
             return search_pb2.SEARCH_STATE_SUCCEEDED, ""
         return None
 
-    def _status(self, learned: Callable[[search_pb2.SearchStatus], None] | None) -> search_pb2.SearchStatus:
-        """The search's status with the counts of the batch just learned, before they are committed."""
-        status = self.store.status(self.search_id)
-        if learned is not None:
-            learned(status)
-        return status
-
-    def _stop_reason(self, loop: LoopState, learned=None) -> tuple[int, str] | None:
-        """Why the search must stop before its next batch, if it must."""
+    def _stop_reason(self, loop: LoopState, status: search_pb2.SearchStatus) -> tuple[int, str] | None:
+        """Why the search must stop before its next batch, if it must (`status`: the search's now)."""
         if (interrupted := self._interrupted()) is not None:
             return interrupted
-        status, budget = self._status(learned), self.spec.budget
+        budget = self.spec.budget
         if budget.max_activated_samples and status.activated_samples >= budget.max_activated_samples:
             return search_pb2.SEARCH_STATE_SUCCEEDED, ""
         if budget.max_policy_samples and policy_samples(status) >= budget.max_policy_samples:
@@ -216,9 +210,11 @@ class SearchRun:
             return search_pb2.SEARCH_STATE_SUCCEEDED, ""
         return None
 
-    def _context(self, strategy: Strategy, loop: LoopState, recalls: Recalls, learned=None) -> BatchContext:
-        """The budget's limits on the next batch and the search's modules, as of the batch's plan."""
-        status, budget = self._status(learned), self.spec.budget
+    def _context(
+        self, strategy: Strategy, loop: LoopState, recalls: Recalls, status: search_pb2.SearchStatus
+    ) -> BatchContext:
+        """The budget's limits on the next batch and the search's modules, as of `status`."""
+        budget = self.spec.budget
         size = max_trained = strategy.batch_size
         if budget.max_activated_samples:
             max_trained = min(max_trained, budget.max_activated_samples - status.activated_samples)
@@ -240,16 +236,18 @@ class SearchRun:
             progress=progress,
         )
 
-    async def _plan(self, strategy: Strategy, loop: LoopState, recalls: Recalls, learned=None) -> None:
+    async def _plan(
+        self, strategy: Strategy, loop: LoopState, recalls: Recalls, status: search_pb2.SearchStatus
+    ) -> None:
         """Plans the next batch into loop.plan: the warm-start architectures first, then the strategy's."""
         loop.plan_index = loop.next_index
-        loop.plan_observed = self.store.status(self.search_id).activated_samples
+        loop.plan_observed = status.activated_samples
         if not loop.warm_started and self.spec.warm_start:
             # Known architectures are trained and reported, not learned from as policy samples.
             plan = [Planned(tuple(a.tokens), math.nan, SAMPLE_SOURCE_TRAINED) for a in self.spec.warm_start]
             loop.warm_started = True
         else:
-            plan = await strategy.plan(self._context(strategy, loop, recalls, learned))
+            plan = await strategy.plan(self._context(strategy, loop, recalls, status))
         loop.plan = batch.settle(plan, recalls)
         loop.next_index += len(loop.plan)
 
@@ -303,7 +301,8 @@ class SearchRun:
             plan, {pos: r.reward.value for pos, r in trained.items()}, strategy.audits
         )
         learned = [f for pos, f in fresh if plan[pos].learned]
-        replayed = await strategy.replays(self._context(strategy, loop, recalls), len(learned))
+        now = self.store.status(self.search_id)
+        replayed = await strategy.replays(self._context(strategy, loop, recalls, now), len(learned))
         feedback = learned + [f for _, f in replayed]
         train_stats = strategy.update(feedback) if feedback else {}
         wanted = [plan[pos].recall_of for pos, _ in fresh if plan[pos].recall_of >= 0]
@@ -341,9 +340,11 @@ class SearchRun:
         def events(status: search_pb2.SearchStatus) -> list[search_pb2.SearchEvent]:
             return [*(self._event(loop, sample=s) for s in samples), self._event(loop, update=status)]
 
-        stop = self._stop_reason(loop, mutate)
+        # The stop check and the next plan see this batch's counts before they are committed.
+        mutate(now)
+        stop = self._stop_reason(loop, now)
         if stop is None:
-            await self._plan(strategy, loop, recalls, mutate)
+            await self._plan(strategy, loop, recalls, now)
         status, new_events = self.store.commit(
             self.search_id, mutate, strategy.state(), loop, samples, events
         )

@@ -93,30 +93,32 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         """Wakes the search's watchers (the store is the record) and mirrors the events on the bus.
 
         The mirror, for consumers in other processes, is published in order but behind the
-        search's loop: its next batch does not wait for the acks (1.3-1.9 ms a batch). The
-        search's end waits until all its events are out, and fails the way a publish fails.
+        search's loop, which no longer waits for its acks (1.3-1.9 ms a batch; end to end 2-10%
+        less wall time per sample in four paired comparisons, inside the noise). A failed batch of
+        it is logged; the search's end waits until all its events are out and fails the way a
+        publish fails.
         """
         for wake in self._watchers.get(search_id, ()):
             wake.set()
         previous = self._mirrors.pop(search_id, None)
         if any(e.HasField("finished") for e in new):
-            if previous is not None:
-                await asyncio.wait([previous])
-            await self._send_events(search_id, new)
+            await self._send_events(search_id, new, after=previous)
         else:
             self._mirrors[search_id] = asyncio.create_task(self._mirror(search_id, new, previous))
 
     async def _mirror(
         self, search_id: str, new: list[search_pb2.SearchEvent], previous: asyncio.Task | None
     ) -> None:
-        if previous is not None:
-            await asyncio.wait([previous])  # it logged its own failure; order is what counts here
         try:
-            await self._send_events(search_id, new)
+            await self._send_events(search_id, new, after=previous)
         except Exception as e:  # the bus retried already (fnas.retry); the store keeps the events
             log.warning("events %d-%d of search %s not mirrored: %s", new[0].seq, new[-1].seq, search_id, e)
 
-    async def _send_events(self, search_id: str, new: list[search_pb2.SearchEvent]) -> None:
+    async def _send_events(
+        self, search_id: str, new: list[search_pb2.SearchEvent], after: asyncio.Task | None = None
+    ) -> None:
+        if after is not None:
+            await asyncio.wait([after])  # it logged its own failure; order is what counts here
         subject = events.search_event(search_id)
         await asyncio.gather(
             *(self.bus.publish(subject, event, msg_id=f"event/{search_id}/{event.seq}") for event in new)
