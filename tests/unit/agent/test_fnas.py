@@ -138,6 +138,21 @@ async def test_audits_train_would_be_trusted_samples_and_measure_the_error():
     assert s.calibration_error() == pytest.approx(sum(0.01 * pos for pos in audited) / 9)  # |V - R|, V = 0.5
 
 
+async def test_a_trained_candidate_whose_prediction_was_trusted_is_an_audit_too():
+    s = strategy(local_candidates=3)
+    s.elite = [(0.9, arch(40))]
+    # Trusts every index but multiples of 4; local candidates (V = 0.9) are trained before proposals.
+    critic = FakeCritic(every=4, value=lambda i: 0.9 if i >= 36 else 0.5)
+    plan = await assemble.plan_batch(s, ctx(s, critic, 0, 100))
+    trained = [p for p in plan if p.trains]
+    assert [p.audit for p in trained] == [(p.tokens[1] + 9 * p.tokens[2]) % 4 != 0 for p in trained]
+    assert any(p.audit for p in trained) and not all(p.audit for p in trained)
+    rewards = {pos: 0.7 for pos, p in enumerate(plan) if p.trains}
+    batch.fresh_feedback(plan, rewards, s.audits)
+    assert len(s.audits) == sum(p.audit for p in trained)
+    assert s.calibration_error() == pytest.approx(0.2)  # |0.9 - 0.7|: only local candidates were audited
+
+
 async def test_candidates_are_trained_highest_predicted_reward_first():
     s = strategy(candidates=3)  # ucb 0 by default: V alone ranks them
     critic = FakeCritic(every=1, value=lambda i: -abs(i - 12) / 100)
