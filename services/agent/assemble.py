@@ -18,8 +18,8 @@ One batch of the `fnas` strategy:
    prediction was trusted (a local candidate ranked high, a stalled batch's pick):
    the critic trusts few policy samples it does not know, and these give the check
    a median of 18-25 audits per 1000 trained samples on NAS-Bench-Graph instead
-   of 0. With `candidates` > 1 the policy draws that many proposals per open slot
-   and the untrusted ones with the highest
+   of 0. With `candidates` > 1 the policy draws that many proposals per open
+   slot and the untrusted ones with the highest
    V + ucb * U are trained first (an extension of the paper's rule: among the
    samples the critic cannot vouch for, verify the most promising). With
    `local_candidates` > 0, one-token mutations of the best trained

@@ -150,7 +150,7 @@ async def test_a_trained_candidate_whose_prediction_was_trusted_is_an_audit_too(
     rewards = {pos: 0.7 for pos, p in enumerate(plan) if p.trains}
     batch.fresh_feedback(plan, rewards, s.audits)
     assert len(s.audits) == sum(p.audit for p in trained)
-    assert s.calibration_error() == pytest.approx(0.2)  # |0.9 - 0.7|: only local candidates were audited
+    assert s.calibration_error() == pytest.approx(0.2)  # |V - R| of each: V is 0.9 or 0.5, R 0.7
 
 
 async def test_candidates_are_trained_highest_predicted_reward_first():
