@@ -46,7 +46,9 @@ class BufferApp:
         return self.cfg.service_auth([SERVICE_NAME])
 
     async def warm_up(self) -> None:
-        await self.feed.start()
+        bus = await self.feed.start()
+        # Without this, every search's every result stayed in this process's memory for good.
+        await bus.subscribe(events.ALL_SEARCH_EVENTS, self.servicer.on_search_event)
         log.info("buffer ready")
 
     async def close(self) -> None:

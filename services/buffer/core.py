@@ -52,6 +52,11 @@ class BufferCore:
             self.history(search_id).add(entry)
         return len(new)
 
+    def forget(self, search_id: str) -> None:
+        """Drops an ended search's history from memory; the store keeps it (reloaded on use)."""
+        if self.store is not None:  # without a store, memory is the only copy
+            self._histories.pop(search_id, None)
+
     def observed(self, search_id: str) -> int:
         return len(self.history(search_id).entries)
 

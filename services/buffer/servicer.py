@@ -14,7 +14,7 @@ import time
 import grpc
 from prometheus_client import Counter
 
-from fnas.v1 import buffer_pb2, buffer_pb2_grpc, common_pb2, queue_pb2
+from fnas.v1 import buffer_pb2, buffer_pb2_grpc, common_pb2, queue_pb2, search_pb2
 from services.buffer.aeb import DEFAULT_CAPACITY, Entry
 from services.buffer.core import BufferCore
 
@@ -46,6 +46,12 @@ class BufferServicer(buffer_pb2_grpc.BufferServiceServicer):
                 if r.outcome == queue_pb2.TRAIN_OUTCOME_OK
             ]
         )
+
+    async def on_search_event(self, subject: str, data: bytes) -> None:
+        """A search's end (its `finished` event): its history leaves memory; the store keeps it."""
+        event = search_pb2.SearchEvent.FromString(data)
+        if event.HasField("finished"):
+            self.core.forget(event.search_id)
 
     async def _add(self, rows: list[tuple[str, Entry]]) -> None:
         if new := self.core.add_many(rows):

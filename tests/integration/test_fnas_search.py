@@ -85,10 +85,12 @@ async def test_fnas_search_accounting_adds_up_and_matches_the_plain_loop(cluster
         assert f"{name}{{{label}}}" in running, name
     # ...and once it has ended they leave /metrics (the critic hears of the end on NATS).
     await eventually(lambda: label not in scrape(cluster), msg="a finished search's series stayed")
-    # ...and neither the agent nor the critic keeps the ended search in memory (the stores keep it).
+    # ...and neither the agent, the critic nor the buffer keeps the ended search in memory (the stores do).
     agent = cluster.agent.servicer
     await eventually(lambda: search_id not in agent.tasks and search_id not in agent._watchers)
     await eventually(lambda: search_id not in cluster.critic.core.critics)
+    await eventually(lambda: search_id not in cluster.buffer.core._histories)
+    assert cluster.buffer.core.observed(search_id) == status.activated_samples  # reloaded from LMDB
     assert status.state == search_pb2.SEARCH_STATE_SUCCEEDED
     by_source = {
         name: sum(source_label(s.source) == name for s in samples)

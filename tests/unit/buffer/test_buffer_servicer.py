@@ -8,7 +8,8 @@ import grpc
 import pytest
 
 from fnas import serving
-from fnas.v1 import buffer_pb2, buffer_pb2_grpc, common_pb2, queue_pb2
+from fnas.v1 import buffer_pb2, buffer_pb2_grpc, common_pb2, queue_pb2, search_pb2
+from services.buffer.aeb import Entry
 from services.buffer.client import BufferClient
 from services.buffer.core import BufferCore
 from services.buffer.servicer import BufferServicer
@@ -89,3 +90,21 @@ async def test_a_restarted_buffer_loses_nothing(served):
     again = BufferCore(BufferStore(path))
     assert again.observed("s1") == 12 and again.replays("s1", 8, 0.5, 1, 12) == expected
     servicer.core.store = again.store
+
+
+async def test_a_finished_search_leaves_memory_and_comes_back_whole_from_the_store(served):
+    servicer, _, _ = served
+    for i in range(12):
+        await servicer.on_results([result(i, 0.5 + 0.01 * (i % 6))])
+    expected = servicer.core.replays("s1", 8, 0.5, 1, 12)
+    running = search_pb2.SearchEvent(search_id="s1", seq=3, update=search_pb2.SearchStatus(search_id="s1"))
+    await servicer.on_search_event("fnas.agent.event.s1", running.SerializeToString())
+    assert "s1" in servicer.core._histories  # progress events change nothing
+    finished = search_pb2.SearchEvent(search_id="s1", seq=4, finished=search_pb2.SearchStatus(search_id="s1"))
+    await servicer.on_search_event("fnas.agent.event.s1", finished.SerializeToString())
+    assert "s1" not in servicer.core._histories
+    assert servicer.core.observed("s1") == 12 and servicer.core.replays("s1", 8, 0.5, 1, 12) == expected
+    memory_only = BufferCore()
+    memory_only.add("s2", Entry(0, (1, 2), 0.5, -1.0))
+    memory_only.forget("s2")  # without a store, memory is the only copy: kept
+    assert memory_only.observed("s2") == 1
