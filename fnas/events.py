@@ -24,7 +24,8 @@ EVENTS = "EVENTS"
 TRAIN_JOB = "fnas.agent.train_job"
 #: Prefix of TrainResult subjects; one subject per search: fnas.trainer.result.<search_id>.
 TRAIN_RESULT_PREFIX = "fnas.trainer.result"
-#: Prefix of search progress events: fnas.agent.event.<search_id>.
+#: Prefix of search progress events: fnas.agent.event.<search_id>.<kind>, kind the SearchEvent's
+#: `kind` (sample, update, finished), so that a service that needs only ends hears only of ends.
 SEARCH_EVENT_PREFIX = "fnas.agent.event"
 #: Prefix of trainer failure notices: fnas.trainer.failed.<search_id>.
 TRAIN_FAILED_PREFIX = "fnas.trainer.failed"
@@ -36,6 +37,8 @@ EVENTS_SUBJECTS = (f"{TRAIN_RESULT_PREFIX}.>", f"{SEARCH_EVENT_PREFIX}.>", f"{TR
 ALL_TRAIN_RESULTS = f"{TRAIN_RESULT_PREFIX}.>"
 #: Every search event of every search (a consumer filter).
 ALL_SEARCH_EVENTS = f"{SEARCH_EVENT_PREFIX}.>"
+#: The `finished` event of every search (a consumer filter): what the trainers, critic and buffer need.
+SEARCH_ENDS = f"{SEARCH_EVENT_PREFIX}.*.finished"
 
 
 def train_result(search_id: str) -> str:
@@ -43,9 +46,20 @@ def train_result(search_id: str) -> str:
     return f"{TRAIN_RESULT_PREFIX}.{_token(search_id)}"
 
 
-def search_event(search_id: str) -> str:
-    """Subject of the progress events of one search."""
-    return f"{SEARCH_EVENT_PREFIX}.{_token(search_id)}"
+#: The kinds of search event, each a subject token (SearchEvent's `kind` oneof).
+SEARCH_EVENT_KINDS = ("sample", "update", "finished")
+
+
+def search_event(search_id: str, kind: str) -> str:
+    """Subject of one kind of progress event of one search."""
+    if kind not in SEARCH_EVENT_KINDS:
+        raise ValueError(f"search event kind {kind!r} is not one of {SEARCH_EVENT_KINDS}")
+    return f"{SEARCH_EVENT_PREFIX}.{_token(search_id)}.{kind}"
+
+
+def search_events(search_id: str) -> str:
+    """Every progress event of one search, in order (a subscription or consumer filter)."""
+    return f"{SEARCH_EVENT_PREFIX}.{_token(search_id)}.*"
 
 
 def train_failed(search_id: str) -> str:

@@ -119,9 +119,15 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     ) -> None:
         if after is not None:
             await asyncio.wait([after])  # it logged its own failure; order is what counts here
-        subject = events.search_event(search_id)
         await asyncio.gather(
-            *(self.bus.publish(subject, event, msg_id=f"event/{search_id}/{event.seq}") for event in new)
+            *(
+                self.bus.publish(
+                    events.search_event(search_id, event.WhichOneof("kind")),
+                    event,
+                    msg_id=f"event/{search_id}/{event.seq}",
+                )
+                for event in new
+            )
         )
 
     async def on_results(self, datas: list[bytes]) -> None:

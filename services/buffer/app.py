@@ -48,7 +48,7 @@ class BufferApp:
     async def warm_up(self) -> None:
         bus = await self.feed.start()
         # Without this, every search's every result stayed in this process's memory for good.
-        await bus.subscribe(events.ALL_SEARCH_EVENTS, self.servicer.on_search_event)
+        await bus.subscribe(events.SEARCH_ENDS, self.servicer.on_search_event)
         log.info("buffer ready")
 
     async def close(self) -> None:

@@ -54,7 +54,7 @@ class CriticApp:
 
     async def warm_up(self) -> None:
         bus = await self.feed.start()
-        await bus.subscribe(events.ALL_SEARCH_EVENTS, self.servicer.on_search_event)
+        await bus.subscribe(events.SEARCH_ENDS, self.servicer.on_search_event)
         log.info("critic ready")
 
     async def close(self) -> None:

@@ -110,7 +110,7 @@ class TrainerWorker:
                 replicas=self.cfg.stream_replicas,
             )
             await bus.on_max_deliveries(events.JOBS, events.TRAINER, self._on_exhausted)
-            await bus.subscribe(events.ALL_SEARCH_EVENTS, self._on_search_event)
+            await bus.subscribe(events.SEARCH_ENDS, self._on_search_event)
             poller = asyncio.create_task(self._poll_pending(bus, stop_event), name="trainer-pending")
             log.info("trainer %s working on %s", self.cfg.trainer_id, redact_url(self.cfg.nats_url))
             # /ready (the readiness probe): pulling jobs, on a live connection, not draining.
@@ -228,7 +228,7 @@ class TrainerWorker:
             task.cancel()
 
     async def _look_up(self, search_id: str) -> None:
-        """Reads a search's last event once: a search that ended before this trainer started is known too.
+        """Reads a search's `finished` event once: a search that ended before this trainer started is known.
 
         The live subscription tells of ends from then on; the stream keeps the
         `finished` event of an earlier one. A failed read leaves the job to run.
@@ -236,7 +236,7 @@ class TrainerWorker:
         if search_id in self._looked_up or search_id in self._finished or self._bus is None:
             return
         try:
-            data = await self._bus.last(events.EVENTS, events.search_event(search_id))
+            data = await self._bus.last(events.EVENTS, events.search_event(search_id, "finished"))
             ended = data is not None and search_pb2.SearchEvent.FromString(data).HasField("finished")
         except Exception as e:  # the job itself will meet the same trouble, or not: it decides
             log.debug("last event of search %s unavailable: %s", search_id, e)

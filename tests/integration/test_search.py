@@ -7,7 +7,7 @@ import urllib.request
 import grpc
 import pytest
 
-from fnas import spaces
+from fnas import events, queue, spaces
 from fnas.client import AgentClient
 from fnas.v1 import common_pb2, search_pb2
 from fnas_bench.plain_loop import arun_plain
@@ -60,6 +60,31 @@ async def test_search_completes_with_exact_accounting_and_matches_the_plain_loop
     assert [s.reward.value for s in top] == sorted((s.reward.value for s in top), reverse=True)
     assert len({tuple(s.architecture.tokens) for s in top}) == len(top)
     assert top[0].reward.value == status.best.reward.value
+
+
+async def test_the_event_mirror_has_a_subject_per_kind_so_ends_come_alone(cluster, client, eventually):
+    bus = await queue.connect(cluster.nats_url, name="test-mirror")
+    ends, mine = [], []
+    try:
+        await bus.subscribe(events.SEARCH_ENDS, lambda subject, data: _append(ends, subject, data))
+        await bus.subscribe(events.ALL_SEARCH_EVENTS, lambda subject, data: _append(mine, subject, data))
+        status, trajectory = await run_to_end(client, spec("random", budget=12))
+        await eventually(lambda: len(ends) == 1)
+    finally:
+        await bus.close()
+    # The trainers, critic and buffer subscribe to ends alone: one message per search, not one per sample.
+    assert [(subject, kind) for subject, kind, _ in ends] == [
+        (events.search_event(status.search_id, "finished"), "finished")
+    ]
+    # Every event, in order, each on the subject of its kind.
+    assert [seq for _, _, seq in mine] == list(range(1, len(mine) + 1))
+    assert all(subject == events.search_event(status.search_id, kind) for subject, kind, _ in mine)
+    assert sum(kind == "sample" for _, kind, _ in mine) == len(trajectory) and mine[-1][1] == "finished"
+
+
+async def _append(out: list, subject: str, data: bytes) -> None:
+    event = search_pb2.SearchEvent.FromString(data)
+    out.append((subject, event.WhichOneof("kind"), event.seq))
 
 
 async def test_same_seed_same_trajectory_other_seed_differs(client):

@@ -24,7 +24,8 @@ class SlowBus:
         self.acked: list[int] = []
 
     async def publish(self, subject: str, event: search_pb2.SearchEvent, msg_id: str) -> None:
-        assert msg_id == f"event/s1/{event.seq}" and subject.endswith(".s1")
+        assert msg_id == f"event/s1/{event.seq}"
+        assert subject == f"fnas.agent.event.s1.{event.WhichOneof('kind')}"  # a subject per kind
         self.sent.append(event.seq)
         await asyncio.sleep(self.ack_s.get(event.seq, 0.0))
         if event.seq in self.failing:

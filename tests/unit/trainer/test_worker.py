@@ -278,7 +278,7 @@ async def test_a_trainer_started_after_a_search_ended_drops_its_queued_jobs(bus,
     """The search's `finished` event was published before this trainer ran: the stream still tells it."""
     await bus.ensure_streams(ack_wait_s=cfg.ack_wait_s, max_deliver=cfg.max_deliver)
     ended = search_pb2.SearchEvent(search_id="s1", seq=9, finished=search_pb2.SearchStatus(search_id="s1"))
-    await bus.publish(events.search_event("s1"), ended, msg_id="event/s1/9")
+    await bus.publish(events.search_event("s1", "finished"), ended, msg_id="event/s1/9")
     await bus.publish(events.TRAIN_JOB, job(7), msg_id="s1/7")
     other = job(8)
     other.search_id, other.job_id = "s2", "s2/8"
