@@ -25,7 +25,8 @@ TRAIN_JOB = "fnas.agent.train_job"
 #: Prefix of TrainResult subjects; one subject per search: fnas.trainer.result.<search_id>.
 TRAIN_RESULT_PREFIX = "fnas.trainer.result"
 #: Prefix of search progress events: fnas.agent.event.<search_id>.<kind>, kind the SearchEvent's
-#: `kind` (sample, update, finished), so that a service that needs only ends hears only of ends.
+#: `kind` (sample, update, finished), so that a service that needs only ends hears only of ends;
+#: fnas.agent.event.<search_id>.* is one search's events in order.
 SEARCH_EVENT_PREFIX = "fnas.agent.event"
 #: Prefix of trainer failure notices: fnas.trainer.failed.<search_id>.
 TRAIN_FAILED_PREFIX = "fnas.trainer.failed"
@@ -55,11 +56,6 @@ def search_event(search_id: str, kind: str) -> str:
     if kind not in SEARCH_EVENT_KINDS:
         raise ValueError(f"search event kind {kind!r} is not one of {SEARCH_EVENT_KINDS}")
     return f"{SEARCH_EVENT_PREFIX}.{_token(search_id)}.{kind}"
-
-
-def search_events(search_id: str) -> str:
-    """Every progress event of one search, in order (a subscription or consumer filter)."""
-    return f"{SEARCH_EVENT_PREFIX}.{_token(search_id)}.*"
 
 
 def train_failed(search_id: str) -> str:

@@ -47,7 +47,7 @@ class BufferApp:
 
     async def warm_up(self) -> None:
         bus = await self.feed.start()
-        # Without this, every search's every result stayed in this process's memory for good.
+        # An ended search's history leaves memory (the store keeps it): else memory grows with every search.
         await bus.subscribe(events.SEARCH_ENDS, self.servicer.on_search_event)
         log.info("buffer ready")
 
