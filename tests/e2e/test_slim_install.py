@@ -21,7 +21,7 @@ from fnas import serving
 from fnas.mnasnet import build_model
 from fnas.spaces.mnas import MnasSpace
 from fnas.v1 import common_pb2
-from fnas_cli import FULL_INSTALL
+from fnas_cli import BENCH_INSTALL, FULL_INSTALL
 from services.buffer.client import BufferClient
 from services.pool.client import PoolClient, weights
 
@@ -57,12 +57,14 @@ def test_the_full_install_modules_are_the_all_extra():
     def canonical(dist: str) -> str:
         return dist.lower().replace("_", "-")
 
-    extra = {
-        canonical(re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0])
-        for r in pyproject["project"]["optional-dependencies"]["all"]
-    }
+    extras = pyproject["project"]["optional-dependencies"]
+    extra = {canonical(re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0]) for r in extras["all"]}
     dists = importlib.metadata.packages_distributions()
     assert {canonical(d) for module in FULL_INSTALL for d in dists[module]} == extra
+    bench = {canonical(re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0]) for r in extras["bench"]} - {"fnas"}
+    assert {
+        canonical(d) for module in BENCH_INSTALL for d in dists[module]
+    } == bench  # what `fnas bench` checks
 
 
 async def test_pool_and_buffer_run_without_the_full_install(tmp_path, nats_url):

@@ -6,6 +6,7 @@ import argparse
 import socket
 import subprocess
 import sys
+import time
 
 import nas_bench_graph
 import pytest
@@ -74,6 +75,21 @@ def test_bad_input_is_one_line_and_exit_code_2(argv, message):
     assert run.returncode == (1 if argv[0] == "ls" else 2)  # nothing listening is no bad input
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], run.stderr
+
+
+def test_a_benchmark_without_the_bench_extra_says_how_to_get_it_before_it_runs():
+    blocked = (
+        "import sys; sys.modules['scipy'] = None; from fnas_cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    started = time.monotonic()
+    out = subprocess.run(
+        [sys.executable, "-c", blocked, "bench", "search", "--seeds", "1", "--out", "unused"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2 and "pip install 'fnas[bench]'" in out.stderr, out.stderr
+    assert time.monotonic() - started < 30  # refused up front, not after the benchmark's runs
 
 
 def test_up_on_a_port_in_use_names_the_flag_that_fixes_it(tmp_path):
