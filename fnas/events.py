@@ -11,6 +11,8 @@ Subjects are `fnas.<producer>.<event>` (STYLE.md §4). Two streams:
 
 from __future__ import annotations
 
+from fnas.v1 import search_pb2
+
 # --- streams ---------------------------------------------------------------------------------------------
 
 #: Work-queue stream of TrainJob (retention WORK_QUEUE: a message leaves once acked).
@@ -47,8 +49,8 @@ def train_result(search_id: str) -> str:
     return f"{TRAIN_RESULT_PREFIX}.{_token(search_id)}"
 
 
-#: The kinds of search event, each a subject token (SearchEvent's `kind` oneof).
-SEARCH_EVENT_KINDS = ("sample", "update", "finished")
+#: The kinds of search event, each a subject token: the fields of SearchEvent's `kind` oneof.
+SEARCH_EVENT_KINDS = tuple(f.name for f in search_pb2.SearchEvent.DESCRIPTOR.oneofs_by_name["kind"].fields)
 
 
 def search_event(search_id: str, kind: str) -> str:

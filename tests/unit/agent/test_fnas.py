@@ -141,7 +141,7 @@ async def test_audits_train_would_be_trusted_samples_and_measure_the_error():
 async def test_a_trained_candidate_whose_prediction_was_trusted_is_an_audit_too():
     s = strategy(local_candidates=3)
     s.elite = [(0.9, arch(40))]
-    # Trusts every index but multiples of 4; local candidates (V = 0.9) are trained before proposals.
+    # Trusts every index but multiples of 4; V = 0.9 from index 36 (most of the elite's mutations), else 0.5.
     critic = FakeCritic(every=4, value=lambda i: 0.9 if i >= 36 else 0.5)
     plan = await assemble.plan_batch(s, ctx(s, critic, 0, 100))
     trained = [p for p in plan if p.trains]
