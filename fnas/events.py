@@ -104,6 +104,13 @@ CRITIC = "critic"
 BUFFER = "buffer"
 POOL = "pool"
 
+
+def search_ends_consumer(service: str) -> str:
+    """The durable consumer of SEARCH_ENDS of a service that must hear of every end, those while it was
+    down included (the critic and buffer free an ended search's memory)."""
+    return f"{service}-ends"
+
+
 # --- advisories --------------------------------------------------------------------------------------------
 
 #: Core-NATS subject announcing a message whose deliveries ran out (format with stream, consumer).

@@ -34,6 +34,8 @@ class BufferApp:
             events.BUFFER,
             self.servicer.on_results,
             stream_replicas=cfg.stream_replicas,
+            # An ended search leaves memory (the store keeps it): else memory grows with every search.
+            on_end=self.servicer.on_search_end,
             **cfg.nats_auth(),
         )
 
@@ -46,9 +48,7 @@ class BufferApp:
         return self.cfg.service_auth([SERVICE_NAME])
 
     async def warm_up(self) -> None:
-        bus = await self.feed.start()
-        # An ended search's history leaves memory (the store keeps it): else memory grows with every search.
-        await bus.subscribe(events.SEARCH_ENDS, self.servicer.on_search_event)
+        await self.feed.start()
         log.info("buffer ready")
 
     async def close(self) -> None:

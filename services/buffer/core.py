@@ -13,6 +13,8 @@ class Store(Protocol):
 
     def put_entries(self, rows: Sequence[tuple[str, Entry]]) -> None: ...
     def entries(self, search_id: str) -> Iterable[Entry]: ...
+    def put_ended(self, search_id: str) -> None: ...
+    def ended(self, search_id: str) -> bool: ...
 
 
 class NotReady(Exception):
@@ -20,7 +22,11 @@ class NotReady(Exception):
 
 
 class BufferCore:
-    """One `History` per search; with a store, written through and reloaded on first use."""
+    """One `History` per search; with a store, written through and reloaded on first use.
+
+    An ended search's history is read from the store when something needs it (a redelivered result,
+    a late call) and not kept: memory holds the searches that run.
+    """
 
     def __init__(self, store: Store | None = None) -> None:
         self.store = store
@@ -30,9 +36,11 @@ class BufferCore:
         """The search's history (loaded from the store on first use)."""
         h = self._histories.get(search_id)
         if h is None:
-            h = self._histories[search_id] = History()
+            h = History()
             for entry in self.store.entries(search_id) if self.store is not None else ():
                 h.add(entry)
+            if self.store is None or not self.store.ended(search_id):
+                self._histories[search_id] = h
         return h
 
     def add(self, search_id: str, entry: Entry) -> bool:
@@ -43,18 +51,20 @@ class BufferCore:
         """Records trained results (search_id, entry), stored in one transaction before they are kept
         in memory; returns how many were new (duplicate indices are dropped)."""
         new: dict[tuple[str, int], Entry] = {}
+        histories = {search_id: self.history(search_id) for search_id, _ in rows}
         for search_id, entry in rows:
-            if entry.index not in self.history(search_id).entries and (search_id, entry.index) not in new:
+            if entry.index not in histories[search_id].entries and (search_id, entry.index) not in new:
                 new[search_id, entry.index] = entry
         if self.store is not None and new:
             self.store.put_entries([(search_id, entry) for (search_id, _), entry in new.items()])
         for (search_id, _), entry in new.items():
-            self.history(search_id).add(entry)
+            histories[search_id].add(entry)
         return len(new)
 
     def forget(self, search_id: str) -> None:
-        """Drops an ended search's history from memory; the store keeps it (reloaded on use)."""
+        """An ended search: its history leaves memory for good; the store keeps it (read on use)."""
         if self.store is not None:  # without a store, memory is the only copy
+            self.store.put_ended(search_id)
             self._histories.pop(search_id, None)
 
     def observed(self, search_id: str) -> int:

@@ -47,8 +47,8 @@ class BufferServicer(buffer_pb2_grpc.BufferServiceServicer):
             ]
         )
 
-    async def on_search_event(self, subject: str, data: bytes) -> None:
-        """A search's end (its `finished` event): its history leaves memory; the store keeps it."""
+    async def on_search_end(self, subject: str, data: bytes) -> None:
+        """A search's end (its `finished` event): its history leaves memory for good; the store keeps it."""
         event = search_pb2.SearchEvent.FromString(data)
         if event.HasField("finished"):
             self.core.forget(event.search_id)

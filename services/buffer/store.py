@@ -1,4 +1,5 @@
-"""The buffer's durable state in LMDB: each search's trained results (the buffer is computed from them)."""
+"""The buffer's durable state in LMDB: each search's trained results (the buffer is computed from them),
+and which searches ended."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ class BufferStore:
 
     def __init__(self, path: Path | str, sync: bool = True) -> None:
         Path(path).mkdir(parents=True, exist_ok=True)
-        self.env = lmdb.open(str(path), map_size=MAP_SIZE, max_dbs=1, sync=sync)
+        self.env = lmdb.open(str(path), map_size=MAP_SIZE, max_dbs=2, sync=sync)
         self.db = self.env.open_db(b"entries")
+        self.ended_db = self.env.open_db(b"ended")
 
     def close(self) -> None:
         self.env.close()
@@ -51,3 +53,12 @@ class BufferStore:
                     rows.append(common_pb2.Sample.FromString(v))
         for s in rows:
             yield Entry(s.index, tuple(s.architecture.tokens), s.reward.value, s.behaviour_log_prob)
+
+    def put_ended(self, search_id: str) -> None:
+        """Marks the search as ended."""
+        with self.env.begin(write=True) as txn:
+            txn.put(search_id.encode(), b"", db=self.ended_db)
+
+    def ended(self, search_id: str) -> bool:
+        with self.env.begin() as txn:
+            return txn.get(search_id.encode(), db=self.ended_db) is not None

@@ -41,6 +41,8 @@ class CriticApp:
             events.CRITIC,
             self.servicer.on_results,
             stream_replicas=cfg.stream_replicas,
+            # An ended search leaves memory (the store keeps it): else memory grows with every search.
+            on_end=self.servicer.on_search_end,
             **cfg.nats_auth(),
         )
 
@@ -53,8 +55,7 @@ class CriticApp:
         return self.cfg.service_auth([SERVICE_NAME])
 
     async def warm_up(self) -> None:
-        bus = await self.feed.start()
-        await bus.subscribe(events.SEARCH_ENDS, self.servicer.on_search_event)
+        await self.feed.start()
         log.info("critic ready")
 
     async def close(self) -> None:

@@ -4,7 +4,10 @@
 that never asked for predictions: a later search can pre-train on them), the
 `SearchCritic` of each opened search, and snapshots for transfer (paper 3.1,
 7.2). With a store, every change is written through, so a restarted critic
-resumes with the same nets, generator and history.
+resumes with the same nets, generator and history. An ended search's critic
+and history are read from the store when something needs them (a redelivered
+result, a snapshot export, a later search's pre-training) and not kept: memory
+holds the searches that run.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ class Store(Protocol):
     def search(self, search_id: str) -> tuple[dict, bytes | None] | None: ...
     def put_snapshot(self, snapshot_id: str, data: bytes) -> None: ...
     def snapshot(self, snapshot_id: str) -> bytes | None: ...
+    def put_ended(self, search_id: str) -> None: ...
+    def ended(self, search_id: str) -> bool: ...
 
 
 class CriticCore:
@@ -64,8 +69,9 @@ class CriticCore:
         """Records trained results, stored in one transaction before they are kept in memory;
         returns how many were new (duplicates, redelivered or repeated, are dropped)."""
         new: dict[tuple[str, int], Observation] = {}
+        histories = {row[0]: self._load_history(row[0]) for row in rows}
         for search_id, space, index, tokens, reward in rows:
-            if index not in self._load_history(search_id) and (search_id, index) not in new:
+            if index not in histories[search_id] and (search_id, index) not in new:
                 new[search_id, index] = (
                     search_id,
                     space,
@@ -76,7 +82,7 @@ class CriticCore:
         if self.store is not None and new:
             self.store.put_observations(list(new.values()))
         for search_id, space, index, tokens, reward in new.values():
-            self._history[search_id][index] = (space, tokens, reward)
+            histories[search_id][index] = (space, tokens, reward)
             critic = self.critics.get(search_id)
             if critic is not None:
                 critic.observe(index, tokens, reward)
@@ -90,8 +96,13 @@ class CriticCore:
         history = self._history.get(search_id)
         if history is None:
             rows = self.store.observations(search_id) if self.store is not None else []
-            history = self._history[search_id] = {i: (s, tuple(t), r) for s, i, t, r in rows}
+            history = {i: (s, tuple(t), r) for s, i, t, r in rows}
+            if not self._ended(search_id):
+                self._history[search_id] = history
         return history
+
+    def _ended(self, search_id: str) -> bool:
+        return self.store is not None and self.store.ended(search_id)
 
     # searches
     def open(
@@ -130,10 +141,11 @@ class CriticCore:
         return critic
 
     def forget(self, search_id: str) -> None:
-        """Drops a search's critic and history from memory (an ended search); the store keeps both."""
-        self.critics.pop(search_id, None)
+        """An ended search: its critic and history leave memory for good; the store keeps both."""
         if self.store is not None:  # without a store, memory is the only copy
+            self.store.put_ended(search_id)
             self._history.pop(search_id, None)
+        self.critics.pop(search_id, None)
 
     def get(self, search_id: str) -> SearchCritic | None:
         """The critic of an opened search (reloaded from the store after a restart); None if never opened."""
@@ -151,7 +163,8 @@ class CriticCore:
             critic.observe(index, tokens, reward)
         if state is not None:
             critic.load_state(state)
-        self.critics[search_id] = critic
+        if not self._ended(search_id):
+            self.critics[search_id] = critic
         return critic
 
     def _pretrain(self, critic: SearchCritic, history: Sequence[str]) -> None:

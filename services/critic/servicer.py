@@ -53,18 +53,15 @@ class CriticServicer(critic_pb2_grpc.CriticServiceServicer):
             ]
         )
 
-    async def on_search_event(self, subject: str, data: bytes) -> None:
-        """A search's end (its `finished` event): its series leave /metrics and its nets leave memory.
-
-        The nets stay in the store: a later call for that search reloads them.
-        """
+    async def on_search_end(self, subject: str, data: bytes) -> None:
+        """A search's end (its `finished` event): its series leave /metrics and its nets leave memory
+        for good (a training round in flight ends first). The store keeps the nets and history."""
         event = search_pb2.SearchEvent.FromString(data)
         if event.HasField("finished"):
             metrics.forget(event.search_id)
-            lock = self._locks.get(event.search_id)
-            if lock is None or not lock.locked():
-                self._locks.pop(event.search_id, None)
+            async with self._lock(event.search_id):
                 self.core.forget(event.search_id)
+            self._locks.pop(event.search_id, None)
 
     async def _observe(self, rows: list[Observation]) -> None:
         if new := self.core.observe_many(rows):

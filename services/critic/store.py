@@ -1,4 +1,4 @@
-"""The critic's durable state in LMDB: observation histories, per-search nets, snapshots.
+"""The critic's durable state in LMDB: observation histories, per-search nets, snapshots, ended searches.
 
 A restarted critic loses nothing: every trained result is written when it is
 consumed (before its event is acked), and each search's nets, optimizer and
@@ -16,7 +16,7 @@ import lmdb
 from fnas.v1 import common_pb2
 
 MAP_SIZE = 1 << 36  # address space only: the file grows as written (TECH-NOTES, LMDB)
-_DBS = ("observations", "searches", "states", "snapshots")
+_DBS = ("observations", "searches", "states", "snapshots", "ended")
 
 
 def _key(search_id: str, index: int) -> bytes:
@@ -74,6 +74,15 @@ class CriticStore:
             meta = txn.get(search_id.encode(), db=self.db["searches"])
             state = txn.get(search_id.encode(), db=self.db["states"])
         return None if meta is None else (json.loads(meta), state)
+
+    def put_ended(self, search_id: str) -> None:
+        """Marks the search as ended."""
+        with self.env.begin(write=True) as txn:
+            txn.put(search_id.encode(), b"", db=self.db["ended"])
+
+    def ended(self, search_id: str) -> bool:
+        with self.env.begin() as txn:
+            return txn.get(search_id.encode(), db=self.db["ended"]) is not None
 
     def put_snapshot(self, snapshot_id: str, data: bytes) -> None:
         with self.env.begin(write=True) as txn:

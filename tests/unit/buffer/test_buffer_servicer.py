@@ -92,18 +92,26 @@ async def test_a_restarted_buffer_loses_nothing(served):
     servicer.core.store = again.store
 
 
-async def test_a_finished_search_leaves_memory_and_comes_back_whole_from_the_store(served):
-    servicer, _, _ = served
+async def test_a_finished_search_leaves_memory_for_good_and_comes_back_whole_from_the_store(served):
+    servicer, _, path = served
     for i in range(12):
         await servicer.on_results([result(i, 0.5 + 0.01 * (i % 6))])
     expected = servicer.core.replays("s1", 8, 0.5, 1, 12)
     running = search_pb2.SearchEvent(search_id="s1", seq=3, update=search_pb2.SearchStatus(search_id="s1"))
-    await servicer.on_search_event("fnas.agent.event.s1", running.SerializeToString())
+    await servicer.on_search_end("fnas.agent.event.s1", running.SerializeToString())
     assert "s1" in servicer.core._histories  # progress events change nothing
     finished = search_pb2.SearchEvent(search_id="s1", seq=4, finished=search_pb2.SearchStatus(search_id="s1"))
-    await servicer.on_search_event("fnas.agent.event.s1", finished.SerializeToString())
+    await servicer.on_search_end("fnas.agent.event.s1", finished.SerializeToString())
     assert "s1" not in servicer.core._histories
     assert servicer.core.observed("s1") == 12 and servicer.core.replays("s1", 8, 0.5, 1, 12) == expected
+    # A result redelivered after the end, and one that came late: stored, counted once, not kept in memory.
+    await servicer.on_results([result(3, 0.53), result(12, 0.6)])
+    assert "s1" not in servicer.core._histories and servicer.core.observed("s1") == 13
+    # A restarted buffer knows the search ended: a redelivered result does not bring it back either.
+    servicer.core.store.close()
+    servicer.core = again = BufferCore(BufferStore(path))  # the fixture closes its store
+    await servicer.on_results([result(5, 0.55)])
+    assert "s1" not in again._histories and again.replays("s1", 8, 0.5, 1, 12) == expected
     memory_only = BufferCore()
     memory_only.add("s2", Entry(0, (1, 2), 0.5, -1.0))
     memory_only.forget("s2")  # without a store, memory is the only copy: kept

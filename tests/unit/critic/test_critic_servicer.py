@@ -10,7 +10,7 @@ import safetensors.torch
 import torch
 
 from fnas import serving
-from fnas.v1 import common_pb2, queue_pb2
+from fnas.v1 import common_pb2, queue_pb2, search_pb2
 from services.critic.client import CriticClient
 from services.critic.core import CriticCore
 from services.critic.model import FitConfig
@@ -201,3 +201,28 @@ async def test_a_retried_predict_waits_for_the_abandoned_round_and_trains_once(s
     assert len(preds) == 1 and preds[0].known
     assert seen == {"max": 1, "rounds": 1}
     assert servicer.core.get("s1").trained.n_trained == 12
+
+
+async def test_an_ended_search_stays_out_of_memory_also_after_a_redelivery_or_a_restart(served):
+    servicer, client, path = served
+    await client.open_search("s1", CORA, 3, common_pb2.FnasOptions(warmup=0))
+    for i in range(12):
+        await servicer.on_results([result(i, 0.6 + 0.01 * (i % 5))])
+    expected = servicer.core.predict("s1", [arch(50)], 12)
+    finished = search_pb2.SearchEvent(search_id="s1", finished=search_pb2.SearchStatus(search_id="s1"))
+    await servicer.on_search_end("fnas.agent.event.s1.finished", finished.SerializeToString())
+    resident = lambda core: "s1" in core.critics or "s1" in core._history  # noqa: E731
+    assert not resident(servicer.core)
+    # A result redelivered after the end, and one that came late: stored, counted once, not kept in memory.
+    await servicer.on_results([result(3, 0.63), result(12, 0.7)])
+    assert not resident(servicer.core) and servicer.core.observed("s1") == 13
+    # What a later call needs (an export, a prediction) is read from the store, and still not kept.
+    assert servicer.core.predict("s1", [arch(50)], 12) == expected
+    await client.export_snapshot("s1")
+    assert not resident(servicer.core)
+    # A restarted critic knows the search ended: a redelivered result does not bring it back either.
+    servicer.core.store.close()
+    again = CriticCore(fit=FitConfig(steps=3), store=CriticStore(path))
+    servicer.core = again  # the fixture closes its store
+    await servicer.on_results([result(5, 0.65)])
+    assert not resident(again) and again.observed("s1") == 13
