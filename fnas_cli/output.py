@@ -81,14 +81,18 @@ def print_result(
     if status.error:
         print(f"error: {status.error}")
     if status.policy_samples_critic or status.policy_samples_buffer or status.policy_samples_recall:
-        fnas = status.spec.strategy.startswith("fnas")  # the sources only the critic and buffer give
+        # The sources only the critic and buffer give, where they ran (the counts: an agent whose specs
+        # did not yet say which modules ran).
+        m = status.spec.modules
         print(
             f"policy samples: {status.policy_samples_trained} trained, "
             + (
-                f"{status.policy_samples_critic} trusted to the critic, {status.policy_samples_buffer} "
-                "replayed from the buffer, "
-                if fnas
-                else ""
+                f"{status.policy_samples_critic} trusted to the critic, "
+                * (m.uac or status.policy_samples_critic > 0)
+            )
+            + (
+                f"{status.policy_samples_buffer} replayed from the buffer, "
+                * (m.aeb or status.policy_samples_buffer > 0)
             )
             + f"{status.policy_samples_recall} recalled (trained before in this search); "
             f"sample speedup {status.sample_speedup:.2f}x (policy samples per activated sample)"

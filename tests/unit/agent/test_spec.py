@@ -15,7 +15,28 @@ def test_defaults_filled():
     out = validate(spec())
     assert out.strategy == "ppo"
     assert out.reward.cost == c.COST_METRIC_NONE
-    assert modules(out) == (True, True, True)
+    assert not any(modules(out))  # what runs: ppo on a table has no critic, buffer or pool
+
+
+@pytest.mark.parametrize(
+    ("strategy", "switched_off", "space", "ran"),
+    [
+        ("fnas", (), "nasbench-graph/cora", {"uac", "aeb"}),  # no pool on a table
+        ("fnas", ("aeb",), "mnas", {"uac", "akp"}),
+        ("fnas-uac", (), "mnas", {"uac", "akp"}),
+        ("fnas-aeb", ("akp",), "mnas", {"aeb"}),
+        ("ppo", (), "mnas", {"akp"}),  # MNAS with AKP (fnas bench compute's mnas+akp)
+        ("bananas", ("uac",), "nasbench-graph/cora", set()),
+    ],
+)
+def test_the_spec_states_the_modules_that_run(strategy, switched_off, space, ran):
+    s = spec(strategy=strategy, space=space)
+    for name in switched_off:
+        setattr(s.modules, name, False)
+    out = validate(s)
+    assert {name for name, on in modules(out)._asdict().items() if on} == ran
+    assert all(out.modules.HasField(name) for name in ("uac", "aeb", "akp"))
+    assert validate(out) == out  # a resumed search's spec validates to itself
 
 
 def test_mnas_gets_default_dataset_and_epochs():

@@ -190,6 +190,11 @@ def test_a_search_without_a_critic_prints_its_recalls_and_no_critic_figures(caps
     )
     assert "critic" not in out
     status.spec.strategy, status.policy_samples_critic = "fnas", 5
+    status.spec.modules.uac, status.spec.modules.aeb = True, True  # as the agent writes what ran
     output.print_result(status, [], 1.0)
     out = capsys.readouterr().out
-    assert "5 trusted to the critic" in out and "critic calibration: not yet meaningful" in out
+    assert "5 trusted to the critic, 0 replayed from the buffer" in out
+    assert "critic calibration: not yet meaningful" in out
+    status.spec.modules.aeb = False  # fnas --no-aeb: no buffer figure
+    output.print_result(status, [], 1.0)
+    assert "5 trusted to the critic, 25 recalled" in capsys.readouterr().out
