@@ -120,6 +120,8 @@ def print_result(
 
 def compute_line(status: search_pb2.SearchStatus) -> str:
     """The search's compute: trainer-seconds of training (the paper's GPU hours); setup, evaluation apart."""
+    if status.trainer_seconds == 0 and _tabular(status.spec.space):
+        return "compute: no training (the benchmark table answers every sample)"
     line = (
         f"compute: {status.trainer_seconds:.1f} trainer-seconds of training "
         f"({status.trainer_seconds / 3600:.3f} trainer-hours), {status.trainer_setup_seconds:.1f} s setup, "
@@ -128,6 +130,15 @@ def compute_line(status: search_pb2.SearchStatus) -> str:
     if status.final_ranking:
         line += f"; final selection {status.final_trainer_seconds:.1f} s"
     return line
+
+
+def _tabular(space_id: str) -> bool:
+    from fnas import spaces
+
+    try:
+        return spaces.get(space_id).tabular
+    except spaces.UnknownSpace:  # a space of a newer agent
+        return False
 
 
 def calibration_line(status: search_pb2.SearchStatus) -> str:

@@ -198,3 +198,16 @@ def test_a_search_without_a_critic_prints_its_recalls_and_no_critic_figures(caps
     status.spec.modules.aeb = False  # fnas --no-aeb: no buffer figure
     output.print_result(status, [], 1.0)
     assert "5 trusted to the critic, 25 recalled" in capsys.readouterr().out
+
+
+def test_the_compute_line_says_a_table_trains_nothing_and_counts_real_training():
+    from fnas_cli import output
+
+    status = search_pb2.SearchStatus(spec=common_pb2.SearchSpec(space="nasbench-graph/cora"))
+    assert output.compute_line(status) == "compute: no training (the benchmark table answers every sample)"
+    status.trainer_seconds = 90.0  # a table with simulated training seconds
+    assert output.compute_line(status).startswith(
+        "compute: 90.0 trainer-seconds of training (0.025 trainer-hours)"
+    )
+    status.spec.space, status.trainer_seconds = "mnas", 0.0  # nothing trained yet: the figure, not a claim
+    assert output.compute_line(status).startswith("compute: 0.0 trainer-seconds")
