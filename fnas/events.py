@@ -102,7 +102,6 @@ TRAINER = "trainer"
 AGENT = "agent"
 CRITIC = "critic"
 BUFFER = "buffer"
-POOL = "pool"
 
 
 def search_ends_consumer(service: str) -> str:
