@@ -44,6 +44,9 @@ ROWS: dict[str, tuple[str, bool]] = {
     "fnas": ("fnas", True),
 }
 BASELINE = "mnas"
+#: (width_mult, image_side) of the proxy task on a CPU, unless the flags say otherwise: what fits 2 cores
+#: in about twenty minutes (8x8 digits at a quarter of the width).
+CPU_TASK = (0.25, 8)
 
 
 @dataclass(frozen=True)
@@ -61,8 +64,9 @@ class ComputeConfig:
     final_epochs: int = 8
     dataset: str = "digits"
     trainers: int = 2
-    width_mult: float = 0.25
-    image_side: int = 8
+    #: The networks' width and the images' side; None: by device (`resolved`).
+    width_mult: float | None = None
+    image_side: int | None = None
     #: The trainers' torch device: auto (CUDA when there is one), cpu, cuda, cuda:N.
     device: str = "auto"
     rows: tuple[str, ...] = tuple(ROWS)
@@ -84,6 +88,25 @@ class ComputeConfig:
             raise ValueError(
                 f"--rows: one or more of {', '.join(ROWS)}, {BASELINE} included; got {self.rows}"
             )
+
+    def resolved(self, cuda: bool | None = None) -> ComputeConfig:
+        """This config with what it leaves open filled in: warm samples' epochs by the agent's rule, and
+        the task's size by device, `CPU_TASK` or, on CUDA (`cuda` None: the device's), the trainer's own
+        defaults, a larger task for the GPU's speed."""
+        from services.agent.spec import default_pool_epochs
+        from services.trainer.config import TrainerConfig
+
+        if cuda is None:
+            from services.trainer.train_loop import pick_device
+
+            cuda = pick_device(self.device).type == "cuda"
+        width, side = (TrainerConfig.width_mult, TrainerConfig.image_side) if cuda else CPU_TASK
+        return dataclasses.replace(
+            self,
+            pool_epochs=self.pool_epochs or default_pool_epochs(self.epochs),
+            width_mult=width if self.width_mult is None else self.width_mult,
+            image_side=side if self.image_side is None else self.image_side,
+        )
 
     def trainer_settings(self) -> dict:
         """TrainerConfig fields of the mesh's trainers (and of the retrains here: the same recipe)."""
@@ -221,9 +244,9 @@ def run(
     cfg: ComputeConfig, progress: Callable[[str], None] = lambda _: None, data_dir: Path | None = None
 ) -> dict:
     """Every row and seed, the quality curves and the figures; see the module docstring."""
-    from services.agent.spec import default_pool_epochs, sample_seed
+    from services.agent.spec import sample_seed
 
-    cfg = dataclasses.replace(cfg, pool_epochs=cfg.pool_epochs or default_pool_epochs(cfg.epochs))
+    cfg = cfg.resolved()
 
     runs: dict[str, list[dict]] = {row: [] for row in cfg.rows}
     with tempfile.TemporaryDirectory(prefix="fnas-bench-compute-") as tmp:
@@ -287,7 +310,8 @@ def run(
 def table(result: dict) -> str:
     c = result["config"]
     lines = [
-        f"mnas space on {c['dataset']}: budget {c['budget']} activated samples, {c['epochs']} epochs "
+        f"mnas space on {c['dataset']} ({c['image_side']} px, width {c['width_mult']:g}, {c['device']}): "
+        f"budget {c['budget']} activated samples, {c['epochs']} epochs "
         f"(AKP warm samples {c['pool_epochs']}), final selection top-{c['final_top_k']} x "
         f"{c['final_epochs']} epochs, {c['seeds']} paired seeds; medians",
         f"target: the {BASELINE} row's median final accuracy, {result['target_final_accuracy']:.4f}",
@@ -363,9 +387,17 @@ def add_parser(sub) -> None:
     p.add_argument("--final-epochs", type=int, default=d.final_epochs, help="epochs of the final retrain")
     p.add_argument("--dataset", default=d.dataset, help="proxy task (see fnas search --dataset)")
     p.add_argument("--trainers", type=int, default=d.trainers, help="trainer workers of each mesh")
-    p.add_argument("--width-mult", type=float, default=d.width_mult, help="width multiplier of the networks")
     p.add_argument(
-        "--image-side", type=int, default=d.image_side, help="input side the images are resized to"
+        "--width-mult",
+        type=float,
+        default=d.width_mult,
+        help=f"width multiplier of the networks (default {CPU_TASK[0]} on a CPU, the trainer's on a GPU)",
+    )
+    p.add_argument(
+        "--image-side",
+        type=int,
+        default=d.image_side,
+        help=f"input side the images are resized to (default {CPU_TASK[1]} on a CPU, the trainer's on a GPU)",
     )
     p.add_argument("--device", default=d.device, help="the trainers' device: auto, cpu, cuda or cuda:N")
     p.add_argument("--rows", default=",".join(d.rows), help=f"comma-separated rows: {', '.join(ROWS)}")

@@ -47,3 +47,15 @@ def test_bad_configurations_are_refused_with_the_flag():
         ComputeConfig(epochs=4, pool_epochs=5)
     with pytest.raises(ValueError, match="--rows"):
         ComputeConfig(rows=("fnas",))
+
+
+def test_what_the_flags_leave_open_follows_the_agent_and_the_device():
+    from services.trainer.config import TrainerConfig
+
+    cpu, gpu = ComputeConfig().resolved(cuda=False), ComputeConfig().resolved(cuda=True)
+    assert (cpu.width_mult, cpu.image_side) == compute_bench.CPU_TASK
+    assert (gpu.width_mult, gpu.image_side) == (TrainerConfig.width_mult, TrainerConfig.image_side)
+    assert gpu.width_mult > cpu.width_mult and gpu.image_side > cpu.image_side  # a larger task on a GPU
+    assert cpu.pool_epochs == gpu.pool_epochs == 2  # the agent's rule: half of the 4 epochs
+    given = ComputeConfig(width_mult=1.0, image_side=0, pool_epochs=1).resolved(cuda=True)
+    assert (given.width_mult, given.image_side, given.pool_epochs) == (1.0, 0, 1)
