@@ -120,7 +120,7 @@ def print_result(
 
 def compute_line(status: search_pb2.SearchStatus) -> str:
     """The search's compute: trainer-seconds of training (the paper's GPU hours); setup, evaluation apart."""
-    if status.trainer_seconds == 0 and _tabular(status.spec.space):
+    if not status.spec.task.simulated_seconds and _tabular(status.spec.space):  # only a table lookup's time
         return "compute: no training (the benchmark table answers every sample)"
     line = (
         f"compute: {status.trainer_seconds:.1f} trainer-seconds of training "

@@ -204,8 +204,9 @@ def test_the_compute_line_says_a_table_trains_nothing_and_counts_real_training()
     from fnas_cli import output
 
     status = search_pb2.SearchStatus(spec=common_pb2.SearchSpec(space="nasbench-graph/cora"))
+    status.trainer_seconds = 0.004  # the trainers' table lookups
     assert output.compute_line(status) == "compute: no training (the benchmark table answers every sample)"
-    status.trainer_seconds = 90.0  # a table with simulated training seconds
+    status.spec.task.simulated_seconds, status.trainer_seconds = 0.3, 90.0  # a table with simulated training
     assert output.compute_line(status).startswith(
         "compute: 90.0 trainer-seconds of training (0.025 trainer-hours)"
     )
