@@ -57,13 +57,9 @@ def table_of(status: search_pb2.SearchStatus):
 def _table(space_id: str, reward: bytes):
     from fnas import spaces, standing
 
-    try:
-        space = spaces.get(space_id)
-    except spaces.UnknownSpace:
+    if not _tabular(space_id):
         return None
-    if not space.tabular:
-        return None
-    return standing.Table(space, common_pb2.RewardSpec.FromString(reward))
+    return standing.Table(spaces.get(space_id), common_pb2.RewardSpec.FromString(reward))
 
 
 def print_result(

@@ -51,7 +51,8 @@ class BufferCore:
         """Records trained results (search_id, entry), stored in one transaction before they are kept
         in memory; returns how many were new (duplicate indices are dropped)."""
         new: dict[tuple[str, int], Entry] = {}
-        histories = {search_id: self.history(search_id) for search_id, _ in rows}
+        # Once per search: an ended search's history is read from the store, not kept.
+        histories = {search_id: self.history(search_id) for search_id in dict.fromkeys(r[0] for r in rows)}
         for search_id, entry in rows:
             if entry.index not in histories[search_id].entries and (search_id, entry.index) not in new:
                 new[search_id, entry.index] = entry

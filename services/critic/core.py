@@ -69,7 +69,10 @@ class CriticCore:
         """Records trained results, stored in one transaction before they are kept in memory;
         returns how many were new (duplicates, redelivered or repeated, are dropped)."""
         new: dict[tuple[str, int], Observation] = {}
-        histories = {row[0]: self._load_history(row[0]) for row in rows}
+        # Once per search: an ended search's history is read from the store, not kept.
+        histories = {
+            search_id: self._load_history(search_id) for search_id in dict.fromkeys(r[0] for r in rows)
+        }
         for search_id, space, index, tokens, reward in rows:
             if index not in histories[search_id] and (search_id, index) not in new:
                 new[search_id, index] = (

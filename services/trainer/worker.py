@@ -110,7 +110,7 @@ class TrainerWorker:
                 replicas=self.cfg.stream_replicas,
             )
             await bus.on_max_deliveries(events.JOBS, events.TRAINER, self._on_exhausted)
-            await bus.subscribe(events.SEARCH_ENDS, self._on_search_event)
+            await bus.subscribe(events.SEARCH_ENDS, self._on_search_end)
             poller = asyncio.create_task(self._poll_pending(bus, stop_event), name="trainer-pending")
             log.info("trainer %s working on %s", self.cfg.trainer_id, redact_url(self.cfg.nats_url))
             # /ready (the readiness probe): pulling jobs, on a live connection, not draining.
@@ -218,7 +218,7 @@ class TrainerWorker:
             TRAINER_SECONDS.labels(evaluation.device_kind or "unknown").inc(result.train_seconds)
         return result, after_publish
 
-    async def _on_search_event(self, subject: str, data: bytes) -> None:
+    async def _on_search_end(self, subject: str, data: bytes) -> None:
         """Remembers a finished search and stops its jobs in training."""
         event = search_pb2.SearchEvent.FromString(data)
         if not event.HasField("finished"):

@@ -116,3 +116,14 @@ async def test_a_finished_search_leaves_memory_for_good_and_comes_back_whole_fro
     memory_only.add("s2", Entry(0, (1, 2), 0.5, -1.0))
     memory_only.forget("s2")  # without a store, memory is the only copy: kept
     assert memory_only.observed("s2") == 1
+
+
+async def test_a_late_batch_of_an_ended_search_reads_its_history_once(served, monkeypatch):
+    servicer, _, _ = served
+    await servicer.on_results([result(i, 0.5) for i in range(5)])
+    servicer.core.forget("s1")
+    reads = []
+    entries = servicer.core.store.entries
+    monkeypatch.setattr(servicer.core.store, "entries", lambda sid: reads.append(sid) or entries(sid))
+    await servicer.on_results([result(i, 0.5) for i in range(3, 8)])  # 2 redelivered, 3 late
+    assert reads == ["s1"] and servicer.core.observed("s1") == 8
