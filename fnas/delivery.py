@@ -18,7 +18,7 @@ from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from fnas import retry
+from fnas import aio, retry
 
 log = logging.getLogger(__name__)
 
@@ -211,9 +211,7 @@ async def _until_done(
                 raise
             except Exception:
                 log.exception("event handler failed on %d events of %s; retrying", len(msgs), msgs[0].subject)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), retry_delay_s)
-                if stop.is_set():
+                if await aio.wait_event(stop, retry_delay_s):
                     return False
     finally:
         await _cancel(beat)

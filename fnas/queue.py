@@ -480,7 +480,8 @@ class Bus:
         if self.nc.is_closed:
             return
         try:
-            await asyncio.wait_for(self.nc.drain(), 5.0)
+            async with asyncio.timeout(5.0):
+                await self.nc.drain()
         except Exception:
             log.warning("nats drain failed; closing", exc_info=True)
             await self.nc.close()

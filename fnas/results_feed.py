@@ -73,6 +73,7 @@ class ResultsFeed:
         self._stop.set()
         for task in self._tasks:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(task, 10)
+                async with asyncio.timeout(10):
+                    await task
         if self.bus is not None:
             await self.bus.close()

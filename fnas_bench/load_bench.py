@@ -14,7 +14,6 @@ sample: errors and lost samples are reported, and expected to be 0.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import resource
 import tempfile
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fnas import events
+from fnas import aio, events
 from fnas.client import AgentClient
 from fnas.v1 import common_pb2, queue_pb2, search_pb2
 
@@ -137,8 +136,7 @@ async def _sample_lag(cluster, every_s: float, t0: float, out: list, stop: async
                 out.append((time.perf_counter() - t0, backlog, int(results.num_pending or 0)))
             except Exception:  # a sample lost is not an error of the system under test
                 pass
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), every_s)
+            await aio.wait_event(stop, every_s)
     finally:
         await nc.close()
 

@@ -117,8 +117,9 @@ class Cluster:
             worker = TrainerWorker(cfg, default_evaluator(cfg.heartbeat_s, cfg))
             self.workers.append(worker)
             self._tasks.append(asyncio.create_task(worker.run(self._stop), name=f"trainer-{i}"))
-        await asyncio.wait_for(ready.wait(), 30)
-        await asyncio.wait_for(helpers_ready.wait(), 30)
+        async with asyncio.timeout(30):
+            await ready.wait()
+            await helpers_ready.wait()
         log.info(
             "cluster up: agent %s, nats %s, %d trainers", self.agent_address, self.nats_url, self.n_trainers
         )

@@ -17,14 +17,13 @@ too. When the budget is spent, final selection is the loop's last step.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
-from fnas import spaces
+from fnas import aio, spaces
 from fnas.v1 import common_pb2, queue_pb2, search_pb2
 from fnas.v1.common_pb2 import (
     SAMPLE_SOURCE_BUFFER,
@@ -106,8 +105,7 @@ class SearchRun:
         if self._cancelled:
             return False
         self._wake.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), _WAIT_S)
+        await aio.wait_event(self._wake, _WAIT_S)
         return not self._cancelled
 
     async def run(self) -> None:

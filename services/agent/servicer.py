@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -11,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from fnas import auth, events, spaces, tenancy
+from fnas import aio, auth, events, spaces, tenancy
 from fnas.bounds import clip
 from fnas.v1 import agent_pb2_grpc, common_pb2, queue_pb2, search_pb2
 from services.agent import final_selection, metrics
@@ -250,8 +249,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                         return
                 if final:
                     return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), 1.0)
+                await aio.wait_event(wake, 1.0)
         finally:
             watchers = self._watchers.get(request.search_id, set())
             watchers.discard(wake)

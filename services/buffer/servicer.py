@@ -148,7 +148,8 @@ class BufferServicer(buffer_pb2_grpc.BufferServiceServicer):
                 if left <= 0:
                     return False
                 try:
-                    await asyncio.wait_for(self._changed.wait(), left)
+                    async with asyncio.timeout(left):
+                        await self._changed.wait()
                 except TimeoutError:
                     return False
         return True

@@ -244,7 +244,8 @@ class CriticServicer(critic_pb2_grpc.CriticServiceServicer):
                 if left <= 0:
                     return False
                 try:
-                    await asyncio.wait_for(self._changed.wait(), left)
+                    async with asyncio.timeout(left):
+                        await self._changed.wait()
                 except TimeoutError:
                     return False
         return True

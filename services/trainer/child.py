@@ -107,7 +107,8 @@ class ChildProcess:
         )  # fmt: skip
         try:
             await self._send(proc, {"op": "init", "settings": self.settings})
-            header, _ = await asyncio.wait_for(read_frame_async(proc.stdout), self.start_timeout_s)
+            async with asyncio.timeout(self.start_timeout_s):
+                header, _ = await read_frame_async(proc.stdout)
         except BaseException:
             await _kill(proc)
             raise
@@ -134,7 +135,8 @@ class ChildProcess:
             try:
                 if self.proc is None or self.proc.returncode is not None:
                     self.proc = await self._start()
-                return await asyncio.wait_for(self._exchange(self.proc, job, query), timeout_s)
+                async with asyncio.timeout(timeout_s):
+                    return await self._exchange(self.proc, job, query)
             except (EOFError, ConnectionError, ValueError) as e:
                 await self.kill()
                 raise ChildError(f"training child failed: {e}") from e
@@ -166,7 +168,8 @@ class ChildProcess:
             return
         proc.stdin.close()
         try:
-            await asyncio.wait_for(proc.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await proc.wait()
         except TimeoutError:
             await _kill(proc)
 

@@ -125,7 +125,8 @@ class MnasEvaluator:
         async with self._one_at_a_time:
             if self.child is not None:
                 return await self.child.run(job, query, self.cfg.job_timeout_s)
-            return await asyncio.wait_for(self._run_in_thread(job, query), self.cfg.job_timeout_s)
+            async with asyncio.timeout(self.cfg.job_timeout_s):
+                return await self._run_in_thread(job, query)
 
     async def _run_in_thread(
         self, job: queue_pb2.TrainJob, query: AsyncQuery | None

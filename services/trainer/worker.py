@@ -21,7 +21,7 @@ from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 from nats.js import api
 
-from fnas import events, metrics, queue
+from fnas import aio, events, metrics, queue
 from fnas.config import redact_url
 from fnas.queue import Heartbeat, Poison, StuckMessage
 from fnas.v1 import queue_pb2, search_pb2
@@ -307,8 +307,7 @@ class TrainerWorker:
                 QUEUE_PENDING.set(await bus.pending(events.TRAINER))
             except Exception as e:  # a metric must not stop the worker (e.g. during a nats-server restart)
                 log.debug("queue depth unavailable: %s", e)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop_event.wait(), self.cfg.pending_poll_s)
+            await aio.wait_event(stop_event, self.cfg.pending_poll_s)
 
 
 def attributed_job(data: bytes, msg_id: str) -> queue_pb2.TrainJob | None:

@@ -98,3 +98,32 @@ async def test_a_job_the_bus_refuses_fails_the_search_without_waiting_for_result
     status = store.status("s1")
     assert status.state == search_pb2.SEARCH_STATE_FAILED and "nats is away" in status.error
     assert [e.finished.state for e in finished] == [search_pb2.SEARCH_STATE_FAILED]
+
+
+async def test_a_search_waiting_for_results_ends_on_a_cancel_that_comes_with_a_wake_up(tmp_path):
+    """The agent's close cancels its searches; a result's wake-up in the same loop step must not
+    swallow that cancel (asyncio.wait_for on Python 3.11 did, and the search then waited forever)."""
+    store = AgentStore(tmp_path)
+    spec = common_pb2.SearchSpec(
+        space="nasbench-graph/cora", strategy="random", budget=common_pb2.Budget(max_activated_samples=20)
+    )
+    store.put_status(
+        search_pb2.SearchStatus(
+            search_id="s1", state=search_pb2.SEARCH_STATE_RUNNING, spec=spec, created_at=time.time()
+        )
+    )
+
+    async def accept(job) -> None:
+        pass
+
+    async def on_events(search_id: str, new: list[search_pb2.SearchEvent]) -> None:
+        pass
+
+    run = SearchRun("s1", store, accept, on_events)
+    task = asyncio.create_task(run.run())
+    await asyncio.sleep(0.2)  # its jobs are out; it waits for their results (there are no trainers)
+    run.notify()
+    task.cancel()
+    await asyncio.wait({task}, timeout=3)
+    assert task.cancelled()
+    assert store.status("s1").state == search_pb2.SEARCH_STATE_RUNNING  # resumed on the next start
