@@ -18,7 +18,7 @@ from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from fnas import aio, retry
+from fnas import retry, waits
 
 log = logging.getLogger(__name__)
 
@@ -88,15 +88,15 @@ async def run_work(
             await asyncio.wait({task}, timeout=grace_s)
         if not task.done():
             log.info("stopping: handing message %s back to the queue", msg.metadata.sequence.stream)
-            await _cancel(task)
+            await waits.cancel(task)
             await nak(msg)
             return
     except asyncio.CancelledError:
-        await _cancel(task)
+        await waits.cancel(task)
         await nak(msg)
         raise
     finally:
-        await _cancel(stopping)
+        await waits.cancel(stopping)
     seq = msg.metadata.sequence.stream
     exc = asyncio.CancelledError() if task.cancelled() else task.exception()
     if exc is None:
@@ -211,10 +211,10 @@ async def _until_done(
                 raise
             except Exception:
                 log.exception("event handler failed on %d events of %s; retrying", len(msgs), msgs[0].subject)
-                if await aio.wait_event(stop, retry_delay_s):
+                if await waits.wait_event(stop, retry_delay_s):
                     return False
     finally:
-        await _cancel(beat)
+        await waits.cancel(beat)
 
 
 async def nak_all(msgs: list[Msg]) -> None:
@@ -242,13 +242,6 @@ async def nak(msg: Msg, delay_s: float | None = None) -> None:
         await msg.nak(delay=delay_s)
     except nats.errors.Error as e:  # not fatal: without the nak the message returns after ack_wait
         log.warning("nak failed: %s", e)
-
-
-async def _cancel(task: asyncio.Task[object]) -> None:
-    if not task.done():
-        task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task
 
 
 #: Errors of a JetStream request that a retry can fix (a nats-server restart, a reconnect).

@@ -9,7 +9,6 @@ readiness fails first, then in-flight RPCs get `grace_s` to finish.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import signal
@@ -23,7 +22,7 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
-from fnas import bounds, events, metrics, tls
+from fnas import bounds, events, metrics, tls, waits
 
 log = logging.getLogger(__name__)
 
@@ -306,10 +305,7 @@ async def _until_stopped(work: Awaitable[None], stop: asyncio.Event) -> bool:
         await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         stopping.cancel()
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await waits.cancel(task)
     return not task.cancelled() and task.result() is None
 
 

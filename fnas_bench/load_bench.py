@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fnas import aio, events
+from fnas import events, waits
 from fnas.client import AgentClient
 from fnas.v1 import common_pb2, queue_pb2, search_pb2
 
@@ -136,7 +136,7 @@ async def _sample_lag(cluster, every_s: float, t0: float, out: list, stop: async
                 out.append((time.perf_counter() - t0, backlog, int(results.num_pending or 0)))
             except Exception:  # a sample lost is not an error of the system under test
                 pass
-            await aio.wait_event(stop, every_s)
+            await waits.wait_event(stop, every_s)
     finally:
         await nc.close()
 

@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
-from fnas import aio, spaces
+from fnas import spaces, waits
 from fnas.v1 import common_pb2, queue_pb2, search_pb2
 from fnas.v1.common_pb2 import (
     SAMPLE_SOURCE_BUFFER,
@@ -105,7 +105,7 @@ class SearchRun:
         if self._cancelled:
             return False
         self._wake.clear()
-        await aio.wait_event(self._wake, _WAIT_S)
+        await waits.wait_event(self._wake, _WAIT_S)
         return not self._cancelled
 
     async def run(self) -> None:

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from fnas import aio, auth, events, spaces, tenancy
+from fnas import auth, events, spaces, tenancy, waits
 from fnas.bounds import clip
 from fnas.v1 import agent_pb2_grpc, common_pb2, queue_pb2, search_pb2
 from services.agent import final_selection, metrics
@@ -249,7 +249,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                         return
                 if final:
                     return
-                await aio.wait_event(wake, 1.0)
+                await waits.wait_event(wake, 1.0)
         finally:
             watchers = self._watchers.get(request.search_id, set())
             watchers.discard(wake)

@@ -10,7 +10,6 @@ the message id `result/<job_id>`, so a job evaluated twice yields one result.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -21,7 +20,7 @@ from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 from nats.js import api
 
-from fnas import aio, events, metrics, queue
+from fnas import events, metrics, queue, waits
 from fnas.config import redact_url
 from fnas.queue import Heartbeat, Poison, StuckMessage
 from fnas.v1 import queue_pb2, search_pb2
@@ -96,9 +95,7 @@ class TrainerWorker:
         await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
         if not connecting.done():  # stopped while NATS is unreachable (connect retries forever): just stop
-            connecting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await connecting
+            await waits.cancel(connecting)
             log.warning("trainer %s stopped before NATS answered", self.cfg.trainer_id)
             return
         bus = self._bus = connecting.result()
@@ -128,9 +125,7 @@ class TrainerWorker:
         finally:
             metrics.set_ready(self._ready_name, None)
             if poller is not None:
-                poller.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await poller
+                await waits.cancel(poller)
             await bus.close()
             self._bus = None
             close = getattr(self.evaluator, "close", None)
@@ -307,7 +302,7 @@ class TrainerWorker:
                 QUEUE_PENDING.set(await bus.pending(events.TRAINER))
             except Exception as e:  # a metric must not stop the worker (e.g. during a nats-server restart)
                 log.debug("queue depth unavailable: %s", e)
-            await aio.wait_event(stop_event, self.cfg.pending_poll_s)
+            await waits.wait_event(stop_event, self.cfg.pending_poll_s)
 
 
 def attributed_job(data: bytes, msg_id: str) -> queue_pb2.TrainJob | None:

@@ -1,0 +1,49 @@
+"""fnas.waits: a bounded wait and a task cancel that keep every cancel of the caller."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fnas import waits
+
+
+async def test_it_says_whether_the_event_came_before_the_deadline():
+    event = asyncio.Event()
+    assert not await waits.wait_event(event, 0.01)
+    asyncio.get_running_loop().call_later(0.01, event.set)
+    assert await waits.wait_event(event, 5)
+
+
+async def test_a_cancel_in_the_step_the_event_is_set_still_cancels():
+    event = asyncio.Event()
+    task = asyncio.create_task(waits.wait_event(event, 5))
+    await asyncio.sleep(0)  # the task waits
+    event.set()
+    task.cancel()
+    await asyncio.wait({task}, timeout=1)
+    assert task.cancelled()
+
+
+async def test_cancelling_a_task_keeps_a_cancel_of_the_caller_and_retrieves_the_task_s_error():
+    async def slow_to_stop() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.05)  # e.g. a nak on the way out
+            raise
+
+    inner = asyncio.create_task(slow_to_stop())
+    await asyncio.sleep(0)
+    caller = asyncio.create_task(waits.cancel(inner))
+    await asyncio.sleep(0.01)  # the caller waits for the inner task to stop
+    caller.cancel()
+    await asyncio.wait({caller, inner}, timeout=1)
+    assert inner.cancelled() and caller.cancelled()
+
+    async def fails() -> None:
+        raise ValueError("its own error")
+
+    failing = asyncio.create_task(fails())
+    await asyncio.sleep(0)
+    await waits.cancel(failing)  # does not raise it
+    assert isinstance(failing.exception(), ValueError)
