@@ -11,6 +11,7 @@ import asyncio
 import logging
 import math
 import time
+import weakref
 from collections.abc import Sequence
 
 import grpc
@@ -33,7 +34,8 @@ class CriticServicer(critic_pb2_grpc.CriticServiceServicer):
         self.core = core
         self.wait_s = wait_s
         self._changed = asyncio.Condition()
-        self._locks: dict[str, asyncio.Lock] = {}
+        #: A search's lock lives while a call holds or awaits it: an export of an ended search leaves none.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     async def on_results(self, datas: list[bytes]) -> None:
         """Records a fetched batch of TrainResults, the OK ones (failed ones teach nothing), in one
@@ -61,7 +63,6 @@ class CriticServicer(critic_pb2_grpc.CriticServiceServicer):
             metrics.forget(event.search_id)
             async with self._lock(event.search_id):
                 self.core.forget(event.search_id)
-            self._locks.pop(event.search_id, None)
 
     async def _observe(self, rows: list[Observation]) -> None:
         if new := self.core.observe_many(rows):
