@@ -75,7 +75,6 @@ async def arun_plain(
         critic.open(search_id, strategy.space.id, strategy.seed, decision, snapshot_id, history)
     critic_port = LocalCritic(critic, search_id) if critic is not None else None
     buffer_port = LocalBuffer(buffer, search_id) if buffer is not None else None
-    prior = bool(snapshot_id or history)
     run, recalls = PlainRun(), Recalls(strategy.space.key)
     next_index = idle = 0
     while len(run.trajectory) < budget and idle < batch.MAX_IDLE_BATCHES:
@@ -87,7 +86,6 @@ async def arun_plain(
             recalls=recalls,
             critic=critic_port,
             buffer=buffer_port,
-            prior=prior,
             progress=observed / budget,
         )
         plan = batch.settle(await strategy.plan(context), recalls)

@@ -26,10 +26,9 @@ One batch of the `fnas` strategy:
    architectures join that ranking (never as trusted samples; those the
    critic already knows are skipped), carrying their log-prob under the
    policy: the policy learns from the good neighbours the critic finds.
-   A critic started from a `prior` (a snapshot or earlier searches' histories,
-   paper 3.1) ranks well before this search has trained anything, when there is
-   no elite to mutate yet: its first batch draws the local candidates' share
-   from the policy instead, so the prior chooses among many proposals.
+   A critic started from a snapshot or earlier searches' histories (paper 3.1)
+   answers the first batch as a critic without them would: it is chosen as
+   from scratch (services.critic.search_critic: the transfer check).
 2. The trained proposals are trained (the agent: TrainJobs on the queue).
 3. `services.agent.batch.fresh_feedback`: trained and recalled results and
    trusted predictions, in plan order.
@@ -115,12 +114,7 @@ async def plan_batch(strategy: FnasStrategy, batch: BatchContext) -> list[Planne
             break
         # Resampling rounds draw a whole batch: few calls even when most draws come back trusted.
         need = size - len(plan) if round_ == 0 else size
-        per_slot = cfg.candidates
-        if round_ == 0 and batch.prior and not strategy.elite:
-            # Nothing trained yet to mutate. A transferred critic ranks the extra draws by what it learned
-            # elsewhere; an untrained one would rank them by chance (measured: about twice the samples).
-            per_slot += cfg.local_candidates
-        proposals = strategy.propose(need * per_slot, cfg.resample_temperature**round_)
+        proposals = strategy.propose(need * cfg.candidates, cfg.resample_temperature**round_)
         local = strategy.local_proposals(need * cfg.local_candidates) if round_ == 0 else []
         predictions = None
         if critic_answers:
@@ -161,7 +155,7 @@ async def plan_batch(strategy: FnasStrategy, batch: BatchContext) -> list[Planne
                 n_trusted += 1
             else:
                 train(p, pred, key)
-        if per_slot > 1 or local:
+        if cfg.candidates > 1 or local:
             # Several untrusted candidates per slot: train the most promising first.
             untrusted.sort(key=lambda c: -(c[1].value + cfg.ucb * c[1].uncertainty))
         for p, pred, key in untrusted:

@@ -188,7 +188,5 @@ class BatchContext:
     recalls: Recalls
     critic: CriticPort | None = None
     buffer: BufferPort | None = None
-    #: The critic started from a snapshot or earlier searches' histories (paper 3.1).
-    prior: bool = False
     #: Share of the budget spent (AEB's beta, paper 5).
     progress: float = 0.0

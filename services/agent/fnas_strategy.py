@@ -75,7 +75,6 @@ class FnasConfig:
     #: Local candidates per open slot: one-token mutations of the best trained architectures, ranked
     #: with the untrusted proposals (an extension of the paper: the critic ranks the neighbourhood of
     #: what already worked, as predictor-guided local search does). 0 keeps to the policy's proposals.
-    #: A transferred critic's first batch draws this share from the policy (services.agent.assemble).
     local_candidates: int = 8
     #: The best distinct trained architectures whose mutations are the local candidates.
     elite_size: int = 10

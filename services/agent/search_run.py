@@ -230,7 +230,6 @@ class SearchRun:
             if uses_critic(self.spec)
             else None,
             buffer=RemoteBuffer(self.buffer, self.search_id) if uses_buffer(self.spec) else None,
-            prior=bool(self.spec.critic_snapshot or self.spec.critic_history),
             progress=progress,
         )
 

@@ -68,9 +68,9 @@ class FakeCritic:
         return out
 
 
-def ctx(s, critic=None, observed=0, max_trained=100, prior=False, buffer=None, progress=0.0, recalls=None):
+def ctx(s, critic=None, observed=0, max_trained=100, buffer=None, progress=0.0, recalls=None):
     recalls = recalls if recalls is not None else Recalls(CORA.key)
-    return BatchContext(s.batch_size, max_trained, observed, recalls, critic, buffer, prior, progress)
+    return BatchContext(s.batch_size, max_trained, observed, recalls, critic, buffer, progress)
 
 
 def strategy(batch_size=10, **cfg) -> Scripted:
@@ -320,23 +320,6 @@ async def test_local_candidates_compete_by_v_and_known_ones_are_skipped():
     plan = await assemble.plan_batch(s, ctx(s, KnowsForty(every=1, value=v), 0, 100))
     assert not [p for p in plan if p.tokens[1] + 9 * p.tokens[2] == 40]  # known: not trained again
     assert plan[0].tokens[1] + 9 * plan[0].tokens[2] == 41  # op1 4 -> 5: the next best local candidate
-
-
-async def test_a_transferred_critic_ranks_the_local_share_of_the_first_batch_from_the_policy():
-    def v(i):
-        return -abs(i - 33) / 100
-
-    cold = strategy(candidates=2, local_candidates=3)
-    await assemble.plan_batch(cold, ctx(cold, FakeCritic(every=1, value=v), 0, 100))
-    assert cold.n_proposed == 20  # no prior: the usual candidates per slot
-    warm = strategy(candidates=2, local_candidates=3)
-    plan = await assemble.plan_batch(warm, ctx(warm, FakeCritic(every=1, value=v), 0, 100, prior=True))
-    # No elite yet: 2 + 3 proposals per slot, and the prior's 10 favourites of the 50 are trained.
-    assert warm.n_proposed == 50
-    assert [p.tokens[1] + 9 * p.tokens[2] for p in plan] == sorted(range(50), key=lambda i: abs(i - 33))[:10]
-    warm.elite = [(0.9, arch(40))]
-    await assemble.plan_batch(warm, ctx(warm, FakeCritic(every=1, value=v), 10, 100, prior=True))
-    assert warm.n_proposed == 50 + 20  # with an elite, its mutations are the local candidates again
 
 
 def test_a_behaviour_policy_that_found_a_sample_very_unlikely_cannot_make_the_ratio_overflow():

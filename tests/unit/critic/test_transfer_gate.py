@@ -61,3 +61,15 @@ def test_a_prior_that_knows_the_task_is_kept():
     changed = [k for k, v in kept.model.state_dict().items() if not torch.equal(v, before[k])]
     assert changed  # fine-tuned from the prior, not replaced
     assert kept.trained.arrival[0][0] == pytest.approx(reward(40), abs=0.01)
+
+
+@pytest.mark.parametrize("offset", [0.0, 0.1])
+def test_before_the_check_a_prior_answers_as_scratch_so_the_first_batch_is_chosen_as_from_scratch(offset):
+    """Whichever way the check goes, the first batch must not depend on the prior: one the check
+    drops then costs the search nothing (a prior that ranked it cost pubmed -> citeseer 0.56x)."""
+    scratch, moved = SearchCritic(CORA, seed=3, fit=FitConfig(steps=60)), prior(offset)
+    x = [ARCHS[i] for i in range(60)]
+    assert moved.predict(x, 0) == scratch.predict(x, 0)
+    first_round(moved)
+    assert moved.pretrained == (offset == 0.0)  # the check itself still reads the prior
+    assert moved.predict(x, 20) != scratch.predict(x, 0)
