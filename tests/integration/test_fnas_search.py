@@ -172,7 +172,7 @@ async def test_transfer_from_a_snapshot_and_bad_transfer_is_refused(cluster, cli
     citeseer.space = "nasbench-graph/citeseer"
     status, samples = await run_to_end(client, citeseer)
     assert status.state == search_pb2.SEARCH_STATE_SUCCEEDED
-    # The transferred critic ranks a larger first batch, in the mesh as in the plain loop.
+    # A search from a snapshot gives the same trajectory in the mesh as in the plain loop.
     core = CriticCore()
     assert core.import_snapshot(weights, citeseer.space) == snapshot_id
     space = spaces.get(citeseer.space)
