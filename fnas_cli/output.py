@@ -80,17 +80,14 @@ def print_result(
         # The sources only the critic and buffer give, where they ran (the counts: an agent whose specs
         # did not yet say which modules ran).
         m = status.spec.modules
+        parts = [f"{status.policy_samples_trained} trained"]
+        if m.uac or status.policy_samples_critic:
+            parts.append(f"{status.policy_samples_critic} trusted to the critic")
+        if m.aeb or status.policy_samples_buffer:
+            parts.append(f"{status.policy_samples_buffer} replayed from the buffer")
+        parts.append(f"{status.policy_samples_recall} recalled (trained before in this search)")
         print(
-            f"policy samples: {status.policy_samples_trained} trained, "
-            + (
-                f"{status.policy_samples_critic} trusted to the critic, "
-                * (m.uac or status.policy_samples_critic > 0)
-            )
-            + (
-                f"{status.policy_samples_buffer} replayed from the buffer, "
-                * (m.aeb or status.policy_samples_buffer > 0)
-            )
-            + f"{status.policy_samples_recall} recalled (trained before in this search); "
+            f"policy samples: {', '.join(parts)}; "
             f"sample speedup {status.sample_speedup:.2f}x (policy samples per activated sample)"
         )
         if status.policy_samples_critic or status.calibration_samples:

@@ -183,7 +183,7 @@ class SearchCritic:
                 # The transferred prior knows less of this task than the mean of its first rewards: this
                 # search's critic starts from scratch instead, exactly as a critic without a prior would.
                 log.info("critic prior dropped: it missed the first %d rewards by more than their spread", n)
-                self.model, self.pretrained = CriticNets(self.space.embedding_size, self.seed), False
+                self.model, self.pretrained = self._answering(), False  # the nets that chose that batch
                 values, uncertainties = self.model.predict(x_new)
             for (i, o), v, u in zip(fresh, values.tolist(), uncertainties.tolist(), strict=True):
                 t.arrival[i] = (v, u)
