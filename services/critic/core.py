@@ -46,6 +46,14 @@ class Store(Protocol):
     def ended(self, search_id: str) -> bool: ...
 
 
+class NoHistory(ValueError):
+    """A search to pre-train on (`history[position]`) has no stored results."""
+
+    def __init__(self, position: int, search_id: str) -> None:
+        super().__init__(f"history[{position}]: no stored results of {search_id!r}")
+        self.position, self.search_id = position, search_id
+
+
 class CriticCore:
     """Histories, per-search critics and snapshots; see the module docstring."""
 
@@ -121,8 +129,9 @@ class CriticCore:
         """The critic of a search, created on first call (from a snapshot and/or earlier histories).
 
         Idempotent: a later call (an agent resuming) returns the existing critic
-        unchanged. KeyError for a snapshot `tenant` does not have (unknown, or
-        another tenant's); ValueError for a snapshot or history of another space layout.
+        unchanged, and reads no history. KeyError for a snapshot `tenant` does not
+        have (unknown, or another tenant's); NoHistory for a history without results;
+        ValueError for a snapshot or history of another space layout.
         """
         critic = self.get(search_id)
         if critic is not None:
@@ -173,8 +182,11 @@ class CriticCore:
     def _pretrain(self, critic: SearchCritic, history: Sequence[str]) -> None:
         """Replays earlier searches' results through the critic in rounds, then forgets them (paper 3.1)."""
         rows = []
-        for other in history:
-            for _, (space, tokens, reward) in sorted(self._load_history(other).items()):
+        for position, other in enumerate(history):
+            observations = self._load_history(other)
+            if not observations:
+                raise NoHistory(position, other)
+            for _, (space, tokens, reward) in sorted(observations.items()):
                 if spaces.get(space).vocab != critic.space.vocab:
                     raise ValueError(
                         f"search {other} is on {space}, whose tokens differ from {critic.space.id}'s"

@@ -21,7 +21,7 @@ from fnas.bounds import clip
 from fnas.config import FieldError
 from fnas.v1 import common_pb2, critic_pb2, critic_pb2_grpc, queue_pb2, search_pb2
 from services.critic import metrics
-from services.critic.core import CriticCore, Observation
+from services.critic.core import CriticCore, NoHistory, Observation
 from services.critic.decision import NotReady, from_options
 
 log = logging.getLogger(__name__)
@@ -81,11 +81,6 @@ class CriticServicer(critic_pb2_grpc.CriticServiceServicer):
             decision = from_options(request.options, self.core.decision)
         except FieldError as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"options.{e.field}: {e.reason}")
-        for i, other in enumerate(request.history):
-            if not self.core.observed(other):
-                await context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT, f"history[{i}]: no stored results of {clip(other)!r}"
-                )
         try:
             await self._in_round(
                 request.search_id,
@@ -101,6 +96,11 @@ class CriticServicer(critic_pb2_grpc.CriticServiceServicer):
         except KeyError:
             await context.abort(
                 grpc.StatusCode.NOT_FOUND, f"snapshot_id: no snapshot {clip(request.snapshot_id)!r}"
+            )
+        except NoHistory as e:  # checked where it is read, so a resuming agent's call reads no history
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"history[{e.position}]: no stored results of {clip(e.search_id)!r}",
             )
         except ValueError as e:
             field = "snapshot_id" if request.snapshot_id and "snapshot" in str(e) else "history"

@@ -160,6 +160,14 @@ async def test_snapshot_export_import_and_transfer_to_another_task(served):
     assert (transferred == trained).all()
     await client.open_search("s3", "nasbench-graph/pubmed", 2, history=["s1"])
     assert servicer.core.get("s3").observed == 0  # pre-trained on s1's results, which stay s1's
+    # s1 ends (memory drops it); a resuming agent opens s3 again: its critic is there, and no
+    # history is read from the store again.
+    servicer.core.forget("s1")
+    store, reads = servicer.core.store, []
+    observations = store.observations
+    store.observations = lambda search_id: reads.append(search_id) or observations(search_id)
+    await client.open_search("s3", "nasbench-graph/pubmed", 2, history=["s1"])
+    assert reads == []
     assert (await code_of(client.export_snapshot("nope")))[0] == grpc.StatusCode.NOT_FOUND
 
 
