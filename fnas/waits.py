@@ -13,6 +13,7 @@ which `cancel` replaces.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 
 async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:
@@ -23,6 +24,16 @@ async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:
     except TimeoutError:
         pass
     return event.is_set()
+
+
+async def wait_until(changed: asyncio.Condition, done: Callable[[], bool], timeout_s: float) -> bool:
+    """Waits until `done()` holds, checked now and at each notify of `changed`; False after `timeout_s`."""
+    try:
+        async with asyncio.timeout(timeout_s), changed:
+            await changed.wait_for(done)
+    except TimeoutError:
+        return False
+    return True
 
 
 async def cancel(task: asyncio.Future) -> None:

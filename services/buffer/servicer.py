@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 
 import grpc
 from prometheus_client import Counter
 
+from fnas import waits
 from fnas.v1 import buffer_pb2, buffer_pb2_grpc, common_pb2, queue_pb2, search_pb2
 from services.buffer.aeb import DEFAULT_CAPACITY, Entry
 from services.buffer.core import BufferCore
@@ -141,15 +141,4 @@ class BufferServicer(buffer_pb2_grpc.BufferServiceServicer):
 
     async def _wait(self, search_id: str, n: int) -> bool:
         """True once the search has >= n results, False after wait_s."""
-        deadline = time.monotonic() + self.wait_s
-        async with self._changed:
-            while self.core.observed(search_id) < n:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                try:
-                    async with asyncio.timeout(left):
-                        await self._changed.wait()
-                except TimeoutError:
-                    return False
-        return True
+        return await waits.wait_until(self._changed, lambda: self.core.observed(search_id) >= n, self.wait_s)

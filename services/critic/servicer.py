@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import grpc
 
-from fnas import spaces
+from fnas import spaces, waits
 from fnas.bounds import clip
 from fnas.config import FieldError
 from fnas.v1 import common_pb2, critic_pb2, critic_pb2_grpc, queue_pb2, search_pb2
@@ -238,18 +238,7 @@ class CriticServicer(critic_pb2_grpc.CriticServiceServicer):
 
     async def _wait(self, search_id: str, n: int) -> bool:
         """True once the search has >= n results, False after wait_s."""
-        deadline = time.monotonic() + self.wait_s
-        async with self._changed:
-            while self.core.observed(search_id) < n:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                try:
-                    async with asyncio.timeout(left):
-                        await self._changed.wait()
-                except TimeoutError:
-                    return False
-        return True
+        return await waits.wait_until(self._changed, lambda: self.core.observed(search_id) >= n, self.wait_s)
 
 
 def _log_abandoned(task: asyncio.Task) -> None:

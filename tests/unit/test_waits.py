@@ -47,3 +47,24 @@ async def test_cancelling_a_task_keeps_a_cancel_of_the_caller_and_retrieves_the_
     await asyncio.sleep(0)
     await waits.cancel(failing)  # does not raise it
     assert isinstance(failing.exception(), ValueError)
+
+
+async def test_waiting_until_a_condition_holds_checks_now_at_each_notify_and_gives_up_at_the_deadline():
+    changed, seen = asyncio.Condition(), [0]
+
+    async def add(n: int) -> None:
+        seen[0] += n
+        async with changed:
+            changed.notify_all()
+
+    assert await waits.wait_until(changed, lambda: seen[0] >= 0, 0)  # holds already: no wait
+    assert not await waits.wait_until(changed, lambda: seen[0] >= 2, 0.01)
+    loop = asyncio.get_running_loop()
+    for delay in (0.01, 0.02):
+        loop.call_later(delay, lambda: asyncio.ensure_future(add(1)))
+    assert await waits.wait_until(changed, lambda: seen[0] >= 2, 5) and seen[0] == 2
+    waiter = asyncio.create_task(waits.wait_until(changed, lambda: seen[0] >= 3, 5))
+    await asyncio.sleep(0.01)
+    waiter.cancel()  # a cancel of the caller is no timeout
+    await asyncio.wait({waiter}, timeout=1)
+    assert waiter.cancelled() and not changed.locked()
