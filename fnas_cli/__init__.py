@@ -31,7 +31,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMANDS:
         module.add(sub)
+    _name_commands(parser)
     return parser
+
+
+def _name_commands(parser: argparse.ArgumentParser) -> None:
+    """Gives every command its full name (`fnas bench search`), which its error messages start with."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                child.set_defaults(command_name=child.prog)
+                _name_commands(child)
 
 
 def _version() -> str:
@@ -59,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     raise ModuleNotFoundError(f"No module named {name!r}", name=name)
         return args.func(args) or 0
     except ValueError as e:  # InvalidArchitecture, UnknownSpace, bad values...
-        print(f"fnas {args.command}: error: {e}", file=sys.stderr)
+        print(f"{args.command_name}: error: {e}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as e:
         top = (e.name or "").partition(".")[0]
@@ -72,10 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             how = "the benchmarks' install: pip install 'fnas[bench]'"
         else:
             raise
-        print(f"fnas {args.command}: error: this needs {e.name}, which comes with {how}", file=sys.stderr)
+        print(f"{args.command_name}: error: this needs {e.name}, which comes with {how}", file=sys.stderr)
         return 2
     except grpc.aio.AioRpcError as e:
-        print(f"fnas {args.command}: error: {_rpc_error(e, args)}", file=sys.stderr)
+        print(f"{args.command_name}: error: {_rpc_error(e, args)}", file=sys.stderr)
         return 2 if e.code() in _BAD_INPUT else 1
     except BrokenPipeError:  # `fnas watch | head`: the reader left; end quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -100,4 +100,4 @@ def test_the_mesh_overhead_is_the_median_of_paired_plain_and_mesh_runs(tmp_path)
 def test_mesh_repeats_below_one_is_bad_input(repeats, capsys):
     assert main(["bench", "search", "--mesh-repeats", repeats, "--seeds", "1", "--budget", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"fnas bench: error: --mesh-repeats must be >= 1, got {repeats}"]
+    assert err == [f"fnas bench search: error: --mesh-repeats must be >= 1, got {repeats}"]

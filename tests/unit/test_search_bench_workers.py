@@ -52,7 +52,7 @@ def test_two_workers_give_the_transfer_figures_of_one(tmp_path):
 def test_workers_below_one_is_bad_input(workers, capsys):
     assert main(["bench", "search", "--workers", workers, "--seeds", "1", "--budget", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"fnas bench: error: --workers must be >= 1, got {workers}"]
+    assert err == [f"fnas bench search: error: --workers must be >= 1, got {workers}"]
 
 
 def test_transfer_reuses_the_benchmarks_own_source_searches(tmp_path):
