@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from fnas.v1 import common_pb2
-from fnas_bench import plain_search, search_workers
+from fnas_bench import MESH_REPEATS, plain_search, search_workers
 from fnas_bench.plain_loop import samples_to_reach
 from fnas_bench.reach_stats import ratio, summarise
 from fnas_bench.tabular import TARGETS, Setup, thresholds
@@ -32,8 +32,6 @@ from services.agent import registry
 BEST_AT = (100, 300, 1000)
 #: Budgets of the test-accuracy view (NASLib's convention: what the search would return at each).
 TEST_AT = (25, 50, 100, 200, 500)
-#: Plain-then-mesh runs of each mesh seed (`_mesh_stats`).
-MESH_REPEATS = 3
 
 
 def run(

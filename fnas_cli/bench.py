@@ -8,6 +8,8 @@ from pathlib import Path
 
 
 def add(sub: argparse._SubParsersAction) -> None:
+    from fnas_bench import MESH_REPEATS, akp_bench, ceiling, compute_bench, load_bench
+
     p = sub.add_parser("bench", help="benchmarks (figures, JSON and a plot)")
     bench = p.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
     s = bench.add_parser(
@@ -48,7 +50,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     s.add_argument(
         "--mesh-repeats",
         type=int,
-        default=3,
+        default=MESH_REPEATS,
         help="plain-then-mesh runs of each mesh seed; the overhead is their median",
     )
     s.add_argument(
@@ -60,8 +62,6 @@ def add(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--out", type=Path, default=Path("bench-out/search"), help="writes OUT.json and OUT.png")
     s.add_argument("--data-dir", type=Path, default=Path("fnas-data/bench"), help="state of the mesh runs")
     s.set_defaults(func=search)
-    from fnas_bench import akp_bench, ceiling, compute_bench, load_bench
-
     akp_bench.add_parser(bench)
     load_bench.add_parser(bench)
     ceiling.add_parser(bench)
