@@ -37,7 +37,7 @@ def _argv(args: argparse.Namespace) -> list[str]:
     """The service's own flags back as argv, so `fnas serve X` and `python -m services.X` share main()."""
     out = []
     for key, value in vars(args).items():
-        if key in ("command", "service", "func") or value is None:
+        if key in ("command", "command_name", "service", "func") or value is None:  # the CLI's own
             continue
         out += [f"--{key.replace('_', '-')}", str(value)]
     return out
