@@ -17,7 +17,7 @@ TRAIN_OUTCOME_OK: TrainOutcome
 TRAIN_OUTCOME_FAILED: TrainOutcome
 
 class TrainJob(_message.Message):
-    __slots__ = ("job_id", "search_id", "sample_index", "architecture", "task", "reward", "use_pool", "pool_task", "seed", "behaviour_log_prob", "final_rank")
+    __slots__ = ("job_id", "search_id", "sample_index", "architecture", "task", "reward", "use_pool", "pool_task", "seed", "behaviour_log_prob", "replayable", "final_rank")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -28,6 +28,7 @@ class TrainJob(_message.Message):
     POOL_TASK_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     BEHAVIOUR_LOG_PROB_FIELD_NUMBER: _ClassVar[int]
+    REPLAYABLE_FIELD_NUMBER: _ClassVar[int]
     FINAL_RANK_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     search_id: str
@@ -39,11 +40,12 @@ class TrainJob(_message.Message):
     pool_task: str
     seed: int
     behaviour_log_prob: float
+    replayable: bool
     final_rank: int
-    def __init__(self, job_id: _Optional[str] = ..., search_id: _Optional[str] = ..., sample_index: _Optional[int] = ..., architecture: _Optional[_Union[_common_pb2.Architecture, _Mapping]] = ..., task: _Optional[_Union[_common_pb2.Task, _Mapping]] = ..., reward: _Optional[_Union[_common_pb2.RewardSpec, _Mapping]] = ..., use_pool: _Optional[bool] = ..., pool_task: _Optional[str] = ..., seed: _Optional[int] = ..., behaviour_log_prob: _Optional[float] = ..., final_rank: _Optional[int] = ...) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., search_id: _Optional[str] = ..., sample_index: _Optional[int] = ..., architecture: _Optional[_Union[_common_pb2.Architecture, _Mapping]] = ..., task: _Optional[_Union[_common_pb2.Task, _Mapping]] = ..., reward: _Optional[_Union[_common_pb2.RewardSpec, _Mapping]] = ..., use_pool: _Optional[bool] = ..., pool_task: _Optional[str] = ..., seed: _Optional[int] = ..., behaviour_log_prob: _Optional[float] = ..., replayable: _Optional[bool] = ..., final_rank: _Optional[int] = ...) -> None: ...
 
 class TrainResult(_message.Message):
-    __slots__ = ("job_id", "search_id", "sample_index", "architecture", "reward", "outcome", "error", "train_seconds", "trainer_id", "pool_blocks_matched", "pool_blocks_queried", "behaviour_log_prob", "final_rank", "setup_seconds", "evaluate_seconds", "epochs", "device_kind")
+    __slots__ = ("job_id", "search_id", "sample_index", "architecture", "reward", "outcome", "error", "train_seconds", "trainer_id", "pool_blocks_matched", "pool_blocks_queried", "behaviour_log_prob", "final_rank", "setup_seconds", "evaluate_seconds", "epochs", "device_kind", "replayable")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +63,7 @@ class TrainResult(_message.Message):
     EVALUATE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
     DEVICE_KIND_FIELD_NUMBER: _ClassVar[int]
+    REPLAYABLE_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     search_id: str
     sample_index: int
@@ -78,4 +81,5 @@ class TrainResult(_message.Message):
     evaluate_seconds: float
     epochs: int
     device_kind: str
-    def __init__(self, job_id: _Optional[str] = ..., search_id: _Optional[str] = ..., sample_index: _Optional[int] = ..., architecture: _Optional[_Union[_common_pb2.Architecture, _Mapping]] = ..., reward: _Optional[_Union[_common_pb2.Reward, _Mapping]] = ..., outcome: _Optional[_Union[TrainOutcome, str]] = ..., error: _Optional[str] = ..., train_seconds: _Optional[float] = ..., trainer_id: _Optional[str] = ..., pool_blocks_matched: _Optional[int] = ..., pool_blocks_queried: _Optional[int] = ..., behaviour_log_prob: _Optional[float] = ..., final_rank: _Optional[int] = ..., setup_seconds: _Optional[float] = ..., evaluate_seconds: _Optional[float] = ..., epochs: _Optional[int] = ..., device_kind: _Optional[str] = ...) -> None: ...
+    replayable: bool
+    def __init__(self, job_id: _Optional[str] = ..., search_id: _Optional[str] = ..., sample_index: _Optional[int] = ..., architecture: _Optional[_Union[_common_pb2.Architecture, _Mapping]] = ..., reward: _Optional[_Union[_common_pb2.Reward, _Mapping]] = ..., outcome: _Optional[_Union[TrainOutcome, str]] = ..., error: _Optional[str] = ..., train_seconds: _Optional[float] = ..., trainer_id: _Optional[str] = ..., pool_blocks_matched: _Optional[int] = ..., pool_blocks_queried: _Optional[int] = ..., behaviour_log_prob: _Optional[float] = ..., final_rank: _Optional[int] = ..., setup_seconds: _Optional[float] = ..., evaluate_seconds: _Optional[float] = ..., epochs: _Optional[int] = ..., device_kind: _Optional[str] = ..., replayable: _Optional[bool] = ...) -> None: ...

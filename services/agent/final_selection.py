@@ -107,6 +107,7 @@ async def run(search: SearchRun) -> bool:
             use_pool=False,  # from scratch: every candidate on equal terms (paper 6.2)
             seed=sample_seed(spec, s.index),  # the sample's own: export repeats it
             final_rank=r,
+            replayable=False,  # no search sample (paper 6.2)
         )
         for r, s in zip(ranks, chosen, strict=True)
     }

@@ -260,6 +260,7 @@ class SearchRun:
             pool_task=self.spec.pool_task,
             seed=sample_seed(self.spec, index),
             behaviour_log_prob=p.log_prob,
+            replayable=uses_buffer(self.spec),  # the buffer stores no search it never replays
         )
 
     async def _gather(

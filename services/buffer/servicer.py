@@ -33,8 +33,9 @@ class BufferServicer(buffer_pb2_grpc.BufferServiceServicer):
         self._changed = asyncio.Condition()
 
     async def on_results(self, datas: list[bytes]) -> None:
-        """Records a fetched batch of TrainResults, the OK ones with their behaviour log-probs, in one
-        transaction; duplicates are dropped."""
+        """Records a fetched batch of TrainResults, the OK and replayable ones with their behaviour
+        log-probs, in one transaction; duplicates are dropped. A result its job marked not replayable (a
+        search without the AEB, a final retrain) is acked unstored: nothing would ever replay it."""
         results = [queue_pb2.TrainResult.FromString(d) for d in datas]
         await self._add(
             [
@@ -43,7 +44,7 @@ class BufferServicer(buffer_pb2_grpc.BufferServiceServicer):
                     Entry(r.sample_index, tuple(r.architecture.tokens), r.reward.value, r.behaviour_log_prob),
                 )
                 for r in results
-                if r.outcome == queue_pb2.TRAIN_OUTCOME_OK
+                if r.outcome == queue_pb2.TRAIN_OUTCOME_OK and (r.replayable or not r.HasField("replayable"))
             ]
         )
 

@@ -337,4 +337,5 @@ def _result_of(job: queue_pb2.TrainJob, trainer_id: str) -> queue_pb2.TrainResul
         trainer_id=trainer_id,
         behaviour_log_prob=job.behaviour_log_prob,  # the buffer replays it off-policy (paper 5)
         final_rank=job.final_rank,  # a final-selection retrain, not a search sample (paper 6.2)
+        replayable=job.replayable if job.HasField("replayable") else None,  # the buffer's to keep or not
     )

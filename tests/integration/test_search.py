@@ -166,6 +166,14 @@ async def test_metrics_count_activated_samples(cluster, client):
     assert 'fnas_agent_rpc_latency_seconds_count{code="OK",method="SubmitSearch"}' in text
 
 
+async def test_a_search_without_the_buffer_marks_its_results_so_the_buffer_stores_none(cluster, client):
+    status, trajectory = await run_to_end(client, spec(budget=10))
+    results = cluster.agent.store.results(status.search_id, [s.index for s in trajectory])
+    # The agent's job says it, the trainer copies it into the result the buffer reads.
+    assert {(r.HasField("replayable"), r.replayable) for r in results if r} == {(True, False)}
+    assert cluster.buffer.core.observed(status.search_id) == 0
+
+
 async def test_watch_after_the_last_event_of_a_finished_search_returns(client):
     status, _ = await run_to_end(client, spec(budget=10))
     events = [e async for e in client.watch(status.search_id)]

@@ -35,15 +35,32 @@ async def served(tmp_path):
         servicer.core.store.close()
 
 
-def result(i: int, reward: float, log_prob: float = -2.0, ok: bool = True) -> bytes:
+def result(
+    i: int, reward: float, log_prob: float = -2.0, ok: bool = True, search_id: str = "s1", **kw
+) -> bytes:
     return queue_pb2.TrainResult(
-        search_id="s1",
+        search_id=search_id,
         sample_index=i,
         architecture=common_pb2.Architecture(tokens=[i, 0, 0, 0, 0]),
         reward=common_pb2.Reward(value=reward),
         outcome=queue_pb2.TRAIN_OUTCOME_OK if ok else queue_pb2.TRAIN_OUTCOME_FAILED,
         behaviour_log_prob=log_prob,
+        **kw,
     ).SerializeToString()
+
+
+async def test_only_results_a_search_may_replay_are_stored(served):
+    servicer, client, _ = served
+    await servicer.on_results(
+        [
+            result(0, 0.5, search_id="ppo", replayable=False),  # a search without the AEB
+            result(0, 0.5, search_id="fnas", replayable=True),
+            result(1, 0.6, search_id="fnas", replayable=False, final_rank=1),  # a final retrain
+            result(0, 0.5, search_id="old-agent"),  # unset: an agent of an earlier version
+        ]
+    )
+    assert [(await client.stats(s))[1] for s in ("ppo", "fnas", "old-agent")] == [0, 1, 1]
+    assert [e.index for e in servicer.core.store.entries("ppo")] == []
 
 
 async def test_sample_replays_the_best_distinct_rewards_with_weights_and_log_probs(served):
