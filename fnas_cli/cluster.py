@@ -19,7 +19,7 @@ def add(sub: argparse._SubParsersAction) -> None:
         module = importlib.import_module(f"services.{name}.__main__")
         s = services.add_parser(name, help=f"the {name} service", description=module.__doc__)
         module.build_parser(s)
-        s.set_defaults(func=lambda args, m=module: m.main(_argv(args)))
+        s.set_defaults(func=lambda args, m=module, s=s: m.main(_argv(args, s)))
 
     u = sub.add_parser("up", help="NATS, the agent and trainers in this process, until Ctrl-C")
     u.add_argument(
@@ -33,13 +33,16 @@ def add(sub: argparse._SubParsersAction) -> None:
     u.set_defaults(func=up)
 
 
-def _argv(args: argparse.Namespace) -> list[str]:
-    """The service's own flags back as argv, so `fnas serve X` and `python -m services.X` share main()."""
+def _argv(args: argparse.Namespace, service: argparse.ArgumentParser) -> list[str]:
+    """The service's own flags back as argv, so `fnas serve X` and `python -m services.X` share main().
+
+    Only the flags the service's parser defines: what the CLI keeps in `args` of its own stays out.
+    """
     out = []
-    for key, value in vars(args).items():
-        if key in ("command", "command_name", "service", "func") or value is None:  # the CLI's own
-            continue
-        out += [f"--{key.replace('_', '-')}", str(value)]
+    for action in service._actions:
+        value = getattr(args, action.dest, None)
+        if action.option_strings and action.dest != "help" and value is not None:
+            out += [action.option_strings[-1], str(value)]
     return out
 
 

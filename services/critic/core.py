@@ -21,6 +21,7 @@ from typing import Protocol
 import safetensors.torch
 
 from fnas import spaces
+from fnas.bounds import clip
 from services.critic.decision import DecisionConfig, Prediction
 from services.critic.model import CriticNets, FitConfig
 from services.critic.search_critic import SearchCritic, read
@@ -47,11 +48,7 @@ class Store(Protocol):
 
 
 class NoHistory(ValueError):
-    """A search to pre-train on (`history[position]`) has no stored results."""
-
-    def __init__(self, position: int, search_id: str) -> None:
-        super().__init__(f"history[{position}]: no stored results of {search_id!r}")
-        self.position, self.search_id = position, search_id
+    """A search to pre-train on has no stored results; the message starts with its field, history[i]."""
 
 
 class CriticCore:
@@ -185,7 +182,7 @@ class CriticCore:
         for position, other in enumerate(history):
             observations = self._load_history(other)
             if not observations:
-                raise NoHistory(position, other)
+                raise NoHistory(f"history[{position}]: no stored results of {clip(other)!r}")
             for _, (space, tokens, reward) in sorted(observations.items()):
                 if spaces.get(space).vocab != critic.space.vocab:
                     raise ValueError(

@@ -98,10 +98,7 @@ class CriticServicer(critic_pb2_grpc.CriticServiceServicer):
                 grpc.StatusCode.NOT_FOUND, f"snapshot_id: no snapshot {clip(request.snapshot_id)!r}"
             )
         except NoHistory as e:  # checked where it is read, so a resuming agent's call reads no history
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"history[{e.position}]: no stored results of {clip(e.search_id)!r}",
-            )
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         except ValueError as e:
             field = "snapshot_id" if request.snapshot_id and "snapshot" in str(e) else "history"
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{field}: {e}")

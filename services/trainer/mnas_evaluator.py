@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 import prometheus_client
 
-from fnas import datasets, spaces
+from fnas import datasets, spaces, waits
 from fnas.queue import Heartbeat
 from fnas.reward import RewardFn
 from fnas.v1 import common_pb2, pool_pb2, queue_pb2
@@ -195,6 +195,4 @@ async def _with_heartbeat(aw: Awaitable, heartbeat: Heartbeat, period_s: float):
                 return task.result()
             await heartbeat()
     finally:
-        if not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await waits.cancel(task)
