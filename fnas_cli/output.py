@@ -96,16 +96,19 @@ def print_result(
     table = table_of(status)
     order = activated_order(trajectory) if trajectory else {}
     mnas = status.spec.space == "mnas"
-    header = f"{'rank':>4} {'reward':>8} {'accuracy':>8} {'latency_ms':>10}"
-    header += f" {'mult_adds':>12}" * mnas + f" {'activated#':>10}" * bool(order)
-    header += f"  {'table rank':<22}" * (table is not None)
-    print(f"{header}  architecture")
+    header = [f"{'rank':>4} {'reward':>8} {'accuracy':>8} {'latency_ms':>10}"]
+    header += [f" {'mult_adds':>12}"] if mnas else []
+    header += [f" {'activated#':>10}"] if order else []
+    header += [f"  {'table rank':<22}"] if table is not None else []
+    print(f"{''.join(header)}  architecture")
     for rank, s in enumerate(top, 1):
         r = s.reward
-        line = f"{rank:>4} {r.value:>8.4f} {r.accuracy:>8.4f} {r.latency_ms:>10.3f}"
-        line += f" {r.mult_adds:>12,}" * mnas + f" {order.get(s.index, ''):>10}" * bool(order)
-        line += f"  {table.standing(r.value)!s:<22}" * (table is not None)
-        print(f"{line}  {_short(s.architecture.tokens)}")
+        # Columns as parts: an f-string times a boolean is evaluated even where it is not shown.
+        line = [f"{rank:>4} {r.value:>8.4f} {r.accuracy:>8.4f} {r.latency_ms:>10.3f}"]
+        line += [f" {r.mult_adds:>12,}"] if mnas else []
+        line += [f" {order.get(s.index, ''):>10}"] if order else []
+        line += [f"  {table.standing(r.value)!s:<22}"] if table is not None else []
+        print(f"{''.join(line)}  {_short(s.architecture.tokens)}")
     if order:
         print("activated#: the trained sample that found it (1 = the first trained)")
     _print_akp_and_final(status)

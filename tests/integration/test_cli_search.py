@@ -44,3 +44,18 @@ def test_same_seed_gives_the_identical_trajectory(tmp_path):
     strip = lambda r: [(s["tokens"], s["reward"]) for s in r["trajectory"]]  # noqa: E731
     assert strip(first) == strip(second)
     assert first["top"][0]["reward"] == max(s["reward"] for s in first["trajectory"])
+
+
+def test_a_search_of_a_trained_space_prints_its_best_architectures(tmp_path):
+    """Real training (the mnas space on the synthetic task): the result table has no table rank column."""
+    out = tmp_path / "mnas.json"
+    argv = "search --space mnas --strategy fnas --budget 3 --epochs 1 --dataset synthetic --final-top-k 1"
+    argv += f" --final-epochs 1 --trainers 1 --data-dir {tmp_path / 'data'} --json {out}"
+    run = subprocess.run(
+        [sys.executable, "-m", "fnas_cli", *argv.split()], capture_output=True, text=True, timeout=240
+    )
+    assert run.returncode == 0, run.stderr
+    header = next(line for line in run.stdout.splitlines() if line.lstrip().startswith("rank"))
+    assert "mult_adds" in header and "table rank" not in header, run.stdout
+    assert "trainer-seconds of training" in run.stdout
+    assert json.loads(out.read_text())["activated_samples"] == 3
