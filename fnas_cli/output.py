@@ -111,7 +111,7 @@ def print_result(
         print(f"{''.join(line)}  {_short(s.architecture.tokens)}")
     if order:
         print("activated#: the trained sample that found it (1 = the first trained)")
-    _print_akp_and_final(status)
+    _print_akp_and_final(status, order)
 
 
 def compute_line(status: search_pb2.SearchStatus) -> str:
@@ -148,27 +148,37 @@ def calibration_line(status: search_pb2.SearchStatus) -> str:
     )
 
 
-def _print_akp_and_final(status: search_pb2.SearchStatus) -> None:
-    """The AKP hit ratio (paper 4.3) and the final selection's ranking (paper 6.2), when there are any."""
+def _print_akp_and_final(status: search_pb2.SearchStatus, order: dict[int, int]) -> None:
+    """The AKP hit ratio (paper 4.3) and the final selection's ranking (paper 6.2), when there are any.
+
+    `order` (sample index -> activated#) numbers the final candidates as the best architectures' table
+    does; without a trajectory they carry their sample index.
+    """
     matched, queried = status.pool_blocks_matched, status.pool_blocks_queried
     if queried:
         task = status.spec.task
         print(
             f"AKP: {matched}/{queried} blocks initialised from the pool, hit ratio {matched / queried:.3f}; "
-            f"{status.pool_warm_samples} samples warm from the pool trained {task.pool_epochs} epochs, "
-            f"the other {status.activated_samples - status.pool_warm_samples} {task.epochs}"
+            f"{status.pool_warm_samples} samples warm from the pool trained {_epochs(task.pool_epochs)}, "
+            f"the other {status.activated_samples - status.pool_warm_samples} {_epochs(task.epochs)}"
         )
     if not status.final_ranking:
         return
     print(f"final selection: the top {len(status.final_ranking)} retrained for "
-          f"{status.final_ranking[0].epochs} epochs, ranked by final reward")  # fmt: skip
-    print(f"{'final':>5} {'reward':>8} {'accuracy':>8} {'search':>8} {'sample':>6}  architecture")
+          f"{_epochs(status.final_ranking[0].epochs)}, ranked by final reward")  # fmt: skip
+    found = "activated#" if order else "sample"
+    print(f"{'final':>5} {'reward':>8} {'accuracy':>8} {'search':>8} {found:>10}  architecture")
     for c in status.final_ranking:
         r = c.final_reward
         figures = f"{'failed':>8} {'':>8}" if c.error else f"{r.value:>8.4f} {r.accuracy:>8.4f}"
         tokens = _short(c.sample.architecture.tokens)
         error = f"  {c.error}" if c.error else ""
-        print(f"{c.rank:>5} {figures} {c.sample.reward.value:>8.4f} {c.sample.index:>6}  {tokens}{error}")
+        which = order.get(c.sample.index, "") if order else c.sample.index
+        print(f"{c.rank:>5} {figures} {c.sample.reward.value:>8.4f} {which:>10}  {tokens}{error}")
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch" + ("" if n == 1 else "s")
 
 
 def _final(c: search_pb2.FinalCandidate) -> dict:

@@ -58,4 +58,7 @@ def test_a_search_of_a_trained_space_prints_its_best_architectures(tmp_path):
     header = next(line for line in run.stdout.splitlines() if line.lstrip().startswith("rank"))
     assert "mult_adds" in header and "table rank" not in header, run.stdout
     assert "trainer-seconds of training" in run.stdout
+    assert "final selection: the top 1 retrained for 1 epoch, ranked by final reward" in run.stdout
+    final = run.stdout.split("final selection:")[1].splitlines()
+    assert "activated#" in final[1], run.stdout  # numbered as in the best architectures' table
     assert json.loads(out.read_text())["activated_samples"] == 3
