@@ -252,8 +252,10 @@ def export(args: argparse.Namespace, status: search_pb2.SearchStatus, c: search_
         network=network_source(),
     )
     (args.out / "model.py").write_text(source)
+    measured = meta["final_accuracy"]
     print(
         f"wrote {args.out}/model.py, weights.safetensors, architecture.json: validation accuracy "
-        f"{out.accuracy:.4f} (final selection measured {meta['final_accuracy']}); the retrain took "
-        f"{sum(out.seconds.values()):.1f} trainer-seconds"
+        f"{out.accuracy:.4f}"
+        + ("" if measured is None else f" (final selection measured {measured:.4f})")
+        + f"; the retrain took {sum(out.seconds.values()):.1f} trainer-seconds"
     )
