@@ -75,7 +75,7 @@ def add_spec_arguments(p: argparse.ArgumentParser) -> None:
         "--seed", type=int, default=0, help="seeds the policy and the search; the same seed, the same search"
     )
     p.add_argument(
-        "--batch-size", type=int, default=0, help="samples per policy update (0: strategy default)"
+        "--batch-size", type=whole, default=0, help="samples per policy update (0: strategy default)"
     )
     p.add_argument(
         "--reward",
@@ -84,13 +84,13 @@ def add_spec_arguments(p: argparse.ArgumentParser) -> None:
         help="accuracy alone, or Eq. 2 with latency or Mult-Adds as the cost",
     )
     p.add_argument("--target-latency-ms", type=float, default=0.0, help="T of Eq. 2 with --reward latency")
-    p.add_argument("--target-mult-adds", type=int, default=0, help="T of Eq. 2 with --reward mult-adds")
+    p.add_argument("--target-mult-adds", type=whole, default=0, help="T of Eq. 2 with --reward mult-adds")
     p.add_argument("--alpha", type=float, help="exponent when the cost is <= T (default -0.07)")
     p.add_argument("--beta", type=float, help="exponent when the cost is > T (default -0.07)")
     p.add_argument(
         "--dataset", default="", help="trained spaces: digits, synthetic, npz:<path>, imagefolder:<path>"
     )
-    p.add_argument("--epochs", type=int, default=0, help="proxy-task epochs per sample (trained spaces)")
+    p.add_argument("--epochs", type=whole, default=0, help="proxy-task epochs per sample (trained spaces)")
     p.add_argument(
         "--simulated-seconds",
         type=float,
@@ -101,16 +101,29 @@ def add_spec_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pool-task", default="", help="AKP transfer: initialise from pool blocks of this task")
     p.add_argument(
         "--pool-epochs",
-        type=int,
+        type=whole,
         default=0,
         help="AKP: epochs of a sample warm from the pool for every block (0: half of --epochs)",
     )
     p.add_argument(
         "--final-top-k",
-        type=int,
+        type=whole,
         help="final selection: architectures retrained at the end (default: 10, tables 0)",
     )
-    p.add_argument("--final-epochs", type=int, default=0, help="epochs of the final retrain (0: 2 x epochs)")
+    p.add_argument(
+        "--final-epochs", type=whole, default=0, help="epochs of the final retrain (0: 2 x epochs)"
+    )
+
+
+def whole(text: str) -> int:
+    """A whole number >= 0 that fits the spec's 32-bit counts (protobuf would refuse it unnamed)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    return value
 
 
 def fnas_option(text: str) -> tuple[str, float | int]:
@@ -119,16 +132,15 @@ def fnas_option(text: str) -> tuple[str, float | int]:
     field = FNAS_FIELDS.get(name)
     if not sep or field is None:
         raise argparse.ArgumentTypeError(f"expected FIELD=VALUE with FIELD one of {', '.join(FNAS_FIELDS)}")
+    if field.type != FieldDescriptor.TYPE_DOUBLE:
+        try:
+            return name, whole(raw)
+        except argparse.ArgumentTypeError as e:
+            raise argparse.ArgumentTypeError(f"{name}: {e}") from None
     try:
-        if field.type == FieldDescriptor.TYPE_DOUBLE:
-            return name, float(raw)
-        value = int(raw)
-        if not 0 <= value < 2**32:
-            raise ValueError
-        return name, value
+        return name, float(raw)
     except ValueError:
-        kind = "number" if field.type == FieldDescriptor.TYPE_DOUBLE else "whole number >= 0"
-        raise argparse.ArgumentTypeError(f"{name}: {raw!r} is not a {kind}") from None
+        raise argparse.ArgumentTypeError(f"{name}: {raw!r} is not a number") from None
 
 
 def spec_from_args(args: argparse.Namespace) -> common_pb2.SearchSpec:

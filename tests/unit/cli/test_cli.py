@@ -167,6 +167,18 @@ def test_fnas_limits_set_on_the_command_line_reach_the_strategy():
             search.fnas_option(bad)
 
 
+@pytest.mark.parametrize(
+    "flag", ["--epochs", "--pool-epochs", "--final-epochs", "--final-top-k", "--batch-size"]
+)
+def test_a_negative_count_is_refused_by_name(flag, capsys):
+    parser = argparse.ArgumentParser(prog="fnas search")
+    search.add_spec_arguments(parser)
+    with pytest.raises(SystemExit) as exit_:
+        parser.parse_args(["--space", "mnas", flag, "-1"])
+    assert exit_.value.code == 2
+    assert f"argument {flag}: '-1' is not a whole number >= 0" in capsys.readouterr().err
+
+
 def test_a_search_without_a_critic_prints_its_recalls_and_no_critic_figures(capsys):
     from fnas_cli import output
 
