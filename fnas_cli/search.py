@@ -72,7 +72,11 @@ def add_spec_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--budget", type=int, default=200, help="activated (trained) samples")
     p.add_argument(
-        "--seed", type=int, default=0, help="seeds the policy and the search; the same seed, the same search"
+        "--seed",
+        type=int,
+        default=0,
+        help="seeds the policy and the search: the same seed, the same search (on real training with AKP, "
+        "only with one trainer: README)",
     )
     p.add_argument(
         "--batch-size", type=whole, default=0, help="samples per policy update (0: strategy default)"
