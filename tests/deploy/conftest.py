@@ -124,7 +124,7 @@ def containers(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def image_name(image: str) -> str:
-    """'registry/fnas:0.1.0' -> 'registry/fnas' (tag and digest dropped)."""
+    """'registry/fnas:0.2.0' -> 'registry/fnas' (tag and digest dropped)."""
     name = image.split("@", 1)[0]
     return name.rsplit(":", 1)[0] if ":" in name.rsplit("/", 1)[-1] else name
 

@@ -13,7 +13,7 @@ GRPC_NAME = {short: full for full, short in metrics.SERVICE_NAMES.items()}  # ag
 
 
 def default(value: str) -> str:
-    """'${FNAS_IMAGE:-fnas:0.1.0}' -> 'fnas:0.1.0' (compose's default of an unset variable)."""
+    """'${FNAS_IMAGE:-fnas:0.2.0}' -> 'fnas:0.2.0' (compose's default of an unset variable)."""
     found = re.fullmatch(r"\$\{\w+:-(.+)\}", value)
     return found.group(1) if found else value
 
