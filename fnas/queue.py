@@ -129,6 +129,12 @@ class StreamReplicasError(RuntimeError):
     """A stream asked for more replicas than the NATS server (or cluster) has JetStream nodes."""
 
 
+#: What Bus.publish raises when the stream did not acknowledge a message through its retries
+#: (nats-server stalled, restarting or unreachable): a caller whose message is durable elsewhere
+#: publishes it again later.
+PUBLISH_ERRORS: tuple[type[Exception], ...] = (*delivery.TRANSIENT, nats.js.errors.NoStreamResponseError)
+
+
 class Bus:
     """One NATS connection with its JetStream context; see `connect`."""
 

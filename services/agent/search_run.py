@@ -23,7 +23,10 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
+import tenacity
+
 from fnas import spaces, waits
+from fnas.queue import PUBLISH_ERRORS
 from fnas.v1 import common_pb2, queue_pb2, search_pb2
 from fnas.v1.common_pb2 import (
     SAMPLE_SOURCE_BUFFER,
@@ -49,6 +52,8 @@ FINAL_STATES = (
 )
 # Re-check the budget's wall clock and cancellation at least this often while waiting.
 _WAIT_S = 1.0
+# Waits before publishing again what the bus did not take: doubling from the first to the last.
+_FIRST_PAUSE_S, _MAX_PAUSE_S = 1.0, 30.0
 
 
 class MissingService(RuntimeError):
@@ -136,6 +141,7 @@ class SearchRun:
                 await self._plan(strategy, loop, recalls, status)
                 # Results may arrive before the batch is learned: the plan must survive a restart.
                 self.store.commit(self.search_id, lambda s: None, strategy.state(), loop)
+        pause = _FIRST_PAUSE_S
         while stop is None and loop.plan:
             jobs = loop.jobs()
             stored = self.store.results(self.search_id, [i for i, _ in jobs])
@@ -152,8 +158,21 @@ class SearchRun:
             publishing.add_done_callback(lambda _: self.notify())  # a failed publish ends the wait
             try:
                 results = await self._gather([i for i, _ in jobs], publishing)
+            except PUBLISH_ERRORS as e:
+                # The plan is committed and a job's id is its message id (JetStream drops repeats): wait
+                # for the bus, however long it is away, and publish the jobs that have no result again.
+                log.warning(
+                    "search %s: the bus did not take its jobs (%s: %s); publishes its jobs again in %.0f s",
+                    self.search_id, type(e).__name__, e, pause,
+                )  # fmt: skip
+                if not await self._pause(pause):
+                    stop = self._interrupted()
+                    break
+                pause = min(2 * pause, _MAX_PAUSE_S)
+                continue
             finally:
                 publishing.cancel()
+            pause = _FIRST_PAUSE_S
             if results is None:
                 stop = self._interrupted()
                 break
@@ -161,6 +180,16 @@ class SearchRun:
             # A batch of recalls awaits nothing: let the watchers and the other searches have their turn.
             await asyncio.sleep(0)
         await self._finish(*(stop or (search_pb2.SEARCH_STATE_SUCCEEDED, "")))
+
+    async def _pause(self, seconds: float) -> bool:
+        """Waits `seconds`; False (at once) when the search is cancelled or out of time meanwhile."""
+        deadline = time.monotonic() + seconds
+        while self._interrupted() is None:
+            if (left := deadline - time.monotonic()) <= 0:
+                return True
+            self._wake.clear()
+            await waits.wait_event(self._wake, min(left, _WAIT_S))
+        return False
 
     async def _open_modules(self) -> None:
         """Creates the search's critic (idempotent, also on resume), from a snapshot or history if asked."""
@@ -380,4 +409,11 @@ class SearchRun:
         )
         metrics.observe_finished(status)
         log.info("search %s finished: %s %s", self.search_id, search_pb2.SearchState.Name(state), error)
-        await self.on_events(self.search_id, new_events)
+        # Trainers, critic and buffer learn of the end from its event: it goes out, however long it takes.
+        async for attempt in tenacity.AsyncRetrying(
+            retry=tenacity.retry_if_exception_type(PUBLISH_ERRORS),
+            wait=tenacity.wait_exponential(multiplier=_FIRST_PAUSE_S, max=_MAX_PAUSE_S),
+            before_sleep=tenacity.before_sleep_log(log, logging.WARNING),
+        ):
+            with attempt:
+                await self.on_events(self.search_id, new_events)

@@ -8,6 +8,7 @@ exactly once (mesh.counted_once). Each is bounded by its own timeout.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import urllib.request
 
@@ -89,6 +90,21 @@ async def test_nats_server_restart_mid_search_keeps_every_sample(secure_mesh):
     for proc in (agent, *trainers):
         assert "reconnected" in proc.text(), proc.name
         assert mesh.secure and "e2e-nats-password" not in proc.text()  # secrets never logged
+
+
+@pytest.mark.timeout(180)
+async def test_a_stalled_nats_server_pauses_the_search_instead_of_failing_it(mesh):
+    """SIGSTOP keeps the connections open and every publish times out: a search submitted meanwhile
+    publishes its first jobs past the publish's own retries (about 16 s), then again once NATS is back."""
+    agent, _trainers = await start(mesh, 2)
+    async with mesh.client() as client:
+        os.kill(mesh.nats.pid, signal.SIGSTOP)
+        try:
+            search_id = await client.submit(spec(budget=20, simulated_s=0.05))
+            await wait_logged(agent, "publishes its jobs again", timeout_s=60)
+        finally:
+            os.kill(mesh.nats.pid, signal.SIGCONT)
+        await counted_once(mesh, client, search_id, budget=20)
 
 
 @pytest.mark.timeout(120)
