@@ -88,7 +88,7 @@ def add_spec_arguments(p: argparse.ArgumentParser) -> None:
         help="accuracy alone, or Eq. 2 with latency or Mult-Adds as the cost",
     )
     p.add_argument("--target-latency-ms", type=float, default=0.0, help="T of Eq. 2 with --reward latency")
-    p.add_argument("--target-mult-adds", type=whole, default=0, help="T of Eq. 2 with --reward mult-adds")
+    p.add_argument("--target-mult-adds", type=int, default=0, help="T of Eq. 2 with --reward mult-adds")
     p.add_argument("--alpha", type=float, help="exponent when the cost is <= T (default -0.07)")
     p.add_argument("--beta", type=float, help="exponent when the cost is > T (default -0.07)")
     p.add_argument(
@@ -153,6 +153,8 @@ def spec_from_args(args: argparse.Namespace) -> common_pb2.SearchSpec:
         raise ValueError(f"--budget must be > 0, got {args.budget}")
     if args.seed < 0:
         raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    if args.target_mult_adds < 0:  # a 64-bit count: beyond `whole`'s 32 bits
+        raise ValueError(f"--target-mult-adds must be >= 0, got {args.target_mult_adds}")
     reward = common_pb2.RewardSpec(
         cost=REWARDS[args.reward],
         target_latency_ms=args.target_latency_ms,

@@ -224,3 +224,13 @@ def test_the_compute_line_says_a_table_trains_nothing_and_counts_real_training()
     )
     status.spec.space, status.trainer_seconds = "mnas", 0.0  # nothing trained yet: the figure, not a claim
     assert output.compute_line(status).startswith("compute: 0.0 trainer-seconds")
+
+
+def test_a_negative_mult_adds_target_is_refused_by_name():
+    parser = argparse.ArgumentParser()
+    search.add_spec_arguments(parser)
+    args = parser.parse_args(["--space", "mnas", "--reward", "mult-adds", "--target-mult-adds", "-5"])
+    with pytest.raises(ValueError, match="--target-mult-adds must be >= 0, got -5"):
+        search.spec_from_args(args)
+    args.target_mult_adds = 5_000_000_000  # a 64-bit count
+    assert search.spec_from_args(args).reward.target_mult_adds == 5_000_000_000
