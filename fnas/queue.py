@@ -129,10 +129,9 @@ class StreamReplicasError(RuntimeError):
     """A stream asked for more replicas than the NATS server (or cluster) has JetStream nodes."""
 
 
-#: What Bus.publish raises when the stream did not acknowledge a message through its retries
-#: (nats-server stalled, restarting or unreachable): a caller whose message is durable elsewhere
-#: publishes it again later.
-PUBLISH_ERRORS: tuple[type[Exception], ...] = (*delivery.TRANSIENT, nats.js.errors.NoStreamResponseError)
+#: What Bus.publish retries, and raises when the stream did not acknowledge through its retries
+#: (nats-server stalled or restarting): a caller whose message is durable elsewhere publishes it again later.
+PUBLISH_ERRORS: tuple[type[Exception], ...] = (nats.errors.TimeoutError, nats.js.errors.NoStreamResponseError)
 
 
 class Bus:
@@ -245,7 +244,7 @@ class Bus:
             lambda: self.js.publish(subject, data, timeout=timeout_s, headers=headers),
             attempts=attempts if msg_id else 1,
             wait_s=0.2,
-            retry_on=(nats.errors.TimeoutError, nats.js.errors.NoStreamResponseError),
+            retry_on=PUBLISH_ERRORS,
         )
 
     async def work(

@@ -182,13 +182,12 @@ class SearchRun:
         await self._finish(*(stop or (search_pb2.SEARCH_STATE_SUCCEEDED, "")))
 
     async def _pause(self, seconds: float) -> bool:
-        """Waits `seconds`; False (at once) when the search is cancelled or out of time meanwhile."""
+        """Waits about `seconds`; False (within a second) when the search is cancelled or out of time."""
         deadline = time.monotonic() + seconds
         while self._interrupted() is None:
-            if (left := deadline - time.monotonic()) <= 0:
+            if time.monotonic() >= deadline:
                 return True
-            self._wake.clear()
-            await waits.wait_event(self._wake, min(left, _WAIT_S))
+            await self.wait()
         return False
 
     async def _open_modules(self) -> None:
